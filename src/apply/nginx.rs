@@ -1,0 +1,450 @@
+//! Publishing an upstream to nginx: render → write temp → fsync → backup → rename → `nginx -t`
+//! → reload, or roll back.
+//!
+//! Why each step:
+//! - The temp file sits in the output's own directory because `rename` is atomic only within one
+//!   filesystem: nginx, or anyone reading the file, sees the old text or the new, never half.
+//! - fsync before the rename, and of the directory after it, so that a power cut leaves one of
+//!   the two complete files, not an empty one.
+//! - The backup is a hard link to the old file, taken before the rename: it needs no disk space
+//!   (a full disk must not stop a rollback) and restoring it is one more atomic rename.
+//! - `nginx -t` runs with the new file in place, because that is the file nginx will read; if it
+//!   refuses, the backup goes back and nginx is not reloaded. A SIGHUP with a broken config
+//!   fails silently in nginx (the old config keeps running), so validating first is the only way
+//!   to know.
+//! - Nothing is written when the rendered text equals the file: no rewrite and no reload at
+//!   steady state. A file changed by hand differs, so it is put back at the next round.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+use tera::{Context, Tera};
+
+use super::UpstreamPlan;
+use crate::config::{error_chain, NginxConfig, Reload};
+
+/// How long `test_cmd` and a reload command may run. `nginx -t` takes milliseconds; a hung one
+/// (e.g. resolving an unreachable host in the config) must not hold the loop.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NginxError {
+    #[error("cannot render template {template}: {message}")]
+    Render { template: String, message: String },
+    #[error("cannot write {path}: {message}; kept the previous file")]
+    Write { path: PathBuf, message: String },
+    #[error("nginx test rejected {path}: {output}; kept the previous file and did not reload")]
+    Rejected { path: PathBuf, output: String },
+    #[error("cannot run the nginx test command {cmd:?}: {message}; kept the previous file")]
+    TestCommand { cmd: String, message: String },
+    #[error("nginx test rejected {path} and restoring the previous file failed: {message}")]
+    Rollback { path: PathBuf, message: String },
+    #[error("reload failed: {0}; the new file is in place and the reload will be retried")]
+    Reload(String),
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Applied {
+    /// The file already said this; nothing was touched.
+    Unchanged,
+    /// A new file was validated, swapped in and nginx reloaded.
+    Reloaded,
+}
+
+/// The nginx target. Holds the compiled template and whether a reload is owed.
+pub struct Nginx {
+    cfg: NginxConfig,
+    tera: Tera,
+    /// Set when a valid file was put in place but the reload failed: the next apply reloads
+    /// even though the file is unchanged.
+    reload_owed: bool,
+}
+
+#[derive(Serialize)]
+struct TemplateServer<'a> {
+    name: &'a str,
+    address: &'a str,
+    backup: bool,
+}
+
+impl Nginx {
+    pub fn new(cfg: NginxConfig) -> Result<Self, NginxError> {
+        let mut tera = Tera::default();
+        tera.add_raw_template("upstream", &cfg.template)
+            .map_err(|e| NginxError::Render {
+                template: cfg.template_name.clone(),
+                message: error_chain(&e),
+            })?;
+        Ok(Nginx {
+            cfg,
+            tera,
+            reload_owed: false,
+        })
+    }
+
+    pub fn output(&self) -> &Path {
+        &self.cfg.output
+    }
+
+    /// The upstream file for a plan.
+    pub fn render(&self, plan: &UpstreamPlan) -> Result<String, NginxError> {
+        let servers: Vec<TemplateServer> = plan
+            .servers()
+            .map(|s| TemplateServer {
+                name: &s.name,
+                address: &s.address,
+                backup: s.backup,
+            })
+            .collect();
+        let mut ctx = Context::new();
+        ctx.insert("version", env!("CARGO_PKG_VERSION"));
+        ctx.insert("upstream_name", &self.cfg.upstream_name);
+        ctx.insert("primary", &servers[0]);
+        ctx.insert("servers", &servers);
+        self.tera
+            .render("upstream", &ctx)
+            .map_err(|e| NginxError::Render {
+                template: self.cfg.template_name.clone(),
+                message: error_chain(&e),
+            })
+    }
+
+    /// Checks, before anything is probed, that the output directory is writable, so that a
+    /// misconfigured path stops chain-co at start rather than at the first change.
+    pub fn preflight(&self) -> Result<(), NginxError> {
+        let dir = parent_dir(&self.cfg.output);
+        let probe = dir.join(format!(".chain-co-preflight-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| NginxError::Write {
+                path: self.cfg.output.clone(),
+                message: format!("directory {} is not writable: {e}", dir.display()),
+            })
+    }
+
+    /// Publishes `plan`, or explains why not. The previous file stays on any error.
+    pub async fn apply(&mut self, plan: &UpstreamPlan) -> Result<Applied, NginxError> {
+        let text = self.render(plan)?;
+        let output = self.cfg.output.clone();
+        let current = match std::fs::read_to_string(&output) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // Unreadable (permissions, not UTF-8): treat as different and let the swap decide.
+            Err(_) => None,
+        };
+        if current.as_deref() == Some(text.as_str()) {
+            if self.reload_owed {
+                self.reload().await?;
+                self.reload_owed = false;
+                return Ok(Applied::Reloaded);
+            }
+            return Ok(Applied::Unchanged);
+        }
+
+        let tmp = sibling(&output, ".chain-co.tmp", true);
+        let backup = sibling(&output, ".chain-co.bak", false);
+        write_synced(&tmp, text.as_bytes()).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            NginxError::Write {
+                path: output.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let had_previous = output.exists();
+        if had_previous {
+            let _ = std::fs::remove_file(&backup);
+            if let Err(e) = std::fs::hard_link(&output, &backup)
+                .or_else(|_| std::fs::copy(&output, &backup).map(|_| ()))
+            {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(NginxError::Write {
+                    path: output.clone(),
+                    message: format!("cannot keep a backup at {}: {e}", backup.display()),
+                });
+            }
+        }
+        if let Err(e) = std::fs::rename(&tmp, &output) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(NginxError::Write {
+                path: output.clone(),
+                message: e.to_string(),
+            });
+        }
+        sync_dir(&output);
+
+        if let Err(refusal) = self.test().await {
+            let restored = if had_previous {
+                std::fs::rename(&backup, &output)
+            } else {
+                std::fs::remove_file(&output)
+            };
+            sync_dir(&output);
+            return Err(match restored {
+                Ok(()) => refusal,
+                Err(e) => NginxError::Rollback {
+                    path: output,
+                    message: e.to_string(),
+                },
+            });
+        }
+        match self.reload().await {
+            Ok(()) => {
+                self.reload_owed = false;
+                Ok(Applied::Reloaded)
+            }
+            Err(e) => {
+                self.reload_owed = true;
+                Err(e)
+            }
+        }
+    }
+
+    async fn test(&self) -> Result<(), NginxError> {
+        let cmd = &self.cfg.test_cmd;
+        match run_command(cmd).await {
+            Ok((true, _)) => Ok(()),
+            Ok((false, out)) => Err(NginxError::Rejected {
+                path: self.cfg.output.clone(),
+                output: out,
+            }),
+            Err(message) => Err(NginxError::TestCommand {
+                cmd: cmd.join(" "),
+                message,
+            }),
+        }
+    }
+
+    async fn reload(&self) -> Result<(), NginxError> {
+        match &self.cfg.reload {
+            Reload::PidFile(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    NginxError::Reload(format!(
+                        "cannot read pid file {}: {e} (is nginx running?)",
+                        path.display()
+                    ))
+                })?;
+                let pid: i32 = text.trim().parse().map_err(|_| {
+                    NginxError::Reload(format!(
+                        "pid file {} holds {:?}, not a pid",
+                        path.display(),
+                        text.trim()
+                    ))
+                })?;
+                if pid <= 1 {
+                    return Err(NginxError::Reload(format!(
+                        "pid file {} holds pid {pid}; refusing to signal it",
+                        path.display()
+                    )));
+                }
+                kill(Pid::from_raw(pid), Signal::SIGHUP).map_err(|e| {
+                    NginxError::Reload(format!(
+                        "SIGHUP to pid {pid} from {}: {e} (stale pid file?)",
+                        path.display()
+                    ))
+                })
+            }
+            Reload::Command(cmd) => match run_command(cmd).await {
+                Ok((true, _)) => Ok(()),
+                Ok((false, out)) => Err(NginxError::Reload(format!("{}: {out}", cmd.join(" ")))),
+                Err(e) => Err(NginxError::Reload(format!("{}: {e}", cmd.join(" ")))),
+            },
+        }
+    }
+}
+
+/// Runs a command with a deadline; returns whether it succeeded and its output on one line.
+async fn run_command(cmd: &[String]) -> Result<(bool, String), String> {
+    let (program, args) = cmd.split_first().ok_or("empty command")?;
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child)
+        .await
+        .map_err(|_| format!("did not finish within {}s", COMMAND_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    let one_line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let status = if out.status.success() {
+        String::new()
+    } else {
+        format!("exit status {}: ", out.status.code().unwrap_or(-1))
+    };
+    Ok((out.status.success(), format!("{status}{one_line}")))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A file next to `path`. Hidden (dot-prefixed) files are not matched by `include conf.d/*.conf`.
+fn sibling(path: &Path, suffix: &str, hidden: bool) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "upstream".into());
+    let name = if hidden {
+        format!(".{name}{suffix}")
+    } else {
+        format!("{name}{suffix}")
+    };
+    parent_dir(path).join(name)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Makes a rename durable. Best effort: some filesystems cannot fsync a directory.
+fn sync_dir(path: &Path) {
+    if let Ok(d) = std::fs::File::open(parent_dir(path)) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::UpstreamServer;
+    use crate::config::DEFAULT_TEMPLATE;
+
+    fn plan() -> UpstreamPlan {
+        UpstreamPlan {
+            primary: UpstreamServer {
+                name: "lotus-a".into(),
+                address: "10.0.0.11:1234".into(),
+                backup: false,
+            },
+            backups: vec![UpstreamServer {
+                name: "lotus-b".into(),
+                address: "10.0.0.12:1234".into(),
+                backup: true,
+            }],
+        }
+    }
+
+    fn nginx(dir: &Path, test_cmd: &[&str]) -> Nginx {
+        Nginx::new(NginxConfig {
+            template_name: "built-in".into(),
+            template: DEFAULT_TEMPLATE.into(),
+            output: dir.join("upstream.conf"),
+            test_cmd: test_cmd.iter().map(|s| s.to_string()).collect(),
+            reload: Reload::Command(vec!["true".into()]),
+            upstream_name: "filecoin".into(),
+        })
+        .expect("template compiles")
+    }
+
+    #[test]
+    fn renders_primary_then_backups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = nginx(dir.path(), &["true"])
+            .render(&plan())
+            .expect("render");
+        assert!(text.contains("upstream filecoin {"), "{text}");
+        assert!(
+            text.contains(
+                "server 10.0.0.11:1234 max_fails=1 fail_timeout=10s;  # lotus-a (primary)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("server 10.0.0.12:1234 backup max_fails=1 fail_timeout=10s;  # lotus-b"),
+            "{text}"
+        );
+        let a = text.find("10.0.0.11").expect("a");
+        let b = text.find("10.0.0.12").expect("b");
+        assert!(a < b);
+    }
+
+    #[tokio::test]
+    async fn writes_once_then_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["true"]);
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Unchanged));
+        // A hand edit is put back.
+        std::fs::write(dir.path().join("upstream.conf"), "# edited\n").expect("edit");
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(names.is_empty(), "temp files left: {names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_file_is_rolled_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("upstream.conf");
+        std::fs::write(&out, "# last good\n").expect("seed");
+        let mut n = nginx(
+            dir.path(),
+            &["sh", "-c", "echo 'emerg: bad directive' >&2; exit 1"],
+        );
+        let err = n.apply(&plan()).await.expect_err("refused");
+        assert!(matches!(err, NginxError::Rejected { .. }), "{err}");
+        assert!(err.to_string().contains("emerg: bad directive"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("read"),
+            "# last good\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_first_file_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["false"]);
+        n.apply(&plan()).await.expect_err("refused");
+        assert!(!dir.path().join("upstream.conf").exists());
+    }
+
+    #[tokio::test]
+    async fn a_missing_test_program_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("upstream.conf");
+        std::fs::write(&out, "# last good\n").expect("seed");
+        let mut n = nginx(dir.path(), &["/nonexistent/nginx", "-t"]);
+        let err = n.apply(&plan()).await.expect_err("no program");
+        assert!(
+            err.to_string()
+                .contains("cannot run the nginx test command"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("read"),
+            "# last good\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_is_retried_on_the_next_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["true"]);
+        n.cfg.reload = Reload::PidFile(dir.path().join("nginx.pid"));
+        let err = n.apply(&plan()).await.expect_err("no pid file");
+        assert!(err.to_string().contains("is nginx running?"), "{err}");
+        n.cfg.reload = Reload::Command(vec!["true".into()]);
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Unchanged));
+    }
+}

@@ -1,0 +1,210 @@
+//! `chain-co check`: the dry run. Probes the pool as `run` would, prints the decision and the
+//! nginx config it would publish, and touches nothing.
+//!
+//! Hysteresis needs `rise` good probes before a node is used, so the check probes `rise` rounds
+//! back to back (a short pause between them) instead of waiting whole intervals.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::apply::nginx::Nginx;
+use crate::apply::UpstreamPlan;
+use crate::config::Config;
+use crate::probe::{Prober, Target};
+use crate::rpc::RpcClient;
+use crate::select::{select, Role, SelectState};
+
+/// Pause between the rounds of a check.
+const ROUND_GAP: Duration = Duration::from_millis(200);
+
+/// What `check` found, as printed with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub primary: Option<String>,
+    pub backups: Vec<String>,
+    pub nodes: Vec<CheckedNode>,
+    /// The upstream file `run` would write, or why there is none.
+    pub rendered: Option<String>,
+    pub render_error: Option<String>,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedNode {
+    pub name: String,
+    pub url: String,
+    pub implementation: Option<String>,
+    pub version: Option<String>,
+    pub height: Option<u64>,
+    pub lag: Option<u64>,
+    pub healthy: bool,
+    pub role: Role,
+    pub reason: String,
+    #[serde(with = "humantime_serde")]
+    pub latency: Option<Duration>,
+}
+
+/// Probes `rounds` times and reports the last decision.
+pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> {
+    let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)?;
+    let prober = Prober::new(client, config.nodes.iter().map(Target::from).collect());
+    let nginx = Nginx::new(config.nginx.clone())?;
+    let mut state = SelectState::default();
+    let mut last = None;
+    for i in 0..rounds.max(1) {
+        if i > 0 {
+            tokio::time::sleep(ROUND_GAP).await;
+        }
+        let round = prober.round().await;
+        let (decision, next) = select(
+            &config.select,
+            &state,
+            &round.observations,
+            SystemTime::now(),
+        );
+        state = next;
+        last = Some((round, decision));
+    }
+    let (round, decision) = last.expect("at least one round ran");
+    let nodes = decision
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| CheckedNode {
+            name: v.name.clone(),
+            url: config.nodes[i].url.to_string(),
+            implementation: round.versions[i]
+                .as_ref()
+                .map(|v| v.implementation().to_string()),
+            version: round.versions[i].as_ref().map(|v| v.version.clone()),
+            height: v.height,
+            lag: v.lag,
+            healthy: v.healthy,
+            role: v.role,
+            reason: v.reason.clone(),
+            latency: Some(round.latencies[i]),
+        })
+        .collect();
+    let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.nodes) {
+        Some(plan) => match nginx.render(&plan) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (
+            None,
+            Some("no healthy node: run would keep the current file (fail static)".into()),
+        ),
+    };
+    Ok(CheckReport {
+        primary: decision.primary,
+        backups: decision.backups,
+        nodes,
+        rendered,
+        render_error,
+        output: config.nginx.output.display().to_string(),
+    })
+}
+
+/// The human form of a report: a table, the choice, the file.
+pub fn render_text(r: &CheckReport) -> String {
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let paint = |code: &str, s: &str| {
+        if colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let rows: Vec<[String; 7]> = r
+        .nodes
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                match (&n.implementation, &n.version) {
+                    (Some(i), Some(v)) => format!("{i} {v}"),
+                    _ => "-".into(),
+                },
+                dash(n.height.map(|h| h.to_string())),
+                dash(n.lag.map(|l| l.to_string())),
+                match n.role {
+                    Role::Primary => "primary".into(),
+                    Role::Backup => "backup".into(),
+                    Role::Excluded => "excluded".into(),
+                },
+                dash(n.latency.map(|l| format!("{}ms", l.as_millis()))),
+                n.reason.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NODE",
+        "IMPLEMENTATION",
+        "HEIGHT",
+        "LAG",
+        "STATE",
+        "LATENCY",
+        "REASON",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        s.trim_end().to_string()
+    };
+    out.push_str(&line(&header.map(String::from)));
+    out.push('\n');
+    for row in &rows {
+        let text = line(row);
+        let code = match row[4].as_str() {
+            "primary" => "1;32",
+            "backup" => "32",
+            _ => "31",
+        };
+        out.push_str(&paint(code, &text));
+        out.push('\n');
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "primary: {}",
+        r.primary
+            .as_deref()
+            .map_or_else(|| paint("1;31", "none"), |p| paint("1;32", p))
+    );
+    let _ = writeln!(
+        out,
+        "backups: {}",
+        if r.backups.is_empty() {
+            "none".to_string()
+        } else {
+            r.backups.join(", ")
+        }
+    );
+    match (&r.rendered, &r.render_error) {
+        (Some(text), _) => {
+            let _ = write!(out, "\n# would write {}:\n{text}", r.output);
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(out, "\nnothing to write: {e}");
+        }
+        (None, None) => {}
+    }
+    out
+}

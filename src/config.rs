@@ -1,0 +1,797 @@
+//! The TOML configuration: parsed once, at the edge, into typed values.
+//!
+//! Two layers, as in linkerd's `env.rs`: `Raw*` structs mirror the file (every key that can be
+//! wrong keeps its span, so an error can name its line), and [`Config`] is what the rest of the
+//! program sees — checked, defaulted, tokens loaded. Every problem in a file is collected and
+//! reported at once (one run of `chain-co validate` shows every mistake), each as
+//! `FILE:LINE:COL: key: what is wrong; what would be valid`.
+//!
+//! Relative paths in the file are resolved against the directory of the file itself, so that a
+//! service manager starting chain-co from `/` finds the same files as an operator in `/etc/chain-co`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::secret::Secret;
+use crate::select::SelectRules;
+
+/// The nginx upstream template shipped with chain-co, used when `[nginx] template` is not set.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/upstream.conf.tera");
+
+/// Typed, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nodes: Vec<NodeConfig>,
+    pub probe: ProbeConfig,
+    pub select: SelectRules,
+    pub nginx: NginxConfig,
+}
+
+/// One Filecoin daemon of the pool.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub url: Url,
+    pub token: Option<Secret>,
+    /// The address nginx proxies to (`host:port`).
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Replies larger than this are cut off and count as a bad probe.
+    pub max_reply_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct NginxConfig {
+    /// Where the template came from, for error messages.
+    pub template_name: String,
+    pub template: String,
+    pub output: PathBuf,
+    pub test_cmd: Vec<String>,
+    pub reload: Reload,
+    pub upstream_name: String,
+}
+
+/// How nginx is told to read its configuration again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Send SIGHUP to the pid in this file (what `nginx -s reload` does).
+    PidFile(PathBuf),
+    /// Run this command (e.g. `systemctl reload nginx`).
+    Command(Vec<String>),
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+/// One problem, located in the file when it comes from a key that was written there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{} has {} problem{}:",
+            self.file.display(),
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            match p.position {
+                Some((line, col)) => write!(f, "  {}:{}:{}: ", self.file.display(), line, col)?,
+                None => write!(f, "  {}: ", self.file.display())?,
+            }
+            if p.key.is_empty() {
+                writeln!(f, "{}", p.message)?;
+            } else {
+                writeln!(f, "{}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    node: Vec<RawNode>,
+    #[serde(default)]
+    probe: RawProbe,
+    #[serde(default)]
+    select: RawSelect,
+    #[serde(default)]
+    nginx: RawNginx,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    token_file: Option<Spanned<PathBuf>>,
+    token_env: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+}
+
+type HumanDuration = humantime_serde::Serde<Duration>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    interval: Option<Spanned<HumanDuration>>,
+    timeout: Option<Spanned<HumanDuration>>,
+    max_reply_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelect {
+    max_lag: Option<Spanned<u64>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNginx {
+    template: Option<Spanned<PathBuf>>,
+    output: Option<Spanned<PathBuf>>,
+    test_cmd: Option<Spanned<Vec<String>>>,
+    reload: Option<Spanned<RawReload>>,
+    upstream_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    pid_file: Option<PathBuf>,
+    cmd: Option<Vec<String>>,
+}
+
+/// Defaults, in one place.
+pub mod defaults {
+    use std::time::Duration;
+    pub const INTERVAL: Duration = Duration::from_secs(5);
+    pub const TIMEOUT: Duration = Duration::from_secs(3);
+    /// A mainnet `ChainHead` with a full tipset is tens of KiB; 1 MiB leaves ample room while
+    /// keeping a hostile node from filling memory.
+    pub const MAX_REPLY_BYTES: u64 = 1024 * 1024;
+    pub const MAX_LAG: u64 = 2;
+    pub const RISE: u32 = 2;
+    pub const FALL: u32 = 3;
+    pub const OUTPUT: &str = "/etc/nginx/conf.d/filecoin-upstream.conf";
+    pub const PID_FILE: &str = "/run/nginx.pid";
+    pub const UPSTREAM_NAME: &str = "filecoin";
+    pub fn test_cmd() -> Vec<String> {
+        vec!["nginx".into(), "-t".into()]
+    }
+}
+
+/// Collects problems while the raw config is turned into a typed one.
+struct Checker<'a> {
+    source: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn position(&self, span: Range<usize>) -> (usize, usize) {
+        let start = span.start.min(self.source.len());
+        let before = &self.source[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, col)
+    }
+
+    fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let position = Some(self.position(span));
+        self.problems.push(Problem {
+            position,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn nowhere(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            position: None,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file; nothing outside the file is touched except the
+    /// token files and the template it names, which are read here so that a missing one stops
+    /// chain-co at start, not at the first probe.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                position: None,
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&source, base).map_err(|problems| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses configuration text; relative paths are resolved against `base`.
+    pub fn parse(source: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+        let mut ck = Checker {
+            source,
+            problems: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(source) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let position = e.span().map(|s| ck.position(s.clone()));
+                let key = e
+                    .span()
+                    .map(|s| key_at(source, s.start))
+                    .unwrap_or_default();
+                return Err(vec![Problem {
+                    position,
+                    key,
+                    message: e.message().trim().to_string(),
+                }]);
+            }
+        };
+        let nodes = check_nodes(&mut ck, raw.node, base);
+        let probe = check_probe(&mut ck, raw.probe);
+        let select = check_select(&mut ck, raw.select);
+        let nginx = check_nginx(&mut ck, raw.nginx, base);
+        if ck.problems.is_empty() {
+            Ok(Config {
+                nodes,
+                probe,
+                select,
+                nginx: nginx.expect("a missing nginx section is always reported as a problem"),
+            })
+        } else {
+            Err(ck.problems)
+        }
+    }
+}
+
+/// The dotted key written on the line holding `offset`, with its table: what a syntax error
+/// from the TOML parser is about (its own message does not name the key).
+fn key_at(source: &str, offset: usize) -> String {
+    let offset = offset.min(source.len());
+    let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = source[line_start..].lines().next().unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
+    let table = source[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .unwrap_or("");
+    match (table, key) {
+        (_, "") => String::new(),
+        ("", k) => k.to_string(),
+        (t, k) => format!("{t}.{k}"),
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Node names end up in logs, metrics labels and nginx comments: keep them to a safe alphabet.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// What may be written after `server` in an nginx upstream: `host:port`, `[v6]:port` or
+/// `unix:/path`. Anything else (spaces, `;`, braces) could inject directives into nginx.
+fn valid_upstream(addr: &str) -> bool {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        return path.starts_with('/')
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-'));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConfig> {
+    if raw.is_empty() {
+        ck.nowhere(
+            "node",
+            "no [[node]] is defined; add one [[node]] table with `name` and `url` per daemon",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut nodes = Vec::new();
+    for (i, n) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("node[{i}].{k}");
+        let name = n.name.get_ref().clone();
+        if !valid_name(&name) {
+            ck.at(
+                n.name.span(),
+                key("name"),
+                format!("{name:?} is not a valid name; use letters, digits, `_`, `.` and `-`"),
+            );
+        } else if !seen.insert(name.clone()) {
+            ck.at(
+                n.name.span(),
+                key("name"),
+                format!("{name:?} is used by another node already; names must be unique"),
+            );
+        }
+        let url = match Url::parse(n.url.get_ref()) {
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                ck.at(
+                    n.url.span(),
+                    key("url"),
+                    format!(
+                        "scheme {:?} is not supported; use http:// or https://",
+                        u.scheme()
+                    ),
+                );
+                None
+            }
+            Ok(u) if u.host_str().is_none() => {
+                ck.at(n.url.span(), key("url"), "the URL has no host");
+                None
+            }
+            Ok(u) => Some(u),
+            Err(e) => {
+                ck.at(
+                    n.url.span(),
+                    key("url"),
+                    format!(
+                        "{:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\"",
+                        n.url.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        let token = match (&n.token_file, &n.token_env) {
+            (Some(f), Some(_)) => {
+                ck.at(
+                    f.span(),
+                    key("token_file"),
+                    "set either token_file or token_env, not both",
+                );
+                None
+            }
+            (Some(f), None) => {
+                let path = resolve(base, f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(t) if t.trim().is_empty() => {
+                        ck.at(
+                            f.span(),
+                            key("token_file"),
+                            format!("{} is empty", path.display()),
+                        );
+                        None
+                    }
+                    Ok(t) => Some(Secret::new(t.trim())),
+                    Err(e) => {
+                        ck.at(
+                            f.span(),
+                            key("token_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(v)) => match std::env::var(v.get_ref()) {
+                Ok(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
+                _ => {
+                    ck.at(
+                        v.span(),
+                        key("token_env"),
+                        format!("environment variable {} is not set or empty", v.get_ref()),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let upstream = match (&n.upstream, &url) {
+            (Some(u), _) => {
+                if !valid_upstream(u.get_ref()) {
+                    ck.at(
+                        u.span(),
+                        key("upstream"),
+                        format!(
+                            "{:?} is not an nginx server address; write host:port, [ipv6]:port or unix:/path",
+                            u.get_ref()
+                        ),
+                    );
+                }
+                u.get_ref().clone()
+            }
+            (None, Some(url)) => {
+                let host = url.host_str().unwrap_or_default();
+                let port = url.port_or_known_default().unwrap_or(80);
+                if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                }
+            }
+            (None, None) => String::new(),
+        };
+        if let Some(url) = url {
+            nodes.push(NodeConfig {
+                name,
+                url,
+                token,
+                upstream,
+            });
+        }
+    }
+    nodes
+}
+
+fn check_probe(ck: &mut Checker, raw: RawProbe) -> ProbeConfig {
+    let mut duration = |v: Option<Spanned<HumanDuration>>, k: &str, default: Duration| match v {
+        Some(v) if v.get_ref().is_zero() => {
+            ck.at(
+                v.span(),
+                format!("probe.{k}"),
+                "must be greater than zero, e.g. \"5s\"",
+            );
+            default
+        }
+        Some(v) => **v.get_ref(),
+        None => default,
+    };
+    let interval = duration(raw.interval, "interval", defaults::INTERVAL);
+    let timeout_span = raw.timeout.as_ref().map(|t| t.span());
+    let timeout = duration(raw.timeout, "timeout", defaults::TIMEOUT);
+    if timeout > interval {
+        let msg = format!(
+            "{} is longer than probe.interval ({}); a probe must end before the next round starts",
+            humantime::format_duration(timeout),
+            humantime::format_duration(interval)
+        );
+        match timeout_span {
+            Some(s) => ck.at(s, "probe.timeout", msg),
+            None => ck.nowhere("probe.timeout", msg),
+        }
+    }
+    let max_reply_bytes = match raw.max_reply_bytes {
+        Some(v) if *v.get_ref() < 4096 => {
+            ck.at(
+                v.span(),
+                "probe.max_reply_bytes",
+                "must be at least 4096; a ChainHead reply is several KiB",
+            );
+            defaults::MAX_REPLY_BYTES
+        }
+        Some(v) => *v.get_ref(),
+        None => defaults::MAX_REPLY_BYTES,
+    };
+    ProbeConfig {
+        interval,
+        timeout,
+        max_reply_bytes: usize::try_from(max_reply_bytes).unwrap_or(usize::MAX),
+    }
+}
+
+fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
+    let mut at_least_one = |v: Option<Spanned<u32>>, k: &str, default: u32| match v {
+        Some(v) if *v.get_ref() == 0 => {
+            ck.at(
+                v.span(),
+                format!("select.{k}"),
+                "must be at least 1 (consecutive probes)",
+            );
+            default
+        }
+        Some(v) => *v.get_ref(),
+        None => default,
+    };
+    let rise = at_least_one(raw.rise, "rise", defaults::RISE);
+    let fall = at_least_one(raw.fall, "fall", defaults::FALL);
+    SelectRules {
+        max_lag: raw.max_lag.map_or(defaults::MAX_LAG, |v| *v.get_ref()),
+        rise,
+        fall,
+    }
+}
+
+fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConfig> {
+    let (template_name, template) = match &raw.template {
+        None => (
+            "built-in upstream.conf.tera".to_string(),
+            DEFAULT_TEMPLATE.to_string(),
+        ),
+        Some(t) => {
+            let path = resolve(base, t.get_ref());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => (path.display().to_string(), text),
+                Err(e) => {
+                    ck.at(
+                        t.span(),
+                        "nginx.template",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    (String::new(), String::new())
+                }
+            }
+        }
+    };
+    if !template.is_empty() {
+        if let Err(e) = tera::Tera::default().add_raw_template("upstream", &template) {
+            let msg = format!("the template does not parse: {}", error_chain(&e));
+            match &raw.template {
+                Some(t) => ck.at(t.span(), "nginx.template", msg),
+                None => ck.nowhere("nginx.template", msg),
+            }
+        }
+    }
+    let output = raw.output.map_or_else(
+        || PathBuf::from(defaults::OUTPUT),
+        |o| resolve(base, o.get_ref()),
+    );
+    let test_cmd = match raw.test_cmd {
+        Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
+            ck.at(
+                c.span(),
+                "nginx.test_cmd",
+                "must name a program, e.g. [\"nginx\", \"-t\"]",
+            );
+            defaults::test_cmd()
+        }
+        Some(c) => c.into_inner(),
+        None => defaults::test_cmd(),
+    };
+    let reload = match raw.reload {
+        None => Reload::PidFile(PathBuf::from(defaults::PID_FILE)),
+        Some(r) => {
+            let span = r.span();
+            match r.into_inner() {
+                RawReload {
+                    pid_file: Some(p),
+                    cmd: None,
+                } => Reload::PidFile(resolve(base, &p)),
+                RawReload {
+                    pid_file: None,
+                    cmd: Some(c),
+                } if !c.is_empty() && !c[0].is_empty() => Reload::Command(c),
+                _ => {
+                    ck.at(
+                        span,
+                        "nginx.reload",
+                        "write either { pid_file = \"/run/nginx.pid\" } or { cmd = [\"systemctl\", \"reload\", \"nginx\"] }",
+                    );
+                    Reload::PidFile(PathBuf::from(defaults::PID_FILE))
+                }
+            }
+        }
+    };
+    let upstream_name = match raw.upstream_name {
+        Some(n)
+            if !n
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || n.get_ref().is_empty() =>
+        {
+            ck.at(
+                n.span(),
+                "nginx.upstream_name",
+                "use letters, digits and `_` only (it is an nginx upstream name)",
+            );
+            defaults::UPSTREAM_NAME.to_string()
+        }
+        Some(n) => n.into_inner(),
+        None => defaults::UPSTREAM_NAME.to_string(),
+    };
+    Some(NginxConfig {
+        template_name,
+        template,
+        output,
+        test_cmd,
+        reload,
+        upstream_name,
+    })
+}
+
+/// Tera nests the useful message in `source()`; flatten the chain into one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        Config::parse(text, Path::new("/nonexistent"))
+    }
+
+    const MINIMAL: &str = r#"
+[[node]]
+name = "lotus-a"
+url = "http://10.0.0.11:1234/rpc/v1"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.nodes.len(), 1);
+        assert_eq!(c.nodes[0].upstream, "10.0.0.11:1234");
+        assert_eq!(c.probe.interval, Duration::from_secs(5));
+        assert_eq!(c.probe.timeout, Duration::from_secs(3));
+        assert_eq!(c.select.max_lag, 2);
+        assert_eq!(c.select.rise, 2);
+        assert_eq!(c.select.fall, 3);
+        assert_eq!(
+            c.nginx.output,
+            PathBuf::from("/etc/nginx/conf.d/filecoin-upstream.conf")
+        );
+        assert_eq!(c.nginx.reload, Reload::PidFile("/run/nginx.pid".into()));
+        assert_eq!(c.nginx.template, DEFAULT_TEMPLATE);
+    }
+
+    #[test]
+    fn upstream_defaults_to_host_and_known_port() {
+        let c = parse(
+            r#"
+[[node]]
+name = "a"
+url = "https://lotus.example/rpc/v1"
+[[node]]
+name = "b"
+url = "http://[::1]:2345/rpc/v1"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.nodes[0].upstream, "lotus.example:443");
+        assert_eq!(c.nodes[1].upstream, "[::1]:2345");
+    }
+
+    /// One row per mistake: the text, the line the error must name, and words it must contain.
+    #[test]
+    fn every_mistake_names_line_and_key() {
+        let rows: &[(&str, usize, &str)] = &[
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ncolour = 1\n", 4, "unknown field `colour`"),
+            ("[[node]]\nname = \"a b\"\nurl = \"http://x:1/\"\n", 2, "node[0].name"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[[node]]\nname = \"a\"\nurl = \"http://y:1/\"\n", 5, "unique"),
+            ("[[node]]\nname = \"a\"\nurl = \"not a url\"\n", 3, "node[0].url"),
+            ("[[node]]\nname = \"a\"\nurl = \"ftp://x/\"\n", 3, "scheme"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ntoken_file = \"/nonexistent/tok\"\n", 4, "cannot read"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ntoken_env = \"CHAIN_CO_TEST_UNSET_VAR\"\n", 4, "not set"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\nupstream = \"x:1; evil\"\n", 4, "node[0].upstream"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[probe]\ninterval = \"0s\"\n", 5, "probe.interval"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[probe]\ninterval = \"1s\"\ntimeout = \"2s\"\n", 6, "probe.timeout"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[probe]\ninterval = \"five\"\n", 5, "interval"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[select]\nrise = 0\n", 5, "select.rise"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[select]\nfall = 0\n", 5, "select.fall"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\ntest_cmd = []\n", 5, "nginx.test_cmd"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\nreload = { pid_file = \"/a\", cmd = [\"b\"] }\n", 5, "nginx.reload"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\ntemplate = \"/nonexistent.tera\"\n", 5, "nginx.template"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\nupstream_name = \"a b\"\n", 5, "nginx.upstream_name"),
+            ("[select]\nmax_lag = -1\n[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n", 2, "max_lag"),
+        ];
+        for (text, line, words) in rows {
+            let problems = parse(text).expect_err(text);
+            let p = problems
+                .iter()
+                .find(|p| p.key.contains(words) || p.message.contains(words))
+                .unwrap_or_else(|| panic!("no problem mentions {words:?} in {problems:?}"));
+            assert_eq!(p.position.map(|p| p.0), Some(*line), "{text}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn no_node_is_an_error() {
+        let problems = parse("[probe]\ninterval = \"5s\"\n").expect_err("no node");
+        assert!(problems[0].message.contains("no [[node]]"));
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let problems = parse("[[node]]\nname = \"\"\nurl = \"x\"\n[select]\nrise = 0\nfall = 0\n")
+            .expect_err("invalid");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn tokens_are_read_from_file_and_env() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.token"), "secret-a\n").expect("write");
+        std::env::set_var("CHAIN_CO_TEST_TOKEN_B", "secret-b");
+        let c = Config::parse(
+            "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ntoken_file = \"a.token\"\n\
+             [[node]]\nname = \"b\"\nurl = \"http://y:1/\"\ntoken_env = \"CHAIN_CO_TEST_TOKEN_B\"\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.nodes[0].token.as_ref().map(Secret::expose),
+            Some("secret-a")
+        );
+        assert_eq!(
+            c.nodes[1].token.as_ref().map(Secret::expose),
+            Some("secret-b")
+        );
+        assert!(!format!("{c:?}").contains("secret-"));
+    }
+
+    #[test]
+    fn a_template_that_does_not_parse_is_refused_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("bad.tera"), "{% for x in %}").expect("write");
+        let problems = Config::parse(
+            "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\ntemplate = \"bad.tera\"\n",
+            dir.path(),
+        )
+        .expect_err("bad template");
+        assert!(
+            problems[0].message.contains("does not parse"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn shipped_examples_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Err(e) = Config::load(&path) {
+                    panic!("{e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! A simulated pool of Filecoin daemons: the test bed and the demo.
+//!
+//! Each node listens on its own loopback port and answers JSON-RPC 2.0 POSTs at `/rpc/v0` and
+//! `/rpc/v1` the way Lotus does (go-jsonrpc): `Filecoin.ChainHead`, `ChainGetGenesis`,
+//! `Version`, `StateNetworkName`, `SyncState`, `NetPeers`, `ChainTipSetWeight`; an unknown
+//! method gets HTTP 500 with code -32601, a body that is not JSON HTTP 500 with -32700. Every
+//! reply carries `X-Sim-Node: <name>` so a test can see which node nginx picked.
+//!
+//! A control endpoint changes a node at run time (see [`Op`]): stall (head stops), lag by N
+//! epochs, die (port closed, open connections cut) and revive, answer slowly, answer garbage,
+//! JSON-RPC errors or HTTP errors, require a token.
+
+mod chain;
+mod node;
+
+pub use chain::ChainClock;
+pub use node::{NodeStatus, Op};
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use node::SimNode;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimSpec {
+    pub names: Vec<String>,
+    pub block_delay: Duration,
+    pub listen: IpAddr,
+    /// Where the control endpoint listens; port 0 picks a free one.
+    pub control: SocketAddr,
+}
+
+/// The addresses of a running pool, as printed by `chain-co sim` on its first line.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SimReady {
+    pub control: SocketAddr,
+    pub block_delay_secs: u64,
+    pub nodes: Vec<SimNodeAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SimNodeAddr {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+/// A running pool. Dropping it does not stop it; call [`SimPool::shutdown`].
+pub struct SimPool {
+    nodes: Arc<BTreeMap<String, Arc<SimNode>>>,
+    ready: SimReady,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl SimPool {
+    pub async fn start(spec: SimSpec) -> std::io::Result<SimPool> {
+        let clock = ChainClock::starting_now(spec.block_delay, 1000);
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut nodes = BTreeMap::new();
+        let mut addrs = Vec::new();
+        for name in &spec.names {
+            let node = SimNode::start(name.clone(), clock, spec.listen, &tasks).await?;
+            addrs.push(SimNodeAddr {
+                name: name.clone(),
+                addr: node.addr(),
+                url: format!("http://{}/rpc/v1", node.addr()),
+            });
+            nodes.insert(name.clone(), node);
+        }
+        let nodes = Arc::new(nodes);
+        let listener = TcpListener::bind(spec.control).await?;
+        let control = listener.local_addr()?;
+        let app = Router::new()
+            .route("/nodes", get(list))
+            .route("/nodes/{name}", post(change))
+            .with_state(nodes.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+        Ok(SimPool {
+            nodes,
+            ready: SimReady {
+                control,
+                block_delay_secs: clock.block_delay,
+                nodes: addrs,
+            },
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn ready(&self) -> &SimReady {
+        &self.ready
+    }
+
+    /// Changes a node; the same as a POST to the control endpoint.
+    pub async fn apply(&self, name: &str, op: Op) -> Result<NodeStatus, String> {
+        let node = self
+            .nodes
+            .get(name)
+            .ok_or_else(|| format!("no simulated node named {name:?}"))?;
+        node.apply(op).await.map_err(|e| e.to_string())?;
+        Ok(node.status())
+    }
+
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.nodes.values().map(|n| n.status()).collect()
+    }
+
+    pub async fn shutdown(self) {
+        for n in self.nodes.values() {
+            n.kill().await;
+        }
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn list(State(nodes): State<Arc<BTreeMap<String, Arc<SimNode>>>>) -> Json<Vec<NodeStatus>> {
+    Json(nodes.values().map(|n| n.status()).collect())
+}
+
+async fn change(
+    State(nodes): State<Arc<BTreeMap<String, Arc<SimNode>>>>,
+    Path(name): Path<String>,
+    Json(op): Json<Op>,
+) -> Result<Json<NodeStatus>, (StatusCode, String)> {
+    let node = nodes
+        .get(&name)
+        .ok_or((StatusCode::NOT_FOUND, format!("no node named {name:?}\n")))?;
+    node.apply(op)
+        .await
+        .map_err(|e| (StatusCode::CONFLICT, format!("{e}\n")))?;
+    Ok(Json(node.status()))
+}

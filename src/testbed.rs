@@ -1,0 +1,213 @@
+//! A private nginx on loopback, for the demo and the integration tests.
+//!
+//! It never touches the system's nginx: its own prefix directory, config, pid file, logs and
+//! temp paths, a port chosen by the OS, and `-e` so that even `nginx -t` does not open
+//! `/var/log/nginx`. It runs in the foreground (`daemon off`) in a process group of its own, and
+//! dropping the handle kills the whole group: killing only the master would leave workers
+//! serving.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::config::{NginxConfig, Reload, DEFAULT_TEMPLATE};
+
+/// Finds the nginx binary: `$NGINX`, then `PATH`, then Debian's `/usr/sbin/nginx` (not on a
+/// normal user's `PATH`).
+pub fn find_nginx() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NGINX") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+/// A running private nginx.
+pub struct PrivateNginx {
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+    pub pid_file: PathBuf,
+    /// The generated upstream file, included by `conf`.
+    pub upstream_file: PathBuf,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl PrivateNginx {
+    /// Starts nginx in `dir` with an upstream of `seed` addresses (the first one primary), as
+    /// an operator's nginx would already have before chain-co starts.
+    pub fn start(binary: &Path, dir: &Path, seed: &[String]) -> io::Result<PrivateNginx> {
+        for sub in ["conf.d", "tmp", "logs"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let conf = dir.join("nginx.conf");
+        let pid_file = dir.join("nginx.pid");
+        let upstream_file = dir.join("conf.d").join("filecoin-upstream.conf");
+        let mut servers = String::new();
+        for (i, s) in seed.iter().enumerate() {
+            servers.push_str(&format!(
+                "    server {s}{};\n",
+                if i == 0 { "" } else { " backup" }
+            ));
+        }
+        std::fs::write(
+            &upstream_file,
+            format!("upstream filecoin {{\n{servers}}}\n"),
+        )?;
+        std::fs::write(&conf, private_conf(dir, addr))?;
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("logs/error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()?;
+        let mut nginx = PrivateNginx {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            conf,
+            pid_file,
+            upstream_file,
+            addr,
+            child,
+        };
+        nginx.wait_listening()?;
+        Ok(nginx)
+    }
+
+    fn wait_listening(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                let log =
+                    std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default();
+                return Err(io::Error::other(format!("nginx exited ({status}): {log}")));
+            }
+            if std::net::TcpStream::connect(self.addr).is_ok() && self.pid_file.exists() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::other("nginx did not start listening within 10s"))
+    }
+
+    /// The `[nginx]` section that points chain-co at this nginx.
+    pub fn chain_co_config(&self) -> NginxConfig {
+        NginxConfig {
+            template_name: "built-in upstream.conf.tera".into(),
+            template: DEFAULT_TEMPLATE.into(),
+            output: self.upstream_file.clone(),
+            test_cmd: self.test_cmd(),
+            reload: Reload::PidFile(self.pid_file.clone()),
+            upstream_name: "filecoin".into(),
+        }
+    }
+
+    pub fn test_cmd(&self) -> Vec<String> {
+        vec![
+            self.binary.display().to_string(),
+            "-t".into(),
+            "-q".into(),
+            "-p".into(),
+            self.dir.display().to_string(),
+            "-c".into(),
+            self.conf.display().to_string(),
+            "-e".into(),
+            self.dir.join("logs/error.log").display().to_string(),
+        ]
+    }
+
+    /// The URL clients use: nginx's `/rpc/v1`.
+    pub fn rpc_url(&self) -> String {
+        format!("http://{}/rpc/v1", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PrivateNginx {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The private nginx.conf: the shape of `nginx-examples/nginx.conf` with private paths.
+fn private_conf(dir: &Path, addr: SocketAddr) -> String {
+    let d = dir.display();
+    // As root, workers would run as `nobody` and could not read a private 0700 directory.
+    let user = if nix::unistd::geteuid().is_root() {
+        "user root;\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"# Private nginx started by chain-co's demo or tests. Not for production: see nginx-examples/.
+daemon off;
+master_process on;
+worker_processes 1;
+{user}pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+worker_shutdown_timeout 10s;
+
+events {{
+    worker_connections 512;
+}}
+
+http {{
+    access_log {d}/logs/access.log;
+    client_body_temp_path {d}/tmp/client_body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      '';
+    }}
+
+    include {d}/conf.d/*.conf;
+
+    server {{
+        listen {addr};
+
+        location /rpc/ {{
+            proxy_pass http://filecoin;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+            proxy_next_upstream error timeout http_502 http_503 http_504;
+            proxy_next_upstream_tries 3;
+            proxy_next_upstream_timeout 10s;
+            add_header X-Upstream-Addr $upstream_addr always;
+        }}
+    }}
+}}
+"#
+    )
+}
