@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NginxConfig, NodeConfig, ProbeConfig, Reload, DEFAULT_TEMPLATE};
+use crate::config::{Config, NodeConfig, ProbeConfig};
 use crate::daemon::{ApplyRecord, Daemon, Report};
 use crate::select::SelectRules;
 use crate::sim::{Op, SimPool, SimSpec};
@@ -60,14 +60,7 @@ pub async fn demo() -> anyhow::Result<()> {
     };
     let nginx_cfg = match &nginx {
         Some(n) => n.chain_co_config(),
-        None => NginxConfig {
-            template_name: "built-in upstream.conf.tera".into(),
-            template: DEFAULT_TEMPLATE.into(),
-            output: dir.path().join("filecoin-upstream.conf"),
-            test_cmd: vec!["true".into()],
-            reload: Reload::Command(vec!["true".into()]),
-            upstream_name: "filecoin".into(),
-        },
+        None => PrivateNginx::template_config(dir.path().join("filecoin-upstream.conf")),
     };
     println!(
         "chain-co demo: 3 simulated Lotus daemons, block delay {}s",
@@ -170,7 +163,9 @@ pub async fn demo() -> anyhow::Result<()> {
         .await
         .context("no primary was chosen within 20s")?;
     let a = first.decision.primary.clone().expect("checked");
-    say(&format!("{a} is primary; requests flow through nginx to it for 3s"));
+    say(&format!(
+        "{a} is primary; requests flow through nginx to it for 3s"
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     say(&format!(

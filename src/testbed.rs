@@ -111,11 +111,21 @@ impl PrivateNginx {
     /// The `[nginx]` section that points chain-co at this nginx.
     pub fn chain_co_config(&self) -> NginxConfig {
         NginxConfig {
-            template_name: "built-in upstream.conf.tera".into(),
-            template: DEFAULT_TEMPLATE.into(),
-            output: self.upstream_file.clone(),
             test_cmd: self.test_cmd(),
             reload: Reload::PidFile(self.pid_file.clone()),
+            ..Self::template_config(self.upstream_file.clone())
+        }
+    }
+
+    /// An `[nginx]` section with the built-in template writing `output`, testing and reloading
+    /// nothing (the dry-run demo and template tests).
+    pub fn template_config(output: PathBuf) -> NginxConfig {
+        NginxConfig {
+            template_name: "built-in upstream.conf.tera".into(),
+            template: DEFAULT_TEMPLATE.into(),
+            output,
+            test_cmd: vec!["true".into()],
+            reload: Reload::Command(vec!["true".into()]),
             upstream_name: "filecoin".into(),
         }
     }
@@ -141,6 +151,17 @@ impl PrivateNginx {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The master's current worker processes. After a reload, the old workers leave this list
+    /// once they have finished, which is how a test knows a reload has taken effect.
+    pub fn workers(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 }
 

@@ -167,6 +167,9 @@ impl SimNode {
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
             }
+            // Close the port first, so that no connection lands in the backlog of a dying
+            // listener (it would be accepted by the kernel, then reset), then cut the open ones.
+            drop(listener);
             conns.shutdown().await;
         });
         Server { stop, task }

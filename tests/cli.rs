@@ -1,0 +1,136 @@
+//! The command line as an operator uses it: `check` against the simulator, `validate`, exit codes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn pool_config(dir: &Path, sim: &Sim) -> std::path::PathBuf {
+    let mut text = String::new();
+    for n in &sim.ready.nodes {
+        text.push_str(&format!(
+            "[[node]]\nname = \"{}\"\nurl = \"{}\"\n",
+            n.name, n.url
+        ));
+    }
+    // check must not need nginx or its directories: point output somewhere that does not exist.
+    text.push_str("[probe]\ninterval = \"1s\"\ntimeout = \"500ms\"\n[nginx]\noutput = \"/nonexistent/chain-co/upstream.conf\"\n");
+    let path = dir.join("chain-co.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn check_json(config: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(BIN)
+        .args(["check", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("run check");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}
+
+#[tokio::test]
+async fn check_json_names_the_right_primary_and_writes_nothing() {
+    let sim = Sim::start(&["lotus-a", "lotus-b", "lotus-c"], "1s");
+    sim.op("lotus-a", r#"{"op":"lag","epochs":5}"#).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = pool_config(dir.path(), &sim);
+    let (code, json) = check_json(&config);
+    assert_eq!(code, Some(0), "{json:#}");
+    assert_eq!(json["primary"], "lotus-b", "{json:#}");
+    assert_eq!(json["backups"], serde_json::json!(["lotus-c"]));
+    let a = &json["nodes"][0];
+    assert_eq!(a["name"], "lotus-a");
+    assert_eq!(a["healthy"], false);
+    assert_eq!(a["reason"], "lagging 5 epochs (max 2)");
+    assert_eq!(json["nodes"][1]["implementation"], "lotus");
+    assert!(json["nodes"][1]["height"].as_u64().is_some());
+    let rendered = json["rendered"].as_str().expect("rendered config");
+    assert!(rendered.contains(&format!("server {} max_fails", sim.addr("lotus-b"))));
+    assert!(!rendered.contains(&sim.addr("lotus-a")));
+    assert!(!Path::new("/nonexistent/chain-co").exists());
+
+    // The table form says the same.
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("primary: lotus-b"), "{text}");
+    assert!(text.contains("lagging 5 epochs"), "{text}");
+}
+
+#[tokio::test]
+async fn check_exits_1_when_no_node_is_healthy() {
+    let sim = Sim::start(&["a", "b"], "1s");
+    sim.op("a", r#"{"op":"die"}"#).await;
+    sim.op("b", r#"{"op":"garbage"}"#).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, json) = check_json(&pool_config(dir.path(), &sim));
+    assert_eq!(code, Some(1), "{json:#}");
+    assert!(json["primary"].is_null());
+    assert!(json["nodes"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("cannot connect"));
+    assert!(json["nodes"][1]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("not JSON"));
+    assert!(json["render_error"]
+        .as_str()
+        .expect("why nothing")
+        .contains("fail static"));
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[node]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/rpc/v1\"\n\n[select]\nrise = 0\nfal = 3\n",
+    )
+    .expect("write");
+    for cmd in ["check", "validate", "run"] {
+        let out = Command::new(BIN)
+            .args([cmd, "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{}:7:1: select.fal: unknown field `fal`",
+                path.display()
+            )),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_example_validates() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chain-co.toml");
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&example)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

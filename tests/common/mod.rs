@@ -1,0 +1,253 @@
+//! Helpers for the integration tests: real processes on loopback, cleaned up on drop.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chain_co::sim::SimReady;
+use chain_co::testbed::{find_nginx, PrivateNginx};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chain-co");
+
+/// A child process killed when the guard drops, even when the test panics.
+pub struct ChildGuard {
+    pub child: Child,
+    pub stderr_file: Option<PathBuf>,
+}
+
+impl ChildGuard {
+    pub fn stderr(&self) -> String {
+        self.stderr_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The simulator, started through the binary as a user would.
+pub struct Sim {
+    pub guard: ChildGuard,
+    pub ready: SimReady,
+}
+
+impl Sim {
+    pub fn start(names: &[&str], block_delay: &str) -> Sim {
+        let mut child = Command::new(BIN)
+            .args([
+                "sim",
+                "--nodes",
+                &names.join(","),
+                "--block-delay",
+                block_delay,
+            ])
+            .env("CHAIN_CO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chain-co sim");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the ready line");
+        let ready: SimReady = serde_json::from_str(&line).expect("the ready line is JSON");
+        Sim {
+            guard: ChildGuard {
+                child,
+                stderr_file: None,
+            },
+            ready,
+        }
+    }
+
+    pub fn addr(&self, name: &str) -> String {
+        self.node(name).addr.to_string()
+    }
+
+    pub fn node(&self, name: &str) -> &chain_co::sim::SimNodeAddr {
+        self.ready
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("known node")
+    }
+
+    /// Sends an op to the control endpoint, e.g. `{"op":"die"}`.
+    pub async fn op(&self, name: &str, op: &str) {
+        let url = format!("http://{}/nodes/{name}", self.ready.control);
+        let resp = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(op.to_string())
+            .send()
+            .await
+            .expect("control endpoint answers");
+        assert!(resp.status().is_success(), "control refused {op}");
+    }
+}
+
+/// nginx is required: CI installs it; elsewhere the failure says how to get it.
+pub fn nginx_binary() -> PathBuf {
+    find_nginx().expect(
+        "these tests run a real nginx; install it (Debian: apt-get install -y nginx) \
+         or point NGINX at the binary",
+    )
+}
+
+pub fn start_nginx(dir: &Path, seed: &[String]) -> PrivateNginx {
+    PrivateNginx::start(&nginx_binary(), dir, seed).expect("private nginx starts")
+}
+
+/// A chain-co config for the simulated pool, pointing at a private nginx.
+pub fn write_config(dir: &Path, sim: &Sim, nginx: &PrivateNginx, extra: &str) -> PathBuf {
+    let mut text = String::new();
+    for n in &sim.ready.nodes {
+        text.push_str(&format!(
+            "[[node]]\nname = \"{}\"\nurl = \"{}\"\n\n",
+            n.name, n.url
+        ));
+    }
+    let test_cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
+    text.push_str(&format!(
+        "[nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n{extra}\n",
+        nginx.upstream_file.display().to_string(),
+        test_cmd.join(", "),
+        nginx.pid_file.display().to_string(),
+    ));
+    let path = dir.join("chain-co.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// `chain-co run`, with its stderr kept in a file for the assertions.
+pub fn start_run(config: &Path) -> ChildGuard {
+    let stderr_file = config.with_extension("stderr");
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("CHAIN_CO_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
+        .spawn()
+        .expect("start chain-co run");
+    ChildGuard {
+        child,
+        stderr_file: Some(stderr_file),
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns the time it took, or None.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// The upstream servers in an nginx upstream file: (address, backup).
+pub fn servers(upstream_file: &Path) -> Vec<(String, bool)> {
+    std::fs::read_to_string(upstream_file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("server "))
+        .map(|l| {
+            let addr = l.split([' ', ';']).next().unwrap_or("").to_string();
+            (addr, l.contains(" backup"))
+        })
+        .collect()
+}
+
+pub fn primary_in(upstream_file: &Path) -> Option<String> {
+    servers(upstream_file)
+        .into_iter()
+        .find(|(_, backup)| !backup)
+        .map(|(a, _)| a)
+}
+
+/// A client sending ChainHead through nginx in a loop, counting where answers came from.
+pub struct Load {
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    pub last_node: Arc<Mutex<String>>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub fn start(url: String) -> Load {
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let last_node = Arc::new(Mutex::new(String::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (o, f, l, s) = (ok.clone(), failed.clone(), last_node.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !s.is_cancelled() {
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"jsonrpc":"2.0","method":"Filecoin.ChainHead","params":[],"id":1}"#)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => {
+                        let node = resp
+                            .headers()
+                            .get("x-sim-node")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        *l.lock().expect("lock") = node;
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {
+                        f.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Load {
+            ok,
+            failed,
+            last_node,
+            stop,
+            task,
+        }
+    }
+
+    pub fn last_node(&self) -> String {
+        self.last_node.lock().expect("lock").clone()
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    pub async fn stop(self) -> (u64, u64) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
