@@ -38,6 +38,7 @@ pub struct CheckedNode {
     pub url: String,
     pub implementation: Option<String>,
     pub version: Option<String>,
+    pub network: Option<String>,
     pub height: Option<u64>,
     pub lag: Option<u64>,
     pub healthy: bool,
@@ -50,7 +51,11 @@ pub struct CheckedNode {
 /// Probes `rounds` times and reports the last decision.
 pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> {
     let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)?;
-    let prober = Prober::new(client, config.nodes.iter().map(Target::from).collect());
+    let prober = Prober::new(
+        client,
+        config.nodes.iter().map(Target::from).collect(),
+        config.probe.sync_checks,
+    );
     let nginx = Nginx::new(config.nginx.clone())?;
     let mut state = SelectState::default();
     let mut last = None;
@@ -61,6 +66,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         let round = prober.round().await;
         let (decision, next) = select(
             &config.select,
+            &config.chain,
             &state,
             &round.observations,
             SystemTime::now(),
@@ -76,10 +82,9 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         .map(|(i, v)| CheckedNode {
             name: v.name.clone(),
             url: config.nodes[i].url.to_string(),
-            implementation: round.versions[i]
-                .as_ref()
-                .map(|v| v.implementation().to_string()),
-            version: round.versions[i].as_ref().map(|v| v.version.clone()),
+            implementation: v.implementation.clone(),
+            version: v.version.clone(),
+            network: v.network.clone(),
             height: v.height,
             lag: v.lag,
             healthy: v.healthy,

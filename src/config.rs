@@ -19,6 +19,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::rpc::Transport;
 use crate::secret::Secret;
 use crate::select::SelectRules;
 
@@ -29,6 +30,7 @@ pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/upstream.conf.tera
 #[derive(Debug, Clone)]
 pub struct Config {
     pub nodes: Vec<NodeConfig>,
+    pub chain: ChainConfig,
     pub probe: ProbeConfig,
     pub select: SelectRules,
     pub nginx: NginxConfig,
@@ -42,6 +44,21 @@ pub struct NodeConfig {
     pub token: Option<Secret>,
     /// The address nginx proxies to (`host:port`).
     pub upstream: String,
+    /// `None`: detect (HTTP first; a daemon that answers a POST with 400, as Fuhon does, is
+    /// probed over WebSocket from then on).
+    pub transport: Option<Transport>,
+}
+
+/// What chain the pool must be on, and its clock, from `[chain]`. Unset values come from the
+/// built-in table of known networks, or from the nodes themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainConfig {
+    /// Expected `StateNetworkName`; `None`: the majority of the pool.
+    pub network: Option<String>,
+    /// Expected genesis block CID; `None`: the known one for `network`, else the majority.
+    pub genesis: Option<String>,
+    pub genesis_timestamp: Option<u64>,
+    pub block_delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +67,8 @@ pub struct ProbeConfig {
     pub timeout: Duration,
     /// Replies larger than this are cut off and count as a bad probe.
     pub max_reply_bytes: usize,
+    /// Also ask for peers and sync state each round (the `min_peers` and catching-up rules).
+    pub sync_checks: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +138,8 @@ struct RawConfig {
     #[serde(default)]
     node: Vec<RawNode>,
     #[serde(default)]
+    chain: RawChain,
+    #[serde(default)]
     probe: RawProbe,
     #[serde(default)]
     select: RawSelect,
@@ -130,10 +151,22 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     name: Spanned<String>,
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    api_info: Option<Spanned<String>>,
+    api_info_env: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
     token_env: Option<Spanned<String>>,
     upstream: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    network: Option<Spanned<String>>,
+    genesis: Option<Spanned<String>>,
+    genesis_timestamp: Option<Spanned<u64>>,
+    block_delay: Option<Spanned<HumanDuration>>,
 }
 
 type HumanDuration = humantime_serde::Serde<Duration>;
@@ -144,6 +177,7 @@ struct RawProbe {
     interval: Option<Spanned<HumanDuration>>,
     timeout: Option<Spanned<HumanDuration>>,
     max_reply_bytes: Option<Spanned<u64>>,
+    sync_checks: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +186,9 @@ struct RawSelect {
     max_lag: Option<Spanned<u64>>,
     rise: Option<Spanned<u32>>,
     fall: Option<Spanned<u32>>,
+    stale_after: Option<Spanned<HumanDuration>>,
+    min_peers: Option<u64>,
+    max_clock_skew: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +219,11 @@ pub mod defaults {
     pub const MAX_LAG: u64 = 2;
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
+    /// A synced mainnet node has dozens of peers; none at all means it is cut off.
+    pub const MIN_PEERS: u64 = 1;
+    /// Lotus accepts blocks up to 1 s ahead of its clock (AllowableClockDriftSecs); a few seconds
+    /// more cover the skew between chain-co's host and the daemons'.
+    pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3);
     pub const OUTPUT: &str = "/etc/nginx/conf.d/filecoin-upstream.conf";
     pub const PID_FILE: &str = "/run/nginx.pid";
     pub const UPSTREAM_NAME: &str = "filecoin";
@@ -265,12 +307,14 @@ impl Config {
             }
         };
         let nodes = check_nodes(&mut ck, raw.node, base);
+        let chain = check_chain(&mut ck, raw.chain);
         let probe = check_probe(&mut ck, raw.probe);
         let select = check_select(&mut ck, raw.select);
         let nginx = check_nginx(&mut ck, raw.nginx, base);
         if ck.problems.is_empty() {
             Ok(Config {
                 nodes,
+                chain,
                 probe,
                 select,
                 nginx: nginx.expect("a missing nginx section is always reported as a problem"),
@@ -362,34 +406,104 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 format!("{name:?} is used by another node already; names must be unique"),
             );
         }
-        let url = match Url::parse(n.url.get_ref()) {
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+        // The address: `url`, or Lotus's FULLNODE_API_INFO form (which may carry the token).
+        let mut info_token = None;
+        let url_text = match (&n.url, &n.api_info, &n.api_info_env) {
+            (Some(u), None, None) => Some((u.get_ref().clone(), u.span(), "url")),
+            (None, Some(a), None) => Some((a.get_ref().clone(), a.span(), "api_info")),
+            (None, None, Some(e)) => match std::env::var(e.get_ref()) {
+                Ok(v) if !v.trim().is_empty() => {
+                    Some((v.trim().to_string(), e.span(), "api_info_env"))
+                }
+                _ => {
+                    ck.at(
+                        e.span(),
+                        key("api_info_env"),
+                        format!("environment variable {} is not set or empty", e.get_ref()),
+                    );
+                    None
+                }
+            },
+            (None, None, None) => {
                 ck.at(
-                    n.url.span(),
+                    n.name.span(),
                     key("url"),
-                    format!(
-                        "scheme {:?} is not supported; use http:// or https://",
-                        u.scheme()
-                    ),
+                    "missing; give `url = \"http://host:1234/rpc/v1\"` or `api_info = \"TOKEN:/ip4/host/tcp/1234/http\"`",
                 );
                 None
             }
-            Ok(u) if u.host_str().is_none() => {
-                ck.at(n.url.span(), key("url"), "the URL has no host");
-                None
-            }
-            Ok(u) => Some(u),
-            Err(e) => {
+            _ => {
                 ck.at(
-                    n.url.span(),
+                    n.name.span(),
                     key("url"),
-                    format!(
-                        "{:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\"",
-                        n.url.get_ref()
-                    ),
+                    "give only one of url, api_info and api_info_env",
                 );
                 None
             }
+        };
+        let url = url_text.and_then(|(text, span, field)| {
+            let parsed = if field == "url" {
+                Url::parse(&text).map_err(|e| {
+                    format!(
+                        "{text:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\""
+                    )
+                })
+            } else {
+                parse_api_info(&text).map(|(u, t)| {
+                    info_token = t;
+                    u
+                })
+            };
+            match parsed {
+                Ok(u) if !matches!(u.scheme(), "http" | "https" | "ws" | "wss") => {
+                    ck.at(
+                        span,
+                        key(field),
+                        format!(
+                            "scheme {:?} is not supported; use http(s):// or ws(s)://",
+                            u.scheme()
+                        ),
+                    );
+                    None
+                }
+                Ok(u) if u.host_str().is_none() => {
+                    ck.at(span, key(field), "the URL has no host");
+                    None
+                }
+                Ok(u) => Some(u),
+                // Never echo an api_info value: it usually holds a token.
+                Err(e) if field == "url" => {
+                    ck.at(span, key(field), e);
+                    None
+                }
+                Err(e) => {
+                    ck.at(
+                        span,
+                        key(field),
+                        format!("not a FULLNODE_API_INFO value: {e}"),
+                    );
+                    None
+                }
+            }
+        });
+        let transport = match &n.transport {
+            None => url.as_ref().and_then(|u| match u.scheme() {
+                "ws" | "wss" => Some(Transport::Ws),
+                _ => None,
+            }),
+            Some(t) => match t.get_ref().as_str() {
+                "auto" => None,
+                "http" => Some(Transport::Http),
+                "ws" => Some(Transport::Ws),
+                other => {
+                    ck.at(
+                        t.span(),
+                        key("transport"),
+                        format!("{other:?} is not a transport; use \"auto\", \"http\" or \"ws\""),
+                    );
+                    None
+                }
+            },
         };
         let token = match (&n.token_file, &n.token_env) {
             (Some(f), Some(_)) => {
@@ -433,8 +547,11 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                     None
                 }
             },
-            (None, None) => None,
+            (None, None) => info_token.map(Secret::new),
         };
+        if let (Some(f), Some(_)) = (&n.token_file, &token) {
+            warn_if_readable_by_others(&resolve(base, f.get_ref()));
+        }
         let upstream = match (&n.upstream, &url) {
             (Some(u), _) => {
                 if !valid_upstream(u.get_ref()) {
@@ -452,7 +569,8 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
             (None, Some(url)) => {
                 let host = url.host_str().unwrap_or_default();
                 let port = url.port_or_known_default().unwrap_or(80);
-                if host.contains(':') && !host.starts_with('[') {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                if host.contains(':') {
                     format!("[{host}]:{port}")
                 } else {
                     format!("{host}:{port}")
@@ -466,10 +584,102 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 url,
                 token,
                 upstream,
+                transport,
             });
         }
     }
     nodes
+}
+
+/// Lotus's `FULLNODE_API_INFO`: `TOKEN:/ip4/10.0.0.11/tcp/1234/http`, a bare multiaddr, or a
+/// URL (lotus cli/util/apiinfo.go). Returns the JSON-RPC URL (`/rpc/v1`) and the token.
+pub fn parse_api_info(info: &str) -> Result<(Url, Option<String>), String> {
+    let (token, addr) = if info.starts_with('/') {
+        (None, info)
+    } else {
+        match info.split_once(':') {
+            Some((_, rest)) if rest.starts_with("//") => (None, info),
+            Some((t, rest)) => (Some(t.to_string()), rest),
+            None => return Err("expected TOKEN:MULTIADDR".into()),
+        }
+    };
+    let url = if addr.starts_with('/') {
+        multiaddr_url(addr)?
+    } else {
+        let base = Url::parse(addr).map_err(|e| format!("bad URL: {e}"))?;
+        base.join("/rpc/v1").map_err(|e| format!("bad URL: {e}"))?
+    };
+    Ok((url, token.filter(|t| !t.is_empty())))
+}
+
+fn multiaddr_url(addr: &str) -> Result<Url, String> {
+    let parts: Vec<&str> = addr.trim_start_matches('/').split('/').collect();
+    let (host, rest) = match parts.as_slice() {
+        ["ip4", h, rest @ ..] => (h.to_string(), rest),
+        ["ip6", h, rest @ ..] => (format!("[{h}]"), rest),
+        ["dns" | "dns4" | "dns6", h, rest @ ..] => (h.to_string(), rest),
+        _ => return Err("the multiaddr must start with /ip4, /ip6 or /dns".into()),
+    };
+    let (port, rest) = match rest {
+        ["tcp", p, rest @ ..] => (
+            p.parse::<u16>()
+                .map_err(|_| format!("bad tcp port {p:?}"))?,
+            rest,
+        ),
+        _ => return Err("the multiaddr needs /tcp/PORT after the host".into()),
+    };
+    let scheme = match rest {
+        [] | ["http"] => "http",
+        ["https"] | ["tls", "http"] => "https",
+        ["ws"] => "ws",
+        ["wss"] | ["tls", "ws"] => "wss",
+        other => return Err(format!("unsupported protocol /{}", other.join("/"))),
+    };
+    Url::parse(&format!("{scheme}://{host}:{port}/rpc/v1")).map_err(|e| e.to_string())
+}
+
+/// A token file others can read is a token others can use.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "token file is readable by group or others; chmod 600 it"
+            );
+        }
+    }
+}
+
+fn check_chain(ck: &mut Checker, raw: RawChain) -> ChainConfig {
+    let block_delay = match raw.block_delay {
+        Some(d) if d.get_ref().as_secs() == 0 || d.get_ref().subsec_nanos() != 0 => {
+            ck.at(
+                d.span(),
+                "chain.block_delay",
+                "must be a whole number of seconds, at least 1s (Filecoin timestamps are seconds)",
+            );
+            None
+        }
+        Some(d) => Some(**d.get_ref()),
+        None => None,
+    };
+    if let Some(n) = &raw.network {
+        if n.get_ref().trim().is_empty() {
+            ck.at(
+                n.span(),
+                "chain.network",
+                "must not be empty; e.g. \"mainnet\" or \"calibrationnet\"",
+            );
+        }
+    }
+    ChainConfig {
+        network: raw.network.map(|n| n.into_inner()),
+        genesis: raw.genesis.map(|g| g.into_inner()),
+        genesis_timestamp: raw.genesis_timestamp.map(|g| g.into_inner()),
+        block_delay,
+    }
 }
 
 fn check_probe(ck: &mut Checker, raw: RawProbe) -> ProbeConfig {
@@ -515,6 +725,7 @@ fn check_probe(ck: &mut Checker, raw: RawProbe) -> ProbeConfig {
         interval,
         timeout,
         max_reply_bytes: usize::try_from(max_reply_bytes).unwrap_or(usize::MAX),
+        sync_checks: raw.sync_checks.unwrap_or(true),
     }
 }
 
@@ -533,10 +744,23 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
     };
     let rise = at_least_one(raw.rise, "rise", defaults::RISE);
     let fall = at_least_one(raw.fall, "fall", defaults::FALL);
+    let mut positive = |v: Option<Spanned<HumanDuration>>, k: &str| match v {
+        Some(v) if v.get_ref().is_zero() => {
+            ck.at(v.span(), format!("select.{k}"), "must be greater than zero");
+            None
+        }
+        Some(v) => Some(**v.get_ref()),
+        None => None,
+    };
+    let stale_after = positive(raw.stale_after, "stale_after");
+    let max_clock_skew = positive(raw.max_clock_skew, "max_clock_skew");
     SelectRules {
         max_lag: raw.max_lag.map_or(defaults::MAX_LAG, |v| *v.get_ref()),
         rise,
         fall,
+        stale_after,
+        min_peers: raw.min_peers.unwrap_or(defaults::MIN_PEERS),
+        max_clock_skew: max_clock_skew.unwrap_or(defaults::MAX_CLOCK_SKEW),
     }
 }
 

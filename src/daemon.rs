@@ -60,7 +60,11 @@ impl Daemon {
     pub fn new(config: Config) -> Result<Self, DaemonError> {
         let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)
             .map_err(DaemonError::Client)?;
-        let prober = Prober::new(client, config.nodes.iter().map(Target::from).collect());
+        let prober = Prober::new(
+            client,
+            config.nodes.iter().map(Target::from).collect(),
+            config.probe.sync_checks,
+        );
         let nginx = Nginx::new(config.nginx.clone()).map_err(DaemonError::Nginx)?;
         Ok(Daemon {
             config,
@@ -113,6 +117,7 @@ impl Daemon {
         self.round += 1;
         let (decision, next) = select(
             &self.config.select,
+            &self.config.chain,
             &self.state,
             &round.observations,
             SystemTime::now(),

@@ -14,10 +14,10 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NodeConfig, ProbeConfig};
+use crate::config::{ChainConfig, Config, NodeConfig, ProbeConfig};
 use crate::daemon::{ApplyRecord, Daemon, Report};
 use crate::select::SelectRules;
-use crate::sim::{Op, SimPool, SimSpec};
+use crate::sim::{Op, Profile, SimPool, SimSpec};
 use crate::testbed::{find_nginx, PrivateNginx};
 
 const NAMES: [&str; 3] = ["lotus-a", "lotus-b", "lotus-c"];
@@ -34,8 +34,13 @@ pub async fn demo() -> anyhow::Result<()> {
     let say = move |msg: &str| println!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
     let block_delay = Duration::from_secs(2);
     let sim = SimPool::start(SimSpec {
-        names: NAMES.iter().map(|s| s.to_string()).collect(),
+        nodes: NAMES
+            .iter()
+            .map(|s| (s.to_string(), Profile::Lotus))
+            .collect(),
         block_delay,
+        null_rounds: false,
+        token: None,
         listen: [127, 0, 0, 1].into(),
         control: ([127, 0, 0, 1], 0).into(),
     })
@@ -93,18 +98,17 @@ pub async fn demo() -> anyhow::Result<()> {
                 url: n.url.parse().expect("the simulator prints valid URLs"),
                 token: None,
                 upstream: n.addr.to_string(),
+                transport: None,
             })
             .collect(),
         probe: ProbeConfig {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(800),
             max_reply_bytes: 1 << 20,
+            sync_checks: true,
         },
-        select: SelectRules {
-            max_lag: 2,
-            rise: 2,
-            fall: 2,
-        },
+        select: SelectRules::basic(2, 2, 2),
+        chain: ChainConfig::default(),
         nginx: nginx_cfg,
     };
     let daemon = Daemon::new(config)?;

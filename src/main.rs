@@ -13,7 +13,7 @@ use tracing::{error, info};
 
 use chain_co::config::Config;
 use chain_co::daemon::Daemon;
-use chain_co::sim::{SimPool, SimSpec};
+use chain_co::sim::{Profile, SimPool, SimSpec};
 
 #[derive(Parser)]
 #[command(
@@ -71,9 +71,16 @@ enum Command {
     /// stall, resume, lag {epochs}, die, revive, slow {delay}, garbage, rpc_error,
     /// http_error {status}, require_token {token}, heal. `GET /nodes` shows every node.
     Sim {
-        /// Node names, comma-separated.
+        /// Nodes, comma-separated, each `name` or `name:implementation` (lotus, venus, forest,
+        /// fuhon; default lotus).
         #[arg(long, value_delimiter = ',', default_value = "lotus-a,lotus-b,lotus-c")]
         nodes: Vec<String>,
+        /// Skip about one epoch in ten, as null rounds do.
+        #[arg(long)]
+        null_rounds: bool,
+        /// File holding the token every node accepts (Venus nodes require it).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// Seconds between epochs (30 on mainnet; whole seconds, as in Filecoin timestamps).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
         block_delay: Duration,
@@ -174,10 +181,12 @@ async fn dispatch(command: Command) -> ExitCode {
         }
         Command::Sim {
             nodes,
+            null_rounds,
+            token_file,
             block_delay,
             listen,
             control,
-        } => report(sim(nodes, block_delay, listen, control).await),
+        } => report(sim(nodes, null_rounds, token_file, block_delay, listen, control).await),
         Command::Demo => report(chain_co::demo::demo().await),
     }
 }
@@ -226,6 +235,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn sim(
     nodes: Vec<String>,
+    null_rounds: bool,
+    token_file: Option<PathBuf>,
     block_delay: Duration,
     listen: IpAddr,
     control: SocketAddr,
@@ -233,8 +244,26 @@ async fn sim(
     if block_delay < Duration::from_secs(1) {
         anyhow::bail!("--block-delay must be at least 1s (Filecoin timestamps are whole seconds)");
     }
+    let nodes = nodes
+        .iter()
+        .map(|n| match n.split_once(':') {
+            Some((name, imp)) => Ok((name.to_string(), imp.parse().map_err(anyhow::Error::msg)?)),
+            None => Ok((n.clone(), Profile::Lotus)),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let token = match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let pool = SimPool::start(SimSpec {
-        names: nodes,
+        nodes,
+        null_rounds,
+        token,
         block_delay,
         listen,
         control,

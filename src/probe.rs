@@ -1,21 +1,32 @@
-//! One probe round: ask every node for its head, concurrently, and turn the replies into
+//! One probe round: ask every node what it knows, concurrently, and turn the replies into
 //! [`Observation`]s for `select`.
 //!
 //! A round never takes longer than the probe timeout (every call is bounded in `rpc`), and one
-//! node's failure is that node's observation, never the round's. `Filecoin.Version` is asked
-//! when a node is first seen and again after it was unreachable (it may have been upgraded in
-//! between); its answer names the implementation in the status and logs.
+//! node's failure is that node's observation, never the round's.
+//!
+//! Per node and round: `Filecoin.ChainHead` always; `Version`, `StateNetworkName` and
+//! `ChainGetGenesis` at first contact and again after the node was unreachable (it may have
+//! been replaced or upgraded); `NetPeers` and the sync state each round when `sync_checks` is
+//! on. What differs between implementations is learned once and remembered here:
+//! - the transport: a daemon that answers an HTTP POST with 400 (Fuhon serves JSON-RPC over
+//!   WebSocket only) is probed over WebSocket from then on;
+//! - the sync method: Forest has no `Filecoin.SyncState` but `Forest.SyncStatus`.
+//!
+//! Each such fallback is logged once, when it is learned, not on every probe.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::config::NodeConfig;
-use crate::rpc::{Endpoint, RpcClient, RpcError, TipSet, VersionInfo};
+use crate::rpc::{
+    Call, Endpoint, ForestSyncStatus, Identity, Implementation, RpcClient, RpcError, SyncState,
+    TipSet, Transport, VersionInfo,
+};
 use crate::select::Observation;
 
 /// A node as the prober sees it.
@@ -23,6 +34,8 @@ use crate::select::Observation;
 pub struct Target {
     pub name: String,
     pub endpoint: Endpoint,
+    /// `false`: the transport of `endpoint` is a first guess, to be corrected by detection.
+    pub transport_fixed: bool,
 }
 
 impl From<&NodeConfig> for Target {
@@ -32,34 +45,81 @@ impl From<&NodeConfig> for Target {
             endpoint: Endpoint {
                 url: n.url.clone(),
                 token: n.token.clone(),
+                transport: n.transport.unwrap_or(Transport::Http),
             },
+            transport_fixed: n.transport.is_some(),
         }
     }
 }
 
-/// The result of one round: observations in target order, with what else was learned.
+/// The result of one round: observations in target order, with their latencies.
 #[derive(Debug, Clone)]
 pub struct Round {
     pub observations: Vec<Observation>,
     pub latencies: Vec<Duration>,
-    pub versions: Vec<Option<VersionInfo>>,
     pub took: Duration,
 }
 
-/// Probes a fixed set of targets, remembering each node's version between rounds.
+/// Where a node's sync state comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncMethod {
+    SyncState,
+    ForestSyncStatus,
+    /// Neither exists: the sync rule does not apply to this node.
+    Unavailable,
+}
+
+impl SyncMethod {
+    fn method(&self) -> Option<&'static str> {
+        match self {
+            SyncMethod::SyncState => Some("Filecoin.SyncState"),
+            SyncMethod::ForestSyncStatus => Some("Forest.SyncStatus"),
+            SyncMethod::Unavailable => None,
+        }
+    }
+}
+
+/// What the prober has learned about one node.
+#[derive(Debug, Clone)]
+struct Learned {
+    identity: Option<Identity>,
+    transport: Transport,
+    sync: SyncMethod,
+}
+
+/// Probes a fixed set of targets, remembering what it learns about each between rounds.
 #[derive(Debug, Clone)]
 pub struct Prober {
     client: RpcClient,
     targets: Arc<Vec<Target>>,
-    versions: Arc<Mutex<HashMap<String, VersionInfo>>>,
+    sync_checks: bool,
+    learned: Arc<Mutex<HashMap<String, Learned>>>,
+}
+
+fn method_missing(r: &Result<Value, RpcError>) -> bool {
+    matches!(r, Err(RpcError::Rpc { code: -32601, .. }))
 }
 
 impl Prober {
-    pub fn new(client: RpcClient, targets: Vec<Target>) -> Self {
+    pub fn new(client: RpcClient, targets: Vec<Target>, sync_checks: bool) -> Self {
+        let learned = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Learned {
+                        identity: None,
+                        transport: t.endpoint.transport,
+                        sync: SyncMethod::SyncState,
+                    },
+                )
+            })
+            .collect();
         Prober {
             client,
             targets: Arc::new(targets),
-            versions: Arc::default(),
+            sync_checks,
+            learned: Arc::new(Mutex::new(learned)),
         }
     }
 
@@ -86,79 +146,219 @@ impl Prober {
                 Err(e) => debug!(error = %e, "probe task failed"),
             }
         }
-        let versions = self.versions.lock().expect("version map lock");
         let mut round = Round {
             observations: Vec::with_capacity(n),
             latencies: Vec::with_capacity(n),
-            versions: Vec::with_capacity(n),
             took: started.elapsed(),
         };
         for (t, r) in self.targets.iter().zip(results) {
             let (obs, latency) = r.unwrap_or_else(|| {
                 (
-                    Observation {
-                        node: t.name.clone(),
-                        result: Err(RpcError::Transport("probe task failed".into())),
-                    },
+                    Observation::new(
+                        &t.name,
+                        Err(RpcError::Transport("probe task failed".into())),
+                    ),
                     Duration::ZERO,
                 )
             });
             round.observations.push(obs);
             round.latencies.push(latency);
-            round.versions.push(versions.get(&t.name).cloned());
         }
         round
     }
 
+    fn learned(&self, name: &str) -> Learned {
+        self.learned
+            .lock()
+            .expect("learned lock")
+            .get(name)
+            .cloned()
+            .expect("every target has an entry")
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut Learned)) {
+        if let Some(l) = self.learned.lock().expect("learned lock").get_mut(name) {
+            f(l);
+        }
+    }
+
     async fn probe_one(&self, t: &Target) -> (Observation, Duration) {
         let started = Instant::now();
-        let known = self
-            .versions
-            .lock()
-            .expect("version map lock")
-            .contains_key(&t.name);
-        let head = self
-            .client
-            .call::<TipSet>(&t.endpoint, "Filecoin.ChainHead", json!([]));
-        let result = if known {
-            head.await.and_then(TipSet::into_head)
+        let mut learned = self.learned(&t.name);
+        let mut calls: Vec<Call> = vec![("Filecoin.ChainHead".into(), json!([]))];
+        let wants_identity = learned.identity.is_none();
+        if wants_identity {
+            for m in [
+                "Filecoin.Version",
+                "Filecoin.StateNetworkName",
+                "Filecoin.ChainGetGenesis",
+            ] {
+                calls.push((m.into(), json!([])));
+            }
+        }
+        let sync_method = if self.sync_checks {
+            learned.sync.method()
         } else {
-            let version =
-                self.client
-                    .call::<VersionInfo>(&t.endpoint, "Filecoin.Version", json!([]));
-            let (head, version) = tokio::join!(head, version);
-            if let Ok(v) = version {
+            None
+        };
+        if self.sync_checks {
+            calls.push(("Filecoin.NetPeers".into(), json!([])));
+        }
+        if let Some(m) = sync_method {
+            calls.push((m.into(), json!([])));
+        }
+
+        let endpoint = t.endpoint.with_transport(learned.transport);
+        let mut replies = self.client.batch(&endpoint, calls.clone()).await;
+        // Fuhon answers a POST with 400 and an empty body: try the same call over WebSocket.
+        if !t.transport_fixed
+            && learned.transport == Transport::Http
+            && matches!(&replies, Ok(r) if matches!(r[0], Err(RpcError::Http { status: 400 })))
+        {
+            let ws = t.endpoint.with_transport(Transport::Ws);
+            let retry = self.client.batch(&ws, calls).await;
+            if matches!(&retry, Ok(r) if r[0].is_ok()) {
+                info!(url = %ws.url, "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
+                learned.transport = Transport::Ws;
+                self.update(&t.name, |l| l.transport = Transport::Ws);
+                replies = retry;
+            }
+        }
+        let latency = started.elapsed();
+        let mut replies = match replies {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                self.forget_identity_after(&t.name, &e);
+                debug!(error = %e, "probe failed");
+                let mut obs = Observation::new(&t.name, Err(e));
+                obs.identity = learned.identity;
+                return (obs, latency);
+            }
+        };
+        let head = replies
+            .next()
+            .expect("ChainHead was asked")
+            .and_then(|v| serde_json::from_value::<TipSet>(v).map_err(shape))
+            .and_then(TipSet::into_head);
+
+        if wants_identity {
+            let version = replies.next().expect("asked");
+            let network = replies.next().expect("asked");
+            let genesis = replies.next().expect("asked");
+            if let Some(id) = identity(version, network, genesis) {
                 info!(
-                    implementation = %v.implementation(),
-                    version = %v.version,
+                    implementation = %id.implementation,
+                    version = %id.version,
+                    network = %id.network,
+                    transport = %learned.transport,
                     "node identified"
                 );
-                self.versions
-                    .lock()
-                    .expect("version map lock")
-                    .insert(t.name.clone(), v);
+                if id.implementation == Implementation::Forest
+                    && learned.sync == SyncMethod::SyncState
+                {
+                    learned.sync = SyncMethod::ForestSyncStatus;
+                }
+                let sync = learned.sync;
+                let stored = id.clone();
+                self.update(&t.name, |l| {
+                    l.identity = Some(stored);
+                    l.sync = sync;
+                });
+                learned.identity = Some(id);
             }
-            head.and_then(TipSet::into_head)
+        }
+        let peers = if self.sync_checks {
+            match replies.next().expect("asked") {
+                Ok(Value::Array(a)) => Some(a.len() as u64),
+                // Forest writes an empty list as null.
+                Ok(Value::Null) => Some(0),
+                _ => None,
+            }
+        } else {
+            None
         };
-        let latency = started.elapsed();
-        match &result {
+        let syncing_to = match sync_method {
+            None => None,
+            Some(_) => {
+                let reply = replies.next().expect("asked");
+                if method_missing(&reply) {
+                    self.sync_method_missing(&t.name, learned.sync);
+                    None
+                } else {
+                    reply.ok().and_then(|v| match learned.sync {
+                        SyncMethod::SyncState => serde_json::from_value::<SyncState>(v)
+                            .ok()
+                            .and_then(|s| s.syncing_to()),
+                        SyncMethod::ForestSyncStatus => {
+                            serde_json::from_value::<ForestSyncStatus>(v)
+                                .ok()
+                                .and_then(|s| s.syncing_to())
+                        }
+                        SyncMethod::Unavailable => None,
+                    })
+                }
+            }
+        };
+        match &head {
             Ok(h) => debug!(height = h.height, latency = ?latency, "head"),
             Err(e) => {
                 debug!(error = %e, "probe failed");
-                if matches!(e, RpcError::Connect(_) | RpcError::Timeout(_)) {
-                    self.versions
-                        .lock()
-                        .expect("version map lock")
-                        .remove(&t.name);
-                }
+                self.forget_identity_after(&t.name, e);
             }
         }
-        (
-            Observation {
-                node: t.name.clone(),
-                result,
-            },
-            latency,
-        )
+        let mut obs = Observation::new(&t.name, head);
+        obs.identity = learned.identity;
+        obs.peers = peers;
+        obs.syncing_to = syncing_to;
+        (obs, latency)
     }
+
+    /// After a node was unreachable it may come back as another node: ask who it is again.
+    fn forget_identity_after(&self, name: &str, e: &RpcError) {
+        if matches!(e, RpcError::Connect(_) | RpcError::Timeout(_)) {
+            self.update(name, |l| l.identity = None);
+        }
+    }
+
+    /// The sync method the node lacks: switch to the other one, or give up on the signal.
+    fn sync_method_missing(&self, name: &str, tried: SyncMethod) {
+        let next = match tried {
+            SyncMethod::SyncState => SyncMethod::ForestSyncStatus,
+            _ => SyncMethod::Unavailable,
+        };
+        match next {
+            SyncMethod::ForestSyncStatus => info!(
+                node = %name,
+                "has no Filecoin.SyncState (as Forest since v0.26.1); asking Forest.SyncStatus instead"
+            ),
+            _ => info!(
+                node = %name,
+                "has neither Filecoin.SyncState nor Forest.SyncStatus; the catching-up rule does not apply to it"
+            ),
+        }
+        self.update(name, |l| l.sync = next);
+    }
+}
+
+fn shape(e: serde_json::Error) -> RpcError {
+    RpcError::Shape(e.to_string())
+}
+
+/// Builds an identity from the three first-contact replies, or `None` if any is missing.
+fn identity(
+    version: Result<Value, RpcError>,
+    network: Result<Value, RpcError>,
+    genesis: Result<Value, RpcError>,
+) -> Option<Identity> {
+    let version: VersionInfo = serde_json::from_value(version.ok()?).ok()?;
+    let network: String = serde_json::from_value(network.ok()?).ok()?;
+    let genesis: TipSet = serde_json::from_value(genesis.ok()?).ok()?;
+    Some(Identity {
+        implementation: version.implementation(),
+        version: version.version,
+        network,
+        genesis: genesis.cids.first()?.cid.clone(),
+        genesis_timestamp: genesis.blocks.first()?.timestamp,
+        block_delay: version.block_delay,
+    })
 }

@@ -51,12 +51,55 @@ fn hint_for_status(status: u16) -> &'static str {
     }
 }
 
+/// How JSON-RPC reaches a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One HTTP POST per call (Lotus, Venus, Forest).
+    Http,
+    /// One WebSocket per probe round, one text frame per call (the only way to reach Fuhon).
+    Ws,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Http => "http",
+            Transport::Ws => "ws",
+        })
+    }
+}
+
 /// Where and how to reach one daemon.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub url: Url,
     pub token: Option<Secret>,
+    pub transport: Transport,
 }
+
+impl Endpoint {
+    /// The same daemon over the other transport: `http(s)://` ↔ `ws(s)://`, same host and path.
+    pub fn with_transport(&self, transport: Transport) -> Endpoint {
+        let mut url = self.url.clone();
+        let scheme = match (transport, url.scheme()) {
+            (Transport::Ws, "https" | "wss") => "wss",
+            (Transport::Ws, _) => "ws",
+            (Transport::Http, "wss" | "https") => "https",
+            (Transport::Http, _) => "http",
+        };
+        // Switching between these "special" schemes always succeeds.
+        let _ = url.set_scheme(scheme);
+        Endpoint {
+            url,
+            token: self.token.clone(),
+            transport,
+        }
+    }
+}
+
+/// One call of a batch: method and params.
+pub type Call = (String, serde_json::Value);
 
 /// A JSON-RPC client over HTTP POST. Cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
@@ -117,13 +160,145 @@ impl RpcClient {
         method: &str,
         params: serde_json::Value,
     ) -> Result<T, RpcError> {
-        let body = match tokio::time::timeout(self.timeout, self.exchange(endpoint, method, params))
-            .await
-        {
-            Ok(r) => r?,
-            Err(_) => return Err(RpcError::Timeout(self.timeout)),
+        match endpoint.transport {
+            Transport::Http => {
+                let body = match tokio::time::timeout(
+                    self.timeout,
+                    self.exchange(endpoint, method, params),
+                )
+                .await
+                {
+                    Ok(r) => r?,
+                    Err(_) => return Err(RpcError::Timeout(self.timeout)),
+                };
+                decode_reply(&body.0, body.1)
+            }
+            Transport::Ws => {
+                let mut results = self
+                    .batch(endpoint, vec![(method.to_string(), params)])
+                    .await?;
+                let value = results.pop().expect("one call, one result")?;
+                serde_json::from_value(value).map_err(|e| RpcError::Shape(e.to_string()))
+            }
+        }
+    }
+
+    /// Makes several calls to one daemon: concurrent POSTs over HTTP, or one WebSocket for all
+    /// of them. The outer error is for a WebSocket that could not be used at all; each call has
+    /// its own result. The whole batch is bounded by the timeout.
+    pub async fn batch(
+        &self,
+        endpoint: &Endpoint,
+        calls: Vec<Call>,
+    ) -> Result<Vec<Result<serde_json::Value, RpcError>>, RpcError> {
+        match endpoint.transport {
+            Transport::Http => {
+                let futures = calls.into_iter().map(|(method, params)| async move {
+                    self.call::<serde_json::Value>(endpoint, &method, params)
+                        .await
+                });
+                Ok(futures_util::future::join_all(futures).await)
+            }
+            Transport::Ws => {
+                match tokio::time::timeout(self.timeout, self.ws_batch(endpoint, calls)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(RpcError::Timeout(self.timeout)),
+                }
+            }
+        }
+    }
+
+    async fn ws_batch(
+        &self,
+        endpoint: &Endpoint,
+        calls: Vec<Call>,
+    ) -> Result<Vec<Result<serde_json::Value, RpcError>>, RpcError> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+        use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+        let mut request = endpoint
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| RpcError::Transport(e.to_string()))?;
+        if let Some(token) = &endpoint.token {
+            let value = format!("Bearer {}", token.expose())
+                .parse()
+                .map_err(|_| RpcError::Transport("the token is not a valid header value".into()))?;
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(self.max_reply_bytes))
+            .max_frame_size(Some(self.max_reply_bytes));
+        let limit = self.max_reply_bytes;
+        let ws_error = |e: WsError| match e {
+            WsError::Http(resp) => RpcError::Http {
+                status: resp.status().as_u16(),
+            },
+            WsError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                RpcError::Connect(io.to_string())
+            }
+            WsError::Io(io) => RpcError::Transport(io.to_string()),
+            WsError::Capacity(_) => RpcError::TooLarge { limit },
+            other => RpcError::Transport(other.to_string()),
         };
-        decode_reply(&body.0, body.1)
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            .await
+            .map_err(ws_error)?;
+        let n = calls.len();
+        for (i, (method, params)) in calls.into_iter().enumerate() {
+            let body = serde_json::to_string(&Request {
+                jsonrpc: "2.0",
+                method: &method,
+                params,
+                id: i as u64 + 1,
+            })
+            .map_err(|e| RpcError::Transport(e.to_string()))?;
+            ws.send(Message::Text(body.into()))
+                .await
+                .map_err(ws_error)?;
+        }
+        let mut results: Vec<Option<Result<serde_json::Value, RpcError>>> = vec![None; n];
+        let mut pending = n;
+        while pending > 0 {
+            let frame = match ws.next().await {
+                Some(f) => f.map_err(ws_error)?,
+                None => {
+                    return Err(RpcError::Transport(
+                        "the daemon closed the WebSocket".into(),
+                    ))
+                }
+            };
+            let text = match frame {
+                Message::Text(t) => t.as_str().as_bytes().to_vec(),
+                Message::Binary(b) => b.to_vec(),
+                Message::Close(_) => {
+                    return Err(RpcError::Transport(
+                        "the daemon closed the WebSocket".into(),
+                    ))
+                }
+                _ => continue,
+            };
+            let (id, result) = decode_frame(&text);
+            // Notifications (no id) and replies to ids we did not send are skipped.
+            let Some(slot) = id.and_then(|id| results.get_mut(id.checked_sub(1)? as usize)) else {
+                if id.is_none() && result.is_err() {
+                    return Err(result.expect_err("checked"));
+                }
+                continue;
+            };
+            if slot.is_none() {
+                pending -= 1;
+            }
+            *slot = Some(result);
+        }
+        let _ = ws.close(None).await;
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every slot was filled"))
+            .collect())
     }
 
     /// Sends the request and reads the body up to the cap. Returns the status and the bytes.
@@ -214,6 +389,41 @@ pub fn decode_reply<T: DeserializeOwned>(body: &[u8], status: StatusCode) -> Res
             "neither `result` nor `error` in the reply".into(),
         )),
         Err(_) => Err(RpcError::NotJson(snippet(body))),
+    }
+}
+
+/// A WebSocket frame → (its id, its result). A frame that is not JSON gives no id and the error.
+fn decode_frame(text: &[u8]) -> (Option<u64>, Result<serde_json::Value, RpcError>) {
+    #[derive(Deserialize)]
+    struct Frame {
+        id: Option<u64>,
+        result: Option<serde_json::Value>,
+        error: Option<ErrorObject>,
+    }
+    match serde_json::from_slice::<Frame>(text) {
+        Ok(Frame {
+            id,
+            error: Some(err),
+            ..
+        }) => (
+            id,
+            Err(RpcError::Rpc {
+                code: err.code,
+                message: truncate(&err.message, 200),
+            }),
+        ),
+        Ok(Frame {
+            id,
+            result: Some(v),
+            ..
+        }) => (id, Ok(v)),
+        Ok(Frame { id, .. }) => (
+            id,
+            Err(RpcError::Shape(
+                "neither `result` nor `error` in the reply".into(),
+            )),
+        ),
+        Err(_) => (None, Err(RpcError::NotJson(snippet(text)))),
     }
 }
 
@@ -346,6 +556,68 @@ pub struct VersionInfo {
     pub block_delay: Option<u64>,
     #[serde(default)]
     pub agent: Option<String>,
+}
+
+/// Who a node is: its software and the chain it says it is on. Learned at first contact
+/// (`Version`, `StateNetworkName`, `ChainGetGenesis`) and again after it was unreachable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub implementation: Implementation,
+    pub version: String,
+    pub network: String,
+    /// CID of the genesis block.
+    pub genesis: String,
+    /// Unix seconds of the genesis block.
+    pub genesis_timestamp: u64,
+    /// Seconds per epoch, where `Version` says (not Venus).
+    pub block_delay: Option<u64>,
+}
+
+/// The `Filecoin.SyncState` reply, as far as chain-co reads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SyncState {
+    #[serde(default)]
+    pub active_syncs: Option<Vec<ActiveSync>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActiveSync {
+    pub stage: i64,
+    #[serde(default)]
+    pub target: Option<TipSet>,
+}
+
+impl SyncState {
+    /// The highest target of a worker that is still fetching or validating (stages 1, 2, 3
+    /// and 6; 0 is idle, 4 complete, 5 error — lotus api/api_full.go `SyncStateStage`).
+    pub fn syncing_to(&self) -> Option<u64> {
+        self.active_syncs
+            .iter()
+            .flatten()
+            .filter(|w| matches!(w.stage, 1 | 2 | 3 | 6))
+            .filter_map(|w| w.target.as_ref().map(|t| t.height.max(0) as u64))
+            .max()
+    }
+}
+
+/// Forest's `Forest.SyncStatus` reply (camelCase; forest src/chain_sync/sync_status.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForestSyncStatus {
+    pub status: String,
+    #[serde(default)]
+    pub network_head_epoch: Option<i64>,
+}
+
+impl ForestSyncStatus {
+    pub fn syncing_to(&self) -> Option<u64> {
+        match self.status.as_str() {
+            "Syncing" | "Initializing" => self.network_head_epoch.map(|e| e.max(0) as u64),
+            _ => None,
+        }
+    }
 }
 
 /// Which daemon software a node runs, as far as its `Version` reply tells.

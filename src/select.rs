@@ -6,25 +6,37 @@
 //! sticky primary and tie-breaking.
 //!
 //! The rules, in the order they apply:
-//! 1. The best head is the one with the greatest parent weight (Filecoin's fork choice is by
+//! 1. **Identity**: a node must be on the expected network (`[chain] network`, else the
+//!    majority of the pool; an even split is refused) with the expected genesis. A node on
+//!    another chain is excluded whatever its height.
+//! 2. **Rogue heads**: a head whose timestamp is ahead of the wall clock by more than
+//!    `max_clock_skew` is excluded. A head far above every other node must be corroborated: by a
+//!    second node near it, or by a weight no faster-growing than the pool's own chain.
+//! 3. **The best head** is the one with the greatest parent weight (Filecoin's fork choice is by
 //!    weight, not height); ties go to the greater height, then to the node listed first in the
 //!    config, so that equal nodes never flip.
-//! 2. A probe is *good* when the node answered and is at most `max_lag` epochs below the best
-//!    head. Anything else is *bad*, with the reason in words.
-//! 3. Hysteresis (as in pingora's health checks): a node comes *up* after `rise` consecutive good
-//!    probes and goes *down* after `fall` consecutive bad ones. Nodes start down, so a restart
-//!    never publishes a node that has not proven itself.
-//! 4. The primary is sticky: it stays while it is up, even when another node is a block ahead.
-//!    Moving traffic costs the miner its websockets; only a primary that went down is replaced,
-//!    by the best-ranked up node.
-//! 5. With no node up, there is no primary: the caller keeps what it published last (fail static).
+//! 4. A probe is *good* when the node is at most `max_lag` epochs below the best head, is not on
+//!    a lighter fork for more than `max_lag` epochs, and its head is younger than `stale_after`
+//!    by the wall clock. Anything else is *bad*, with the reason in words.
+//! 5. **Hysteresis** (as in pingora's health checks): a node comes *up* after `rise` consecutive
+//!    good probes and goes *down* after `fall` consecutive bad ones. Nodes start down, so a
+//!    restart never publishes a node that has not proven itself.
+//! 6. **The primary is sticky**: it stays while it is up, even when another node is a block
+//!    ahead. Moving traffic costs the miner its websockets; only a primary that went down is
+//!    replaced, by the best-ranked up node that has peers (`min_peers`) and is not catching up.
+//! 7. **Diversity**: the first backup runs another implementation than the primary when one is
+//!    up, so that one implementation's bug cannot take both.
+//! 8. With no node up, there is no primary: the caller keeps what it published last (fail
+//!    static). Pool-wide trouble — a stale pool, an even network split, implementations that
+//!    disagree on the chain — is reported in `warnings`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::rpc::{Head, RpcError};
+use crate::config::ChainConfig;
+use crate::rpc::{Head, Identity, RpcError};
 
 /// The rules of [`select`], from the `[select]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,13 +47,82 @@ pub struct SelectRules {
     pub rise: u32,
     /// Consecutive bad probes before a node is dropped.
     pub fall: u32,
+    /// A head older than this by the wall clock is stale; `None`: five block delays.
+    pub stale_after: Option<Duration>,
+    /// Fewer peers than this and a node is not promoted to primary.
+    pub min_peers: u64,
+    /// How far ahead of chain-co's clock a head's timestamp may be.
+    pub max_clock_skew: Duration,
 }
+
+impl SelectRules {
+    /// The foundation rules with the chain-aware defaults; handy in tests.
+    pub fn basic(max_lag: u64, rise: u32, fall: u32) -> SelectRules {
+        SelectRules {
+            max_lag,
+            rise,
+            fall,
+            stale_after: None,
+            min_peers: crate::config::defaults::MIN_PEERS,
+            max_clock_skew: crate::config::defaults::MAX_CLOCK_SKEW,
+        }
+    }
+}
+
+/// A network whose genesis and clock chain-co knows without asking
+/// (forest src/networks/{mainnet,calibnet}/mod.rs; lotus build/buildconstants/params_*.go).
+#[derive(Debug, Clone, Copy)]
+pub struct KnownNetwork {
+    pub name: &'static str,
+    pub genesis: &'static str,
+    pub genesis_timestamp: u64,
+    pub block_delay: u64,
+}
+
+pub const KNOWN_NETWORKS: [KnownNetwork; 2] = [
+    KnownNetwork {
+        name: "mainnet",
+        genesis: "bafy2bzacecnamqgqmifpluoeldx7zzglxcljo6oja4vrmtj7432rphldpdmm2",
+        genesis_timestamp: 1_598_306_400,
+        block_delay: 30,
+    },
+    KnownNetwork {
+        name: "calibrationnet",
+        genesis: "bafy2bzacecyaggy24wol5ruvs6qm73gjibs2l2iyhcqmvi7r7a4ph7zx3yqd4",
+        genesis_timestamp: 1_667_326_380,
+        block_delay: 30,
+    },
+];
+
+/// Epochs an implementation split must last before it is reported: one or two epochs of
+/// disagreement happen on any healthy network while blocks propagate.
+const SPLIT_REPORT_EPOCHS: u64 = 3;
+/// How many recent heights of the best chain are remembered to tell forks apart.
+const HISTORY: usize = 120;
 
 /// What one probe of one node found.
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub node: String,
     pub result: Result<Head, RpcError>,
+    /// Who the node is; `None` until its first-contact calls have answered.
+    pub identity: Option<Identity>,
+    /// Number of peers, where asked.
+    pub peers: Option<u64>,
+    /// The height a sync in progress is heading to, where the node reports one.
+    pub syncing_to: Option<u64>,
+}
+
+impl Observation {
+    pub fn new(node: &str, result: Result<Head, RpcError>) -> Observation {
+        Observation {
+            node: node.to_string(),
+            result,
+            identity: None,
+            peers: None,
+            syncing_to: None,
+        }
+    }
 }
 
 /// Hysteresis memory of one node.
@@ -52,6 +133,8 @@ pub struct Track {
     pub good: u32,
     /// Consecutive bad probes (0 after a good one).
     pub bad: u32,
+    /// The best height when this node was first seen off the best chain, while it stays off.
+    pub fork_since: Option<u64>,
 }
 
 /// What [`select`] remembers between rounds.
@@ -59,6 +142,11 @@ pub struct Track {
 pub struct SelectState {
     pub primary: Option<String>,
     pub tracks: BTreeMap<String, Track>,
+    /// Recent tipset keys of the best chain, by height: a node whose head at a height differs
+    /// is on another fork.
+    pub best_chain: BTreeMap<u64, Vec<String>>,
+    /// The best height when the current implementation split was first seen.
+    pub split_since: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,6 +161,9 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeVerdict {
     pub name: String,
+    pub implementation: Option<String>,
+    pub version: Option<String>,
+    pub network: Option<String>,
     pub role: Role,
     /// Up after hysteresis: in the upstream.
     pub healthy: bool,
@@ -103,8 +194,14 @@ pub struct Decision {
     /// Every node, in config order.
     pub nodes: Vec<NodeVerdict>,
     pub best_height: Option<u64>,
+    /// The epoch the chain should be at now, by its genesis and block delay.
+    pub expected_height: Option<u64>,
+    /// The network the pool is judged against.
+    pub network: Option<String>,
     /// Set when the primary changed in this round.
     pub switch: Option<Switch>,
+    /// Pool-wide trouble an operator must see: stale pool, network tie, implementation split.
+    pub warnings: Vec<String>,
 }
 
 impl Decision {
@@ -113,40 +210,296 @@ impl Decision {
     }
 }
 
+/// The chain the pool is judged against, resolved from the config, the known networks and
+/// the nodes' own answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    network: Option<String>,
+    genesis: Option<String>,
+    genesis_timestamp: Option<u64>,
+    block_delay: u64,
+    /// Set when the pool splits evenly between networks and none is configured.
+    tie: Option<String>,
+}
+
+/// The most common value, or `Err` with the tied values when several share the top count.
+fn majority<'a>(values: impl Iterator<Item = &'a str>) -> Option<Result<String, Vec<String>>> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    let top = *counts.values().max()?;
+    let winners: Vec<String> = counts
+        .iter()
+        .filter(|(_, c)| **c == top)
+        .map(|(v, _)| v.to_string())
+        .collect();
+    Some(if winners.len() == 1 {
+        Ok(winners[0].clone())
+    } else {
+        Err(winners)
+    })
+}
+
+fn expected_chain(chain: &ChainConfig, observations: &[Observation]) -> Expected {
+    let ids: Vec<&Identity> = observations
+        .iter()
+        .filter_map(|o| o.identity.as_ref())
+        .collect();
+    let (network, tie) = match &chain.network {
+        Some(n) => (Some(n.clone()), None),
+        None => match majority(ids.iter().map(|i| i.network.as_str())) {
+            None => (None, None),
+            Some(Ok(n)) => (Some(n), None),
+            Some(Err(tied)) => (
+                None,
+                Some(format!(
+                    "the pool splits evenly between networks {}; set [chain] network",
+                    tied.join(" and ")
+                )),
+            ),
+        },
+    };
+    let known = network
+        .as_deref()
+        .and_then(|n| KNOWN_NETWORKS.iter().find(|k| k.name == n));
+    let on_network: Vec<&&Identity> = ids
+        .iter()
+        .filter(|i| Some(i.network.as_str()) == network.as_deref())
+        .collect();
+    let genesis = chain
+        .genesis
+        .clone()
+        .or_else(|| known.map(|k| k.genesis.to_string()))
+        .or_else(|| majority(on_network.iter().map(|i| i.genesis.as_str())).and_then(|m| m.ok()));
+    let genesis_timestamp = chain
+        .genesis_timestamp
+        .or_else(|| known.map(|k| k.genesis_timestamp))
+        .or_else(|| {
+            on_network
+                .iter()
+                .find(|i| Some(&i.genesis) == genesis.as_ref())
+                .map(|i| i.genesis_timestamp)
+        });
+    let block_delay = chain
+        .block_delay
+        .map(|d| d.as_secs())
+        .or_else(|| known.map(|k| k.block_delay))
+        .or_else(|| on_network.iter().find_map(|i| i.block_delay))
+        .unwrap_or(30)
+        .max(1);
+    Expected {
+        network,
+        genesis,
+        genesis_timestamp,
+        block_delay,
+        tie,
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn fmt_secs(s: u64) -> String {
+    humantime::format_duration(Duration::from_secs(s)).to_string()
+}
+
+/// Why a node that answered cannot be a candidate for the best head, if it cannot.
+fn ineligible(
+    o: &Observation,
+    h: &Head,
+    exp: &Expected,
+    rules: &SelectRules,
+    now: u64,
+) -> Option<String> {
+    if let Some(tie) = &exp.tie {
+        return Some(tie.clone());
+    }
+    let Some(id) = &o.identity else {
+        return Some(
+            "identity unknown: Version, StateNetworkName or ChainGetGenesis did not answer".into(),
+        );
+    };
+    if let Some(net) = &exp.network {
+        if &id.network != net {
+            return Some(format!(
+                "on network {:?}, the pool is on {net:?}",
+                id.network
+            ));
+        }
+    }
+    if let Some(g) = &exp.genesis {
+        if &id.genesis != g {
+            return Some(format!(
+                "genesis {} differs from the pool's {g}",
+                id.genesis
+            ));
+        }
+    }
+    let skew = rules.max_clock_skew.as_secs();
+    if h.timestamp > now + skew {
+        return Some(format!(
+            "head from the future: height {} is {} ahead of the clock (max skew {})",
+            h.height,
+            fmt_secs(h.timestamp - now),
+            fmt_secs(skew)
+        ));
+    }
+    None
+}
+
+/// Whether a head far above all others is believable on its weight: it may not have gained
+/// weight faster than twice the pool's own average rate per epoch.
+fn weight_plausible(lead: &Head, next: &Head) -> bool {
+    if lead.weight < next.weight {
+        return false;
+    }
+    let rate = next.weight / u128::from(next.height.max(1));
+    let epochs = u128::from(lead.height.saturating_sub(next.height));
+    lead.weight - next.weight <= rate.saturating_mul(2).saturating_mul(epochs.max(1))
+}
+
+fn rank_key(h: &Head, i: usize) -> (u128, u64, std::cmp::Reverse<usize>) {
+    (h.weight, h.height, std::cmp::Reverse(i))
+}
+
 /// Decides the primary and backups. Observations come in config order, one per node.
 pub fn select(
     rules: &SelectRules,
+    chain: &ChainConfig,
     prev: &SelectState,
     observations: &[Observation],
     now: SystemTime,
 ) -> (Decision, SelectState) {
-    // Rule 1: the best head. `max_by_key` keeps the last maximum, so config order is made a
-    // tie-breaker explicitly by ranking earlier nodes higher.
-    let best = observations
+    let now_s = unix(now);
+    let exp = expected_chain(chain, observations);
+    let stale_after = rules
+        .stale_after
+        .unwrap_or(Duration::from_secs(5 * exp.block_delay))
+        .as_secs();
+    let expected_height = exp
+        .genesis_timestamp
+        .map(|g| now_s.saturating_sub(g) / exp.block_delay);
+    let mut warnings: Vec<String> = exp.tie.iter().cloned().collect();
+
+    // Rules 1 and 2: who may be a candidate for the best head.
+    let mut bad: Vec<Option<String>> = observations
         .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.result.as_ref().ok().map(|h| (i, h)))
-        .max_by_key(|(i, h)| (h.weight, h.height, std::cmp::Reverse(*i)))
-        .map(|(_, h)| h);
+        .map(|o| match &o.result {
+            Err(e) => Some(e.to_string()),
+            Ok(h) => ineligible(o, h, &exp, rules, now_s),
+        })
+        .collect();
+    let candidates = |bad: &[Option<String>]| -> Vec<usize> {
+        (0..observations.len())
+            .filter(|&i| bad[i].is_none())
+            .collect()
+    };
+    let head = |i: usize| observations[i].result.as_ref().ok();
+
+    // Rule 2, corroboration: a lone leader beyond max_lag needs a plausible weight.
+    let mut cands = candidates(&bad);
+    cands.sort_by_key(|&i| std::cmp::Reverse(head(i).map(|h| rank_key(h, i))));
+    if let [lead, next, ..] = cands[..] {
+        let (l, n) = (
+            head(lead).expect("candidate"),
+            head(next).expect("candidate"),
+        );
+        let above_all = cands[1..]
+            .iter()
+            .filter_map(|&i| head(i))
+            .all(|h| l.height > h.height + rules.max_lag);
+        if above_all && !weight_plausible(l, n) {
+            bad[lead] = Some(format!(
+                "uncorroborated head: {} epochs above every other node, with a weight no chain grows that fast",
+                l.height - n.height
+            ));
+        }
+    }
+
+    // Rule 3: the best head.
+    let best_idx = candidates(&bad)
+        .into_iter()
+        .max_by_key(|&i| head(i).map(|h| rank_key(h, i)));
+    let best = best_idx.and_then(head);
+
+    // The best chain's recent history, to tell forks from lag. A reorg (the best key at a
+    // known height changed) makes the old history wrong: start it again.
+    let mut best_chain = prev.best_chain.clone();
+    if let Some(b) = best {
+        let reorg = best_chain.get(&b.height).is_some_and(|k| k != &b.key)
+            || best_chain
+                .keys()
+                .next_back()
+                .is_some_and(|&top| top > b.height);
+        if reorg {
+            best_chain.clear();
+        }
+        best_chain.insert(b.height, b.key.clone());
+        while best_chain.len() > HISTORY {
+            best_chain.pop_first();
+        }
+    }
+
+    if let (Some(b), Some(exp_h)) = (best, expected_height) {
+        let age = now_s.saturating_sub(b.timestamp);
+        if age > stale_after {
+            warnings.push(format!(
+                "pool is stale: the best head (height {}) is {} old; by the clock the chain is at {exp_h}",
+                b.height,
+                fmt_secs(age)
+            ));
+        }
+    }
 
     let mut tracks = BTreeMap::new();
     let mut nodes = Vec::with_capacity(observations.len());
-    for o in observations {
-        let lag = match (&o.result, best) {
-            (Ok(h), Some(b)) => Some(b.height.saturating_sub(h.height)),
+    let mut promotable = vec![true; observations.len()];
+    for (i, o) in observations.iter().enumerate() {
+        let mut t = prev.tracks.get(&o.node).cloned().unwrap_or_default();
+        let h = head(i);
+        let lag = match (h, best) {
+            (Some(h), Some(b)) if bad[i].is_none() => Some(b.height.saturating_sub(h.height)),
             _ => None,
         };
-        // Rule 2: good or bad, and why.
-        let bad_reason = match (&o.result, lag) {
-            (Err(e), _) => Some(e.to_string()),
-            (Ok(_), Some(l)) if l > rules.max_lag => {
-                Some(format!("lagging {l} epochs (max {})", rules.max_lag))
+        // Rule 4: lag, forks, staleness.
+        if let (Some(h), Some(b), None) = (h, best, &bad[i]) {
+            match best_chain.get(&h.height) {
+                Some(k) if k == &h.key => t.fork_since = None,
+                Some(_) => {
+                    t.fork_since.get_or_insert(b.height);
+                }
+                None => {}
             }
-            (Ok(_), _) => None,
-        };
-        // Rule 3: hysteresis.
-        let mut t = prev.tracks.get(&o.node).cloned().unwrap_or_default();
-        if bad_reason.is_none() {
+            let age = now_s.saturating_sub(h.timestamp);
+            let l = b.height.saturating_sub(h.height);
+            bad[i] = if l > rules.max_lag {
+                Some(format!("lagging {l} epochs (max {})", rules.max_lag))
+            } else if let Some(since) = t
+                .fork_since
+                .filter(|&s| b.height.saturating_sub(s) >= rules.max_lag.max(1))
+            {
+                Some(format!(
+                    "on a lighter fork since height {since} ({} epochs; weight {} < {})",
+                    b.height - since,
+                    h.weight,
+                    b.weight
+                ))
+            } else if age > stale_after {
+                Some(format!(
+                    "stale: head is {} old (stale after {})",
+                    fmt_secs(age),
+                    fmt_secs(stale_after)
+                ))
+            } else {
+                None
+            };
+        }
+        // Rule 5: hysteresis.
+        if bad[i].is_none() {
             t.good = t.good.saturating_add(1);
             t.bad = 0;
             if !t.up && t.good >= rules.rise {
@@ -159,9 +512,22 @@ pub fn select(
                 t.up = false;
             }
         }
-        let head = o.result.as_ref().ok();
-        let reason = match (&bad_reason, t.up) {
-            (None, true) => "healthy".to_string(),
+        // Rule 6's conditions for promotion.
+        let mut not_promoted = None;
+        if let Some(p) = o.peers.filter(|&p| p < rules.min_peers) {
+            not_promoted = Some(format!("{p} peers (min {})", rules.min_peers));
+        }
+        if let (Some(to), Some(h)) = (o.syncing_to, h) {
+            if to > h.height + rules.max_lag {
+                not_promoted = Some(format!("catching up to height {to}"));
+            }
+        }
+        promotable[i] = not_promoted.is_none();
+        let reason = match (&bad[i], t.up) {
+            (None, true) => match &not_promoted {
+                None => "healthy".to_string(),
+                Some(why) => format!("healthy, not promoted to primary: {why}"),
+            },
             (None, false) => format!("rising: {} of {} good probes", t.good, rules.rise),
             (Some(r), true) => format!(
                 "{r}; still in, dropped after {} more bad probe{}",
@@ -170,45 +536,79 @@ pub fn select(
             ),
             (Some(r), false) => r.clone(),
         };
+        let id = o.identity.as_ref();
         nodes.push(NodeVerdict {
             name: o.node.clone(),
+            implementation: id.map(|i| i.implementation.to_string()),
+            version: id.map(|i| i.version.clone()),
+            network: id.map(|i| i.network.clone()),
             role: Role::Excluded,
             healthy: t.up,
-            height: head.map(|h| h.height),
+            height: h.map(|h| h.height),
             lag,
-            head_age: head.map(|h| {
-                now.duration_since(SystemTime::UNIX_EPOCH + Duration::from_secs(h.timestamp))
-                    .unwrap_or_default()
-            }),
+            head_age: h.map(|h| Duration::from_secs(now_s.saturating_sub(h.timestamp))),
             track: t.clone(),
             reason,
         });
         tracks.insert(o.node.clone(), t);
     }
 
-    // Rank up nodes: those that answered this round first, by their head, then config order.
+    // Rank up nodes: those with a good probe this round first, by their head, then config order.
     let mut ranked: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].healthy).collect();
     ranked.sort_by_key(|&i| {
-        let h = observations[i].result.as_ref().ok();
+        let h = head(i).filter(|_| bad[i].is_none());
         (std::cmp::Reverse(h.map(|h| (h.weight, h.height))), i)
     });
 
-    // Rule 4: the sticky primary.
+    // Rule 6: the sticky primary; a new one must be promotable if any up node is.
     let kept = prev
         .primary
         .as_ref()
         .and_then(|p| ranked.iter().copied().find(|&i| &nodes[i].name == p));
-    let primary = kept.or_else(|| ranked.first().copied());
-    let mut backups = Vec::new();
-    for &i in &ranked {
-        if Some(i) == primary {
-            nodes[i].role = Role::Primary;
-        } else {
-            nodes[i].role = Role::Backup;
-            backups.push(nodes[i].name.clone());
+    let primary = kept
+        .or_else(|| ranked.iter().copied().find(|&i| promotable[i]))
+        .or_else(|| ranked.first().copied());
+    let mut backup_idx: Vec<usize> = ranked
+        .iter()
+        .copied()
+        .filter(|&i| Some(i) != primary)
+        .collect();
+    // Rule 7: the first backup of another implementation.
+    if let Some(p) = primary {
+        let imp = |i: usize| nodes[i].implementation.clone();
+        if backup_idx.first().is_some_and(|&b| imp(b) == imp(p)) {
+            if let Some(pos) = backup_idx
+                .iter()
+                .position(|&b| imp(b).is_some() && imp(b) != imp(p))
+            {
+                let other = backup_idx.remove(pos);
+                backup_idx.insert(0, other);
+            }
         }
     }
+    if let Some(p) = primary {
+        nodes[p].role = Role::Primary;
+    }
+    for &b in &backup_idx {
+        nodes[b].role = Role::Backup;
+    }
+    let backups = backup_idx.iter().map(|&b| nodes[b].name.clone()).collect();
     let primary_name = primary.map(|i| nodes[i].name.clone());
+
+    // Implementations that agree among themselves but not with each other, at one height.
+    let split = implementation_split(observations, &bad);
+    let split_since = match (&split, best) {
+        (Some(_), Some(b)) => Some(prev.split_since.unwrap_or(b.height)),
+        _ => None,
+    };
+    if let (Some(text), Some(since), Some(b)) = (&split, split_since, best) {
+        if b.height.saturating_sub(since) >= SPLIT_REPORT_EPOCHS {
+            warnings.push(format!(
+                "implementation split for {} epochs: {text}; the heavier chain is used",
+                b.height - since
+            ));
+        }
+    }
 
     let switch = (primary_name != prev.primary).then(|| {
         let why = match &prev.primary {
@@ -230,40 +630,115 @@ pub fn select(
     });
 
     let decision = Decision {
-        // Rule 5: with no node up there is no primary, and the caller fails static.
+        // Rule 8: with no node up there is no primary, and the caller fails static.
         primary: primary_name.clone(),
         backups,
         nodes,
         best_height: best.map(|b| b.height),
+        expected_height,
+        network: exp.network.clone(),
         switch,
+        warnings,
     };
     // Without a new primary, remember the old one: when it comes back up first, it is still
     // the one nginx has, and keeping it avoids a needless reload.
     let next = SelectState {
         primary: primary_name.or_else(|| prev.primary.clone()),
         tracks,
+        best_chain,
+        split_since,
     };
     (decision, next)
+}
+
+/// Describes a split between implementations: at some height, every node of one
+/// implementation reports one tipset and every node of another a different one.
+fn implementation_split(observations: &[Observation], bad: &[Option<String>]) -> Option<String> {
+    // (height, implementation) → the keys its nodes report there.
+    let mut at: BTreeMap<(u64, String), Vec<&Vec<String>>> = BTreeMap::new();
+    for (i, o) in observations.iter().enumerate() {
+        // Lag and fork verdicts are exactly what a split produces: judge every node that is
+        // on the right network and answered.
+        if bad[i]
+            .as_deref()
+            .is_some_and(|r| !r.starts_with("lagging") && !r.starts_with("on a lighter fork"))
+        {
+            continue;
+        }
+        if let (Ok(h), Some(id)) = (&o.result, &o.identity) {
+            at.entry((h.height, id.implementation.to_string()))
+                .or_default()
+                .push(&h.key);
+        }
+    }
+    let agreed: Vec<(u64, &String, &Vec<String>)> = at
+        .iter()
+        .filter(|(_, keys)| keys.windows(2).all(|w| w[0] == w[1]))
+        .map(|((h, imp), keys)| (*h, imp, keys[0]))
+        .collect();
+    for (i, a) in agreed.iter().enumerate() {
+        for b in &agreed[i + 1..] {
+            if a.0 == b.0 && a.1 != b.1 && a.2 != b.2 {
+                let short = |k: &Vec<String>| {
+                    k.first()
+                        .map(|c| format!("{}…", &c[..c.len().min(16)]))
+                        .unwrap_or_default()
+                };
+                return Some(format!(
+                    "at height {}, {} nodes on {} and {} nodes on {}",
+                    a.0,
+                    a.1,
+                    short(a.2),
+                    b.1,
+                    short(b.2)
+                ));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::Implementation;
 
-    const RULES: SelectRules = SelectRules {
-        max_lag: 2,
-        rise: 2,
-        fall: 3,
-    };
+    fn rules() -> SelectRules {
+        SelectRules::basic(2, 2, 3)
+    }
+
+    const GENESIS_TS: u64 = 1_000;
 
     fn head(height: u64, weight: u128) -> Head {
         Head {
             height,
             weight,
             key: vec![format!("bafy{height}")],
-            timestamp: 1_000 + height * 30,
+            timestamp: GENESIS_TS + height * 30,
             blocks: 1,
         }
+    }
+
+    fn ident(implementation: Implementation) -> Identity {
+        Identity {
+            implementation,
+            version: "1.28.1+mainnet+git.1".into(),
+            network: "testnet".into(),
+            genesis: "bafyGenesis".into(),
+            genesis_timestamp: GENESIS_TS,
+            block_delay: Some(30),
+        }
+    }
+
+    /// "Now" for a round: just after the highest head of the round was made.
+    fn now_for(obs: &[Observation]) -> SystemTime {
+        let top = obs
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok())
+            .map(|h| h.height)
+            .max()
+            .unwrap_or(0);
+        SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + top * 30 + 5)
     }
 
     /// What a node answers in one round, written compactly in the tables below.
@@ -281,26 +756,38 @@ mod tests {
         names
             .iter()
             .zip(answers)
-            .map(|(n, a)| Observation {
-                node: n.to_string(),
-                result: match *a {
-                    A::H(h) => Ok(head(h, u128::from(h) * 10)),
-                    A::HW(h, w) => Ok(head(h, w)),
-                    A::Timeout => Err(RpcError::Timeout(Duration::from_secs(3))),
-                    A::Refused => Err(RpcError::Connect("Connection refused".into())),
-                },
+            .map(|(n, a)| {
+                let mut o = Observation::new(
+                    n,
+                    match *a {
+                        A::H(h) => Ok(head(h, u128::from(h) * 10)),
+                        A::HW(h, w) => Ok(head(h, w)),
+                        A::Timeout => Err(RpcError::Timeout(Duration::from_secs(3))),
+                        A::Refused => Err(RpcError::Connect("Connection refused".into())),
+                    },
+                );
+                o.identity = Some(ident(Implementation::Lotus));
+                o
             })
             .collect()
     }
 
     /// Runs rounds; returns every decision.
     fn run(rules: &SelectRules, names: &[&str], rounds: &[Vec<A>]) -> Vec<Decision> {
+        let rounds: Vec<Vec<Observation>> = rounds.iter().map(|a| observe(names, a)).collect();
+        run_obs(rules, &ChainConfig::default(), &rounds)
+    }
+
+    fn run_obs(
+        rules: &SelectRules,
+        chain: &ChainConfig,
+        rounds: &[Vec<Observation>],
+    ) -> Vec<Decision> {
         let mut state = SelectState::default();
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
         rounds
             .iter()
-            .map(|answers| {
-                let (d, next) = select(rules, &state, &observe(names, answers), now);
+            .map(|obs| {
+                let (d, next) = select(rules, chain, &state, obs, now_for(obs));
                 state = next;
                 d
             })
@@ -480,7 +967,7 @@ mod tests {
             },
         ];
         for row in rows {
-            let decisions = run(&RULES, &abc, &row.rounds);
+            let decisions = run(&rules(), &abc, &row.rounds);
             let d = decisions.last().expect("at least one round");
             assert_eq!(d.primary.as_deref(), row.primary, "{}: {d:#?}", row.what);
             assert_eq!(d.backups, row.backups, "{}", row.what);
@@ -507,18 +994,14 @@ mod tests {
 
     #[test]
     fn one_node_pool() {
-        let d = run(&RULES, &["solo"], &[vec![A::H(5)], vec![A::H(6)]]);
+        let d = run(&rules(), &["solo"], &[vec![A::H(5)], vec![A::H(6)]]);
         assert_eq!(d[1].primary.as_deref(), Some("solo"));
         assert!(d[1].backups.is_empty());
     }
 
     #[test]
     fn rise_and_fall_of_one_are_immediate() {
-        let rules = SelectRules {
-            max_lag: 0,
-            rise: 1,
-            fall: 1,
-        };
+        let rules = SelectRules::basic(0, 1, 1);
         let d = run(
             &rules,
             &["a", "b"],
@@ -531,7 +1014,7 @@ mod tests {
     #[test]
     fn switches_are_reported_with_the_reason() {
         let d = run(
-            &RULES,
+            &rules(),
             &["a", "b"],
             &[
                 vec![A::H(1), A::H(1)],
@@ -563,11 +1046,7 @@ mod tests {
     #[test]
     fn after_everything_failed_the_old_primary_is_remembered() {
         let d = run(
-            &SelectRules {
-                max_lag: 2,
-                rise: 1,
-                fall: 1,
-            },
+            &SelectRules::basic(2, 1, 1),
             &["a", "b"],
             &[
                 vec![A::H(1), A::H(1)],
@@ -588,8 +1067,316 @@ mod tests {
 
     #[test]
     fn head_age_comes_from_now_not_the_clock() {
-        let d = run(&RULES, &["a"], &[vec![A::H(10)]]);
-        // now = 10_000 s, head timestamp = 1_000 + 10 * 30 = 1_300 s.
-        assert_eq!(d[0].nodes[0].head_age, Some(Duration::from_secs(8_700)));
+        let d = run(&rules(), &["a"], &[vec![A::H(10)]]);
+        // now = head timestamp + 5 s (see now_for).
+        assert_eq!(d[0].nodes[0].head_age, Some(Duration::from_secs(5)));
+        assert_eq!(d[0].expected_height, Some(10));
+    }
+
+    // ---- chain-aware rules ----
+
+    fn node(name: &str, h: u64) -> Observation {
+        let mut o = Observation::new(name, Ok(head(h, u128::from(h) * 10)));
+        o.identity = Some(ident(Implementation::Lotus));
+        o
+    }
+
+    fn on(mut o: Observation, f: impl FnOnce(&mut Observation)) -> Observation {
+        f(&mut o);
+        o
+    }
+
+    fn at_height(h: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + h * 30 + 5)
+    }
+
+    /// Runs rounds at explicit clock heights.
+    fn run_at(
+        rules: &SelectRules,
+        chain: &ChainConfig,
+        rounds: &[(u64, Vec<Observation>)],
+    ) -> Vec<Decision> {
+        let mut state = SelectState::default();
+        rounds
+            .iter()
+            .map(|(clock, obs)| {
+                let (d, next) = select(rules, chain, &state, obs, at_height(*clock));
+                state = next;
+                d
+            })
+            .collect()
+    }
+
+    fn reason<'a>(d: &'a Decision, n: &str) -> &'a str {
+        &d.verdict(n).expect("node").reason
+    }
+
+    #[test]
+    fn a_node_on_another_network_is_excluded_whatever_its_height() {
+        let round = vec![
+            node("a", 100),
+            node("b", 100),
+            on(node("c", 500), |o| {
+                o.identity.as_mut().expect("id").network = "calibrationnet".into()
+            }),
+        ];
+        let d = run_at(&rules(), &ChainConfig::default(), &[(100, round.clone()), (100, round)]);
+        assert_eq!(d[1].primary.as_deref(), Some("a"));
+        assert_eq!(d[1].network.as_deref(), Some("testnet"));
+        assert!(reason(&d[1], "c")
+            .contains("on network \"calibrationnet\", the pool is on \"testnet\""));
+    }
+
+    #[test]
+    fn an_even_network_split_is_refused_unless_configured() {
+        let calib = |o: &mut Observation| {
+            o.identity.as_mut().expect("id").network = "calibrationnet".into()
+        };
+        let round = vec![node("a", 100), on(node("b", 100), calib)];
+        let d = run_obs(
+            &rules(),
+            &ChainConfig::default(),
+            &[round.clone(), round.clone()],
+        );
+        assert_eq!(d[1].primary, None);
+        assert!(
+            d[1].warnings[0].contains("splits evenly between networks calibrationnet and testnet")
+        );
+        let chain = ChainConfig {
+            network: Some("calibrationnet".into()),
+            genesis: Some("bafyGenesis".into()),
+            ..ChainConfig::default()
+        };
+        let d = run_obs(&rules(), &chain, &[round.clone(), round]);
+        assert_eq!(d[1].primary.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_known_network_brings_its_genesis() {
+        // The nodes say "mainnet" but carry another genesis: they are not on mainnet.
+        let round = vec![on(node("a", 100), |o| {
+            o.identity.as_mut().expect("id").network = "mainnet".into()
+        })];
+        let d = run_obs(&rules(), &ChainConfig::default(), &[round]);
+        assert!(reason(&d[0], "a")
+            .contains("genesis bafyGenesis differs from the pool's bafy2bzacecnamqgq"));
+    }
+
+    #[test]
+    fn a_node_without_identity_is_not_used() {
+        let round = vec![node("a", 100), on(node("b", 100), |o| o.identity = None)];
+        let d = run_obs(&rules(), &ChainConfig::default(), &[round.clone(), round]);
+        assert_eq!(d[1].backups, Vec::<String>::new());
+        assert!(reason(&d[1], "b").starts_with("identity unknown"));
+    }
+
+    #[test]
+    fn a_head_from_the_future_is_excluded() {
+        let round = vec![node("a", 100), node("b", 100), node("c", 104)];
+        let d = run_at(
+            &rules(),
+            &ChainConfig::default(),
+            &[(100, round.clone()), (100, round)],
+        );
+        assert_eq!(d[1].primary.as_deref(), Some("a"));
+        assert!(
+            reason(&d[1], "c").contains("head from the future: height 104 is 1m 55s ahead"),
+            "{}",
+            reason(&d[1], "c")
+        );
+    }
+
+    #[test]
+    fn a_lone_leader_needs_a_plausible_weight() {
+        // b and c are stuck at 100; a is at 120 with a normal weight: believed.
+        let plausible = vec![node("a", 120), node("b", 100), node("c", 100)];
+        let d = run_at(
+            &rules(),
+            &ChainConfig::default(),
+            &[(120, plausible.clone()), (120, plausible)],
+        );
+        assert_eq!(d[1].primary.as_deref(), Some("a"));
+        // a claims 120 with a weight a chain cannot gain in 20 epochs: not believed.
+        let absurd = vec![
+            on(node("a", 120), |o| o.result = Ok(head(120, 1_000_000))),
+            node("b", 100),
+            node("c", 100),
+        ];
+        let d = run_at(
+            &rules(),
+            &ChainConfig::default(),
+            &[(120, absurd.clone()), (120, absurd)],
+        );
+        assert!(
+            reason(&d[1], "a").contains("uncorroborated head: 20 epochs above every other node")
+        );
+        assert_ne!(d[1].primary.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn stale_heads_are_bad_and_a_stale_pool_fails_static_loudly() {
+        let rules = SelectRules {
+            stale_after: Some(Duration::from_secs(150)),
+            ..SelectRules::basic(2, 1, 1)
+        };
+        let round = vec![node("a", 100), node("b", 100)];
+        // Clock at 103: heads 95 s old, fine. Clock at 110: 305 s old, stale.
+        let d = run_at(
+            &rules,
+            &ChainConfig::default(),
+            &[(103, round.clone()), (110, round)],
+        );
+        assert_eq!(d[0].primary.as_deref(), Some("a"));
+        assert_eq!(
+            d[1].primary, None,
+            "every node stale: no primary, the last upstream stays"
+        );
+        assert!(
+            reason(&d[1], "a").contains("stale: head is 5m 5s old (stale after 2m 30s)"),
+            "{}",
+            reason(&d[1], "a")
+        );
+        assert!(d[1]
+            .warnings
+            .iter()
+            .any(|w| w.contains("pool is stale") && w.contains("the chain is at 110")));
+        assert_eq!(d[1].expected_height, Some(110));
+    }
+
+    #[test]
+    fn null_rounds_do_not_look_like_a_stall() {
+        // Height jumps 100 → 103 (two null rounds); heads stay within stale_after.
+        let d = run_at(
+            &rules(),
+            &ChainConfig::default(),
+            &[
+                (100, vec![node("a", 100), node("b", 100)]),
+                (102, vec![node("a", 100), node("b", 100)]),
+                (103, vec![node("a", 103), node("b", 103)]),
+            ],
+        );
+        assert_eq!(d[2].primary.as_deref(), Some("a"));
+        assert!(d[2].warnings.is_empty(), "{:?}", d[2].warnings);
+    }
+
+    #[test]
+    fn a_node_on_a_lighter_fork_is_dropped_once_the_fork_is_deeper_than_max_lag() {
+        let fork = |h: u64| {
+            on(node("c", h), move |o| {
+                o.result = Ok(Head {
+                    key: vec![format!("fork{h}")],
+                    ..head(h, u128::from(h) * 10 - 5)
+                })
+            })
+        };
+        let rounds: Vec<(u64, Vec<Observation>)> = (100..=106)
+            .map(|h| {
+                (
+                    h,
+                    vec![
+                        node("a", h),
+                        node("b", h),
+                        if h < 102 { node("c", h) } else { fork(h) },
+                    ],
+                )
+            })
+            .collect();
+        let d = run_at(
+            &SelectRules::basic(2, 1, 1),
+            &ChainConfig::default(),
+            &rounds,
+        );
+        assert_eq!(
+            d[3].backups,
+            vec!["b", "c"],
+            "one epoch on a fork is normal"
+        );
+        assert!(
+            reason(&d[6], "c").contains("on a lighter fork since height 102"),
+            "{}",
+            reason(&d[6], "c")
+        );
+        assert_eq!(d[6].backups, vec!["b"]);
+    }
+
+    #[test]
+    fn a_node_without_peers_or_catching_up_is_not_promoted() {
+        let no_peers = |o: &mut Observation| o.peers = Some(0);
+        let syncing = |o: &mut Observation| o.syncing_to = Some(500);
+        let up = vec![
+            node("a", 100),
+            on(node("b", 100), no_peers),
+            on(node("c", 100), syncing),
+            node("d", 100),
+        ];
+        let a_dies = vec![
+            on(node("a", 101), |o| {
+                o.result = Err(RpcError::Connect("refused".into()))
+            }),
+            on(node("b", 101), no_peers),
+            on(node("c", 101), syncing),
+            node("d", 101),
+        ];
+        let d = run_at(
+            &SelectRules::basic(2, 1, 1),
+            &ChainConfig::default(),
+            &[(100, up), (101, a_dies)],
+        );
+        assert_eq!(d[0].primary.as_deref(), Some("a"));
+        assert_eq!(
+            d[1].primary.as_deref(),
+            Some("d"),
+            "b and c are up but not promoted"
+        );
+        assert!(d[1].backups.contains(&"b".to_string()));
+        assert!(reason(&d[1], "b").contains("not promoted to primary: 0 peers (min 1)"));
+        assert!(reason(&d[1], "c").contains("catching up to height 500"));
+    }
+
+    #[test]
+    fn the_first_backup_runs_another_implementation() {
+        let forest = |o: &mut Observation| {
+            o.identity.as_mut().expect("id").implementation = Implementation::Forest
+        };
+        let round = vec![node("a", 100), node("b", 100), on(node("c", 100), forest)];
+        let d = run_obs(&rules(), &ChainConfig::default(), &[round.clone(), round]);
+        assert_eq!(d[1].primary.as_deref(), Some("a"));
+        assert_eq!(d[1].backups, vec!["c", "b"]);
+        assert_eq!(
+            d[1].verdict("c").expect("c").implementation.as_deref(),
+            Some("forest")
+        );
+    }
+
+    #[test]
+    fn an_implementation_split_is_reported_after_a_few_epochs() {
+        let forest_fork = |h: u64| {
+            on(node("f", h), move |o| {
+                o.identity.as_mut().expect("id").implementation = Implementation::Forest;
+                o.result = Ok(Head {
+                    key: vec![format!("forestfork{h}")],
+                    ..head(h, u128::from(h) * 10 - 5)
+                });
+            })
+        };
+        let rounds: Vec<(u64, Vec<Observation>)> = (100..=105)
+            .map(|h| (h, vec![node("a", h), node("b", h), forest_fork(h)]))
+            .collect();
+        let d = run_at(
+            &SelectRules::basic(2, 1, 1),
+            &ChainConfig::default(),
+            &rounds,
+        );
+        assert!(d[2].warnings.is_empty(), "too early: {:?}", d[2].warnings);
+        let w = d[5]
+            .warnings
+            .iter()
+            .find(|w| w.contains("implementation split"))
+            .expect("reported");
+        assert!(
+            w.contains("lotus nodes on bafy105") && w.contains("forest nodes on forestfork105"),
+            "{w}"
+        );
+        assert_eq!(d[5].primary.as_deref(), Some("a"), "the heavier chain wins");
     }
 }

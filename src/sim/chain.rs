@@ -54,9 +54,57 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The weight of the tipset at `height` (what its children carry as `ParentWeight`).
-pub fn weight(height: u64) -> u128 {
+/// Which chain a node follows: the network's main chain (`id` 0), or a private fork that left
+/// it after `fork_at` and gains weight at half the rate (a minority of the power mines it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Branch {
+    pub id: u64,
+    pub fork_at: u64,
+}
+
+impl Branch {
+    pub const MAIN: Branch = Branch { id: 0, fork_at: 0 };
+
+    fn on_fork(&self, height: u64) -> bool {
+        self.id != 0 && height > self.fork_at
+    }
+
+    /// The weight of the tipset at `height` (what its children carry as `ParentWeight`).
+    pub fn weight(&self, height: u64) -> u128 {
+        if self.on_fork(height) {
+            main_weight(self.fork_at) + u128::from(height - self.fork_at) * WEIGHT_PER_EPOCH / 2
+        } else {
+            main_weight(height)
+        }
+    }
+
+    fn seed(&self, height: u64) -> u64 {
+        if self.on_fork(height) {
+            height ^ self.id.wrapping_mul(0x5eed_f0f0)
+        } else {
+            height
+        }
+    }
+}
+
+fn main_weight(height: u64) -> u128 {
     BASE_WEIGHT + u128::from(height) * WEIGHT_PER_EPOCH
+}
+
+/// Epochs in which no miner won a block: the chain skips them, and the next tipset's height
+/// jumps by more than one. About one epoch in ten when enabled (more than mainnet's few per
+/// cent, so that tests meet them quickly).
+pub fn is_null_round(height: u64, null_rounds: bool) -> bool {
+    null_rounds && height > 0 && mix(height ^ 0x9011) % 10 == 0
+}
+
+/// The height of the tipset a node has at `height`: the last epoch that was not a null round.
+pub fn last_tipset_height(height: u64, null_rounds: bool) -> u64 {
+    let mut h = height;
+    while is_null_round(h, null_rounds) {
+        h -= 1;
+    }
+    h
 }
 
 /// splitmix64: a deterministic spread of bits, so the same height always gives the same CIDs.
@@ -88,14 +136,24 @@ fn blocks_at(height: u64) -> u64 {
     1 + mix(height ^ 0xb10c) % 5
 }
 
-fn block_cid(height: u64, i: u64) -> String {
-    cid(height.wrapping_mul(31).wrapping_add(i).wrapping_add(0x7175))
+fn block_cid(seed: u64, i: u64) -> String {
+    cid(seed.wrapping_mul(31).wrapping_add(i).wrapping_add(0x7175))
 }
 
-fn tipset_key(height: u64) -> Vec<Value> {
-    (0..blocks_at(height))
-        .map(|i| json!({ "/": block_cid(height, i) }))
+fn tipset_key(branch: &Branch, height: u64) -> Vec<Value> {
+    let seed = branch.seed(height);
+    (0..blocks_at(seed))
+        .map(|i| json!({ "/": block_cid(seed, i) }))
         .collect()
+}
+
+/// How a simulated implementation writes a tipset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TipsetStyle {
+    /// Lotus, Venus, Fuhon: every array present.
+    Lotus,
+    /// Forest: empty arrays become `null` (forest src/blocks/tipset.rs snapshot tests).
+    Forest,
 }
 
 fn base64ish(seed: u64, len: usize) -> String {
@@ -113,27 +171,44 @@ fn base64ish(seed: u64, len: usize) -> String {
     s
 }
 
-/// The full tipset JSON at `height`, every field Lotus sends.
-pub fn tipset_json(clock: &ChainClock, height: u64) -> Value {
-    let parents = if height == 0 {
-        vec![json!({ "/": cid(0xdead) })]
+/// The full tipset JSON of the tipset at `height` (a null round gives the tipset before it),
+/// every field Lotus sends.
+pub fn tipset_json(
+    clock: &ChainClock,
+    branch: &Branch,
+    height: u64,
+    null_rounds: bool,
+    style: TipsetStyle,
+) -> Value {
+    let height = last_tipset_height(height, null_rounds);
+    let parent = if height == 0 {
+        None
     } else {
-        tipset_key(height - 1)
+        Some(last_tipset_height(height - 1, null_rounds))
     };
-    let parent_weight = if height == 0 {
-        "0".to_string()
-    } else {
-        weight(height - 1).to_string()
+    let parents = match parent {
+        None => vec![json!({ "/": cid(0xdead) })],
+        Some(p) => tipset_key(branch, p),
     };
-    let n = blocks_at(height);
+    let parent_weight = parent.map_or(0, |p| branch.weight(p)).to_string();
+    let n = blocks_at(branch.seed(height));
     let blocks: Vec<Value> = (0..n)
         .map(|i| {
-            let seed = height.wrapping_mul(7919).wrapping_add(i);
+            let seed = branch.seed(height).wrapping_mul(7919).wrapping_add(i);
+            // Forest writes an empty vector as null; the genesis block has no beacon entries.
+            let beacons = if height == 0 {
+                match style {
+                    TipsetStyle::Forest => Value::Null,
+                    TipsetStyle::Lotus => json!([]),
+                }
+            } else {
+                json!([{ "Round": 17_000_000 + height, "Data": base64ish(seed ^ 4, 128) }])
+            };
             json!({
                 "Miner": format!("f0{}", 1000 + mix(seed) % 3_000_000),
                 "Ticket": { "VRFProof": base64ish(seed ^ 1, 128) },
                 "ElectionProof": { "WinCount": 1 + mix(seed ^ 2) % 3, "VRFProof": base64ish(seed ^ 3, 128) },
-                "BeaconEntries": [{ "Round": 17_000_000 + height, "Data": base64ish(seed ^ 4, 128) }],
+                "BeaconEntries": beacons,
                 "WinPoStProof": [{ "PoStProof": 3, "ProofBytes": base64ish(seed ^ 5, 256) }],
                 "Parents": parents,
                 "ParentWeight": parent_weight,
@@ -149,7 +224,7 @@ pub fn tipset_json(clock: &ChainClock, height: u64) -> Value {
             })
         })
         .collect();
-    json!({ "Cids": tipset_key(height), "Blocks": blocks, "Height": height })
+    json!({ "Cids": tipset_key(branch, height), "Blocks": blocks, "Height": height })
 }
 
 #[cfg(test)]
@@ -163,13 +238,62 @@ mod tests {
             genesis: 1_598_306_400,
             block_delay: 30,
         };
-        let a: TipSet = serde_json::from_value(tipset_json(&clock, 4_863_283)).expect("shape");
+        let ts = |h| tipset_json(&clock, &Branch::MAIN, h, false, TipsetStyle::Lotus);
+        let a: TipSet = serde_json::from_value(ts(4_863_283)).expect("shape");
         let h = a.into_head().expect("valid head");
         assert_eq!(h.timestamp, 1_744_204_890);
-        assert_eq!(h.weight, weight(4_863_282));
-        let b: TipSet = serde_json::from_value(tipset_json(&clock, 4_863_283)).expect("shape");
+        assert_eq!(h.weight, Branch::MAIN.weight(4_863_282));
+        let b: TipSet = serde_json::from_value(ts(4_863_283)).expect("shape");
         assert_eq!(b.into_head().expect("valid").key, h.key);
         assert!(h.key[0].starts_with("bafy2bzace") && h.key[0].len() == 62);
+    }
+
+    #[test]
+    fn a_fork_shares_history_then_diverges_lighter() {
+        let clock = ChainClock {
+            genesis: 0,
+            block_delay: 30,
+        };
+        let fork = Branch {
+            id: 7,
+            fork_at: 100,
+        };
+        let head = |b: &Branch, h| {
+            serde_json::from_value::<TipSet>(tipset_json(&clock, b, h, false, TipsetStyle::Lotus))
+                .expect("shape")
+                .into_head()
+                .expect("valid")
+        };
+        assert_eq!(head(&fork, 100).key, head(&Branch::MAIN, 100).key);
+        assert_eq!(
+            head(&fork, 101).weight,
+            head(&Branch::MAIN, 101).weight,
+            "same parent"
+        );
+        assert_ne!(head(&fork, 102).key, head(&Branch::MAIN, 102).key);
+        assert!(head(&fork, 102).weight < head(&Branch::MAIN, 102).weight);
+    }
+
+    #[test]
+    fn null_rounds_repeat_the_previous_tipset() {
+        let clock = ChainClock {
+            genesis: 0,
+            block_delay: 30,
+        };
+        let null = (1..1000)
+            .find(|&h| is_null_round(h, true))
+            .expect("some null round");
+        let at = |h| tipset_json(&clock, &Branch::MAIN, h, true, TipsetStyle::Lotus);
+        assert_eq!(at(null), at(null - 1));
+        let next = (null + 1..)
+            .find(|&h| !is_null_round(h, true))
+            .expect("next");
+        let parents = &at(next)["Blocks"][0]["Parents"];
+        assert_eq!(
+            parents,
+            &at(null - 1)["Cids"],
+            "the parent skips the null round"
+        );
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! A simulated pool of Filecoin daemons: the test bed and the demo.
 //!
-//! Each node listens on its own loopback port and answers JSON-RPC 2.0 POSTs at `/rpc/v0` and
-//! `/rpc/v1` the way Lotus does (go-jsonrpc): `Filecoin.ChainHead`, `ChainGetGenesis`,
-//! `Version`, `StateNetworkName`, `SyncState`, `NetPeers`, `ChainTipSetWeight`; an unknown
-//! method gets HTTP 500 with code -32601, a body that is not JSON HTTP 500 with -32700. Every
-//! reply carries `X-Sim-Node: <name>` so a test can see which node nginx picked.
+//! Each node listens on its own loopback port and answers JSON-RPC 2.0 at `/rpc/v0` and
+//! `/rpc/v1`, over HTTP POST and WebSocket, as the implementation it plays ([`Profile`]: Lotus,
+//! Venus, Forest or Fuhon, with their differences in version replies, missing methods, error
+//! shapes, auth and transport): `Filecoin.ChainHead`, `ChainGetGenesis`, `Version`,
+//! `StateNetworkName`, `SyncState` / `Forest.SyncStatus`, `NetPeers`, `ChainTipSetWeight`. All
+//! nodes follow one simulated chain whose height follows the wall clock. Every HTTP reply
+//! carries `X-Sim-Node: <name>` so a test can see which node nginx picked.
 //!
 //! A control endpoint changes a node at run time (see [`Op`]): stall (head stops), lag by N
-//! epochs, die (port closed, open connections cut) and revive, answer slowly, answer garbage,
-//! JSON-RPC errors or HTTP errors, require a token.
+//! epochs, run ahead of the clock, fork off, change network, lose peers, catch up, die (port
+//! closed, open connections cut) and revive, answer slowly, answer garbage, JSON-RPC errors or
+//! HTTP errors, require a token.
 
 mod chain;
 mod node;
+mod profile;
 
 pub use chain::ChainClock;
-pub use node::{NodeStatus, Op};
+pub use node::{NodeStatus, Op, SIM_NETWORK};
+pub use profile::Profile;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,8 +40,12 @@ use node::SimNode;
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimSpec {
-    pub names: Vec<String>,
+    pub nodes: Vec<(String, Profile)>,
     pub block_delay: Duration,
+    /// Skip about one epoch in ten, as null rounds do.
+    pub null_rounds: bool,
+    /// The token every node accepts (and Venus requires).
+    pub token: Option<String>,
     pub listen: IpAddr,
     /// Where the control endpoint listens; port 0 picks a free one.
     pub control: SocketAddr,
@@ -53,7 +62,9 @@ pub struct SimReady {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SimNodeAddr {
     pub name: String,
+    pub implementation: Profile,
     pub addr: SocketAddr,
+    /// Where to reach its JSON-RPC API: `ws://` for Fuhon, which has no HTTP POST.
     pub url: String,
 }
 
@@ -72,12 +83,24 @@ impl SimPool {
         let tasks = TaskTracker::new();
         let mut nodes = BTreeMap::new();
         let mut addrs = Vec::new();
-        for name in &spec.names {
-            let node = SimNode::start(name.clone(), clock, spec.listen, &tasks).await?;
+        let shared = node::Shared {
+            clock,
+            null_rounds: spec.null_rounds,
+            token: spec.token.clone(),
+        };
+        for (name, profile) in &spec.nodes {
+            let node =
+                SimNode::start(name.clone(), *profile, shared.clone(), spec.listen, &tasks).await?;
+            let scheme = if node.profile().serves_http_post() {
+                "http"
+            } else {
+                "ws"
+            };
             addrs.push(SimNodeAddr {
                 name: name.clone(),
+                implementation: node.profile(),
                 addr: node.addr(),
-                url: format!("http://{}/rpc/v1", node.addr()),
+                url: format!("{scheme}://{}/rpc/v1", node.addr()),
             });
             nodes.insert(name.clone(), node);
         }

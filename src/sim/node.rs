@@ -1,14 +1,16 @@
-//! One simulated daemon: its HTTP server, its faults, and its JSON-RPC methods.
+//! One simulated daemon: its server (HTTP POST and WebSocket on `/rpc/v0` and `/rpc/v1`), its
+//! faults, and its JSON-RPC methods.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -19,7 +21,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::chain::{self, ChainClock};
+use super::chain::{self, Branch, ChainClock};
+use super::profile::{ApiPath, Profile};
 
 /// A change to a simulated node, as sent to `POST /nodes/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +34,18 @@ pub enum Op {
     Resume,
     /// The head is this many epochs behind the network.
     Lag { epochs: u64 },
-    /// The port closes and open connections are cut.
+    /// The head is this many epochs *ahead* of the wall clock (a rogue or broken node).
+    Future { epochs: u64 },
+    /// The node leaves the main chain here and follows a lighter fork of its own.
+    Fork,
+    /// The node reports another network (name and genesis), e.g. "calibrationnet".
+    Network { name: String },
+    /// The node has this many peers.
+    Peers { count: u64 },
+    /// The node is catching up: its head is this many epochs behind and SyncState (or
+    /// Forest.SyncStatus) says it is syncing towards the network's head.
+    Syncing { epochs: u64 },
+    /// The port closes and open connections (HTTP and WebSocket) are cut.
     Die,
     /// The port opens again.
     Revive,
@@ -46,9 +60,9 @@ pub enum Op {
     RpcError,
     /// Replies are this HTTP status with an empty body.
     HttpError { status: u16 },
-    /// Requests without `Authorization: Bearer <token>` get HTTP 401, as Venus does.
+    /// Every request must carry `Authorization: Bearer <token>` (401 otherwise).
     RequireToken { token: String },
-    /// Back to a healthy, following, fast, open node.
+    /// Back to a healthy, following, fast, open node of the pool's network.
     Heal,
 }
 
@@ -61,23 +75,39 @@ enum Reply {
     Http(u16),
 }
 
+/// Everything about a node that an op can change.
 #[derive(Debug, Clone)]
 struct Faults {
     stalled_at: Option<u64>,
-    lag: u64,
+    /// Epochs relative to the wall clock: negative behind, positive ahead.
+    offset: i64,
+    branch: Branch,
+    network: String,
+    peers: u64,
+    syncing: bool,
     delay: Duration,
     reply: Reply,
+    /// The token a request must carry when it carries one (or always, when `required`).
     token: Option<String>,
+    required: bool,
 }
 
-impl Default for Faults {
-    fn default() -> Self {
+/// The network every node of a pool starts on.
+pub const SIM_NETWORK: &str = "simnet";
+
+impl Faults {
+    fn healthy(profile: Profile, token: Option<String>) -> Faults {
         Faults {
             stalled_at: None,
-            lag: 0,
+            offset: 0,
+            branch: Branch::MAIN,
+            network: SIM_NETWORK.into(),
+            peers: 12,
+            syncing: false,
             delay: Duration::ZERO,
             reply: Reply::Normal,
-            token: None,
+            required: profile.requires_token() && token.is_some(),
+            token,
         }
     }
 }
@@ -86,11 +116,15 @@ impl Default for Faults {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub name: String,
+    pub implementation: Profile,
     pub addr: SocketAddr,
     pub alive: bool,
     pub height: u64,
     pub stalled: bool,
-    pub lag: u64,
+    pub offset: i64,
+    pub forked: bool,
+    pub network: String,
+    pub peers: u64,
     #[serde(with = "humantime_serde")]
     pub delay: Duration,
     pub reply: String,
@@ -103,32 +137,48 @@ struct Server {
     task: JoinHandle<()>,
 }
 
+/// Pool-wide settings every node shares.
+#[derive(Debug, Clone)]
+pub(super) struct Shared {
+    pub clock: ChainClock,
+    pub null_rounds: bool,
+    pub token: Option<String>,
+}
+
 pub(super) struct SimNode {
     name: String,
+    profile: Profile,
     addr: SocketAddr,
-    clock: ChainClock,
+    shared: Shared,
     faults: Mutex<Faults>,
     requests: Mutex<u64>,
     server: tokio::sync::Mutex<Option<Server>>,
+    /// Cancelled when the node dies; WebSocket sessions watch it (they outlive the HTTP
+    /// connection task that upgraded them).
+    alive: Mutex<CancellationToken>,
     tracker: TaskTracker,
 }
 
 impl SimNode {
     pub(super) async fn start(
         name: String,
-        clock: ChainClock,
+        profile: Profile,
+        shared: Shared,
         ip: IpAddr,
         tracker: &TaskTracker,
     ) -> std::io::Result<Arc<SimNode>> {
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let addr = listener.local_addr()?;
+        let faults = Faults::healthy(profile, shared.token.clone());
         let node = Arc::new(SimNode {
             name,
+            profile,
             addr,
-            clock,
-            faults: Mutex::default(),
+            shared,
+            faults: Mutex::new(faults),
             requests: Mutex::new(0),
             server: tokio::sync::Mutex::new(None),
+            alive: Mutex::new(CancellationToken::new()),
             tracker: tracker.clone(),
         });
         let server = node.serve(listener);
@@ -140,11 +190,17 @@ impl SimNode {
         self.addr
     }
 
+    pub(super) fn profile(&self) -> Profile {
+        self.profile
+    }
+
     fn serve(self: &Arc<Self>, listener: TcpListener) -> Server {
         let stop = CancellationToken::new();
+        *self.alive.lock().expect("alive lock") = stop.clone();
         let app = Router::new()
-            .route("/rpc/v0", post(rpc_v0))
-            .route("/rpc/v1", post(rpc_v1))
+            .route("/rpc/v0", post(rpc_v0).get(ws_v0))
+            .route("/rpc/v1", post(rpc_v1).get(ws_v1))
+            .route("/health", get(health))
             .with_state(self.clone());
         let cancelled = stop.clone();
         let task = self.tracker.spawn(async move {
@@ -184,7 +240,6 @@ impl SimNode {
     }
 
     pub(super) async fn apply(self: &Arc<Self>, op: Op) -> std::io::Result<()> {
-        let now = SystemTime::now();
         match op {
             Op::Die => {
                 self.kill().await;
@@ -199,37 +254,65 @@ impl SimNode {
             }
             _ => {}
         }
+        let now = SystemTime::now();
         let mut f = self.faults.lock().expect("faults lock");
         match op {
             Op::Stall => f.stalled_at = Some(self.height_with(&f, now)),
-            Op::Resume => f.stalled_at = None,
-            Op::Lag { epochs } => f.lag = epochs,
+            Op::Resume => {
+                f.stalled_at = None;
+                f.syncing = false;
+                f.offset = 0;
+            }
+            Op::Lag { epochs } => f.offset = -(epochs as i64),
+            Op::Future { epochs } => f.offset = epochs as i64,
+            Op::Fork => {
+                let at = self.height_with(&f, now);
+                f.branch = Branch {
+                    id: 1 + self.addr.port() as u64,
+                    fork_at: at,
+                }
+            }
+            Op::Network { name } => f.network = name,
+            Op::Peers { count } => f.peers = count,
+            Op::Syncing { epochs } => {
+                f.offset = -(epochs as i64);
+                f.syncing = true;
+            }
             Op::Slow { delay } => f.delay = delay,
             Op::Garbage => f.reply = Reply::Garbage,
             Op::RpcError => f.reply = Reply::RpcError,
             Op::HttpError { status } => f.reply = Reply::Http(status),
-            Op::RequireToken { token } => f.token = Some(token),
-            Op::Heal => *f = Faults::default(),
+            Op::RequireToken { token } => {
+                f.token = Some(token);
+                f.required = true;
+            }
+            Op::Heal => *f = Faults::healthy(self.profile, self.shared.token.clone()),
             Op::Die | Op::Revive => {}
         }
         Ok(())
     }
 
     fn height_with(&self, f: &Faults, now: SystemTime) -> u64 {
-        f.stalled_at
-            .unwrap_or_else(|| self.clock.height_at(now).saturating_sub(f.lag))
+        f.stalled_at.unwrap_or_else(|| {
+            let wall = self.shared.clock.height_at(now) as i64;
+            (wall + f.offset).max(0) as u64
+        })
     }
 
     pub(super) fn status(&self) -> NodeStatus {
         let f = self.faults.lock().expect("faults lock").clone();
-        let alive = self.server.try_lock().map(|s| s.is_some()).unwrap_or(true);
+        let alive = !self.alive.lock().expect("alive lock").is_cancelled();
         NodeStatus {
             name: self.name.clone(),
+            implementation: self.profile,
             addr: self.addr,
             alive,
             height: self.height_with(&f, SystemTime::now()),
             stalled: f.stalled_at.is_some(),
-            lag: f.lag,
+            offset: f.offset,
+            forked: f.branch != Branch::MAIN,
+            network: f.network.clone(),
+            peers: f.peers,
             delay: f.delay,
             reply: match f.reply {
                 Reply::Normal => "normal".into(),
@@ -241,55 +324,73 @@ impl SimNode {
         }
     }
 
-    async fn handle(&self, api: ApiVersion, headers: &HeaderMap, body: &[u8]) -> Response {
+    /// Checks the bearer token as the implementations do: a header without `Bearer ` or with
+    /// a wrong token is 401 everywhere; no token is 401 only where one is required (Venus).
+    fn authorized(&self, f: &Faults, presented: Option<&str>) -> bool {
+        match (presented, &f.token) {
+            (None, _) => !f.required,
+            (Some(p), Some(t)) => p.strip_prefix("Bearer ") == Some(t.as_str()),
+            (Some(p), None) => p.starts_with("Bearer "),
+        }
+    }
+
+    fn count_request(&self) {
         *self.requests.lock().expect("requests lock") += 1;
+    }
+
+    async fn http(&self, api: ApiPath, headers: &HeaderMap, body: &[u8]) -> Response {
+        self.count_request();
         let f = self.faults.lock().expect("faults lock").clone();
         if !f.delay.is_zero() {
             tokio::time::sleep(f.delay).await;
         }
-        let mut resp = self.reply(api, &f, headers, body);
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let mut resp = if !self.authorized(&f, presented) {
+            StatusCode::UNAUTHORIZED.into_response()
+        } else if !self.profile.serves_http_post() {
+            StatusCode::BAD_REQUEST.into_response()
+        } else {
+            match f.reply {
+                Reply::Garbage => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/html")],
+                    GARBAGE,
+                )
+                    .into_response(),
+                Reply::Http(status) => StatusCode::from_u16(status)
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                    .into_response(),
+                Reply::Normal | Reply::RpcError => {
+                    let (status, body) = self.answer(api, &f, body);
+                    (
+                        status,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                        .into_response()
+                }
+            }
+        };
         if let Ok(v) = HeaderValue::from_str(&self.name) {
             resp.headers_mut().insert("x-sim-node", v);
         }
         resp
     }
 
-    fn reply(&self, api: ApiVersion, f: &Faults, headers: &HeaderMap, body: &[u8]) -> Response {
-        if let Some(token) = &f.token {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(token.as_str()) {
-                return StatusCode::UNAUTHORIZED.into_response();
-            }
-        }
-        match f.reply {
-            Reply::Normal => {}
-            Reply::Garbage => {
-                return (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "text/html")],
-                    "<html><head><title>502 Bad Gateway</title></head><body>oops</body></html>\n",
-                )
-                    .into_response()
-            }
-            Reply::Http(status) => {
-                return StatusCode::from_u16(status)
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                    .into_response()
-            }
-            Reply::RpcError => {
-                return rpc_response(
-                    StatusCode::OK,
-                    json!({"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"simulated failure: blockstore: database is closed"}}),
-                )
-            }
+    /// One JSON-RPC request → (HTTP status, reply). Shared by HTTP and WebSocket.
+    fn answer(&self, api: ApiPath, f: &Faults, body: &[u8]) -> (StatusCode, Value) {
+        if f.reply == Reply::RpcError {
+            return (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"simulated failure: blockstore: database is closed"}}),
+            );
         }
         let req: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
-                return rpc_response(
+                return (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":format!("unmarshaling request: {e}")}}),
                 )
@@ -297,75 +398,187 @@ impl SimNode {
         };
         let id = req.get("id").cloned().unwrap_or(Value::Null);
         let method = req.get("method").and_then(Value::as_str).unwrap_or("");
-        let height = self.height_with(f, SystemTime::now());
-        let result = match method {
-            "Filecoin.ChainHead" => chain::tipset_json(&self.clock, height),
-            "Filecoin.ChainGetGenesis" => chain::tipset_json(&self.clock, 0),
-            "Filecoin.ChainTipSetWeight" => Value::String(chain::weight(height).to_string()),
-            "Filecoin.Version" => json!({
-                "Version": "1.28.1+mainnet+git.9e4b1e5a0",
-                // Lotus's /rpc/v0 wrapper reports FullAPIVersion0 (1.5.0), /rpc/v1 2.3.0.
-                "APIVersion": match api { ApiVersion::V0 => 66816, ApiVersion::V1 => 131840 },
-                "BlockDelay": self.clock.block_delay,
-                "Agent": "lotus",
-            }),
-            "Filecoin.StateNetworkName" => Value::String("simnet".into()),
+        if !self.profile.has_method(method) {
+            return self.profile.method_not_found(&id, method);
+        }
+        match self.result(api, f, method) {
+            Some(result) => (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"result":result}),
+            ),
+            None => self.profile.method_not_found(&id, method),
+        }
+    }
+
+    fn tipset(&self, f: &Faults, height: u64) -> Value {
+        chain::tipset_json(
+            &self.shared.clock,
+            &f.branch,
+            height,
+            self.shared.null_rounds,
+            self.profile.tipset_style(),
+        )
+    }
+
+    fn result(&self, api: ApiPath, f: &Faults, method: &str) -> Option<Value> {
+        let now = SystemTime::now();
+        let height = self.height_with(f, now);
+        let network_height = self.shared.clock.height_at(now);
+        Some(match method {
+            "Filecoin.ChainHead" => self.tipset(f, height),
+            "Filecoin.ChainGetGenesis" => {
+                let mut g = self.tipset(f, 0);
+                // Another network has another genesis block.
+                if f.network != SIM_NETWORK {
+                    let other = chain::cid(f.network.len() as u64 ^ 0x6e65_7477);
+                    g["Cids"] = json!([{ "/": other }]);
+                }
+                g
+            }
+            "Filecoin.ChainTipSetWeight" => Value::String(f.branch.weight(height).to_string()),
+            "Filecoin.Version" => self.profile.version(api, self.shared.clock.block_delay),
+            "Filecoin.StateNetworkName" => Value::String(f.network.clone()),
             "Filecoin.NetPeers" => Value::Array(
-                (0..8)
+                (0..f.peers)
                     .map(|i| {
                         json!({
-                            "ID": format!("12D3KooWSim{}{i}", self.name.len()),
-                            "Addrs": [format!("/ip4/127.0.0.1/tcp/{}/p2p/12D3KooWSim{i}", 24000 + i)]
+                            "ID": format!("12D3KooWSimPeer{i:04}"),
+                            "Addrs": [format!("/ip4/10.1.0.{}/tcp/24001", i % 250 + 1)]
                         })
                     })
                     .collect(),
             ),
-            "Filecoin.SyncState" => json!({
-                "ActiveSyncs": [{
-                    "WorkerID": 1,
-                    "Base": chain::tipset_json(&self.clock, height.saturating_sub(1)),
-                    "Target": chain::tipset_json(&self.clock, height),
-                    "Stage": 4,
-                    "Height": height,
-                    "Start": "0001-01-01T00:00:00Z",
-                    "End": "0001-01-01T00:00:00Z",
-                    "Message": ""
-                }],
-                "VMApplied": height * 120
-            }),
-            _ => {
-                return rpc_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":format!("method '{method}' not found")}}),
-                )
+            "Filecoin.SyncState" => {
+                let (stage, target) = if f.syncing {
+                    (3, network_height)
+                } else {
+                    (4, height)
+                };
+                json!({
+                    "ActiveSyncs": [{
+                        "WorkerID": 1,
+                        "Base": self.tipset(f, height.saturating_sub(1)),
+                        "Target": self.tipset(f, target),
+                        "Stage": stage,
+                        "Height": height,
+                        "Start": "2026-11-25T09:00:00Z",
+                        "End": "0001-01-01T00:00:00Z",
+                        "Message": ""
+                    }],
+                    "VMApplied": height * 120
+                })
             }
-        };
-        rpc_response(
-            StatusCode::OK,
-            json!({"jsonrpc":"2.0","id":id,"result":result}),
-        )
+            // Forest's replacement for SyncState, camelCase (forest src/chain_sync/sync_status.rs).
+            "Forest.SyncStatus" => json!({
+                "status": if f.syncing { "Syncing" } else { "Synced" },
+                "currentHeadEpoch": height,
+                "currentHeadKey": self.tipset(f, height)["Cids"],
+                "networkHeadEpoch": network_height,
+                "epochsBehind": network_height.saturating_sub(height),
+                "activeForks": null,
+                "nodeStartTime": "2026-11-25T09:00:00Z",
+                "lastUpdated": "2026-11-25T09:00:00Z"
+            }),
+            _ => return None,
+        })
+    }
+
+    /// A WebSocket session: one JSON-RPC request per text frame, one reply per request.
+    async fn ws_session(self: Arc<Self>, api: ApiPath, mut socket: WebSocket) {
+        let dead = self.alive.lock().expect("alive lock").clone();
+        loop {
+            let msg = tokio::select! {
+                _ = dead.cancelled() => return,
+                m = socket.recv() => m,
+            };
+            let body = match msg {
+                Some(Ok(Message::Text(t))) => t.as_str().as_bytes().to_vec(),
+                Some(Ok(Message::Binary(b))) => b.to_vec(),
+                Some(Ok(_)) => continue,
+                _ => return,
+            };
+            self.count_request();
+            let f = self.faults.lock().expect("faults lock").clone();
+            if !f.delay.is_zero() {
+                tokio::select! {
+                    _ = dead.cancelled() => return,
+                    _ = tokio::time::sleep(f.delay) => {}
+                }
+            }
+            let reply = match f.reply {
+                Reply::Garbage => GARBAGE.to_string(),
+                // An HTTP error has no WebSocket form: the server drops the connection.
+                Reply::Http(_) => return,
+                Reply::Normal | Reply::RpcError => self.answer(api, &f, &body).1.to_string(),
+            };
+            if socket.send(Message::Text(reply.into())).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn upgrade(
+        self: Arc<Self>,
+        api: ApiPath,
+        headers: &HeaderMap,
+        query: &TokenQuery,
+        ws: WebSocketUpgrade,
+    ) -> Response {
+        self.count_request();
+        let f = self.faults.lock().expect("faults lock").clone();
+        let header_token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // go-jsonrpc and Fuhon also take the token from `?token=`.
+        let presented =
+            header_token.or_else(|| query.token.as_ref().map(|t| format!("Bearer {t}")));
+        if !self.authorized(&f, presented.as_deref()) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        ws.max_message_size(64 << 20)
+            .on_upgrade(move |socket| self.ws_session(api, socket))
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum ApiVersion {
-    V0,
-    V1,
-}
+const GARBAGE: &str = "<html><head><title>502 Bad Gateway</title></head><body>oops</body></html>\n";
 
-fn rpc_response(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
 }
 
 async fn rpc_v0(State(node): State<Arc<SimNode>>, headers: HeaderMap, body: Bytes) -> Response {
-    node.handle(ApiVersion::V0, &headers, &body).await
+    node.http(ApiPath::V0, &headers, &body).await
 }
 
 async fn rpc_v1(State(node): State<Arc<SimNode>>, headers: HeaderMap, body: Bytes) -> Response {
-    node.handle(ApiVersion::V1, &headers, &body).await
+    node.http(ApiPath::V1, &headers, &body).await
+}
+
+async fn ws_v0(
+    State(node): State<Arc<SimNode>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    node.upgrade(ApiPath::V0, &headers, &q, ws)
+}
+
+async fn ws_v1(
+    State(node): State<Arc<SimNode>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    node.upgrade(ApiPath::V1, &headers, &q, ws)
+}
+
+/// Fuhon's plain-HTTP health route; harmless on the others.
+async fn health() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"UP"}"#,
+    )
+        .into_response()
 }

@@ -1,0 +1,132 @@
+//! What differs between the four daemon implementations on the wire, as the simulator plays
+//! them. Each fact has its source in `shared/filecoin-rpc.md`; the README's implementation
+//! table is the short form of this file.
+
+use std::fmt;
+use std::str::FromStr;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::chain::TipsetStyle;
+
+/// A daemon implementation the simulator can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Lotus,
+    Venus,
+    Forest,
+    Fuhon,
+}
+
+impl FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lotus" => Ok(Profile::Lotus),
+            "venus" => Ok(Profile::Venus),
+            "forest" => Ok(Profile::Forest),
+            "fuhon" => Ok(Profile::Fuhon),
+            other => Err(format!(
+                "unknown implementation {other:?}; use lotus, venus, forest or fuhon"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Lotus => "lotus",
+            Profile::Venus => "venus",
+            Profile::Forest => "forest",
+            Profile::Fuhon => "fuhon",
+        })
+    }
+}
+
+/// Which API path a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiPath {
+    V0,
+    V1,
+}
+
+impl Profile {
+    /// Fuhon's node serves JSON-RPC over WebSocket only; an HTTP POST gets 400 with an empty
+    /// body (cpp-filecoin core/api/rpc/ws.cpp).
+    pub fn serves_http_post(&self) -> bool {
+        *self != Profile::Fuhon
+    }
+
+    /// Venus's sophon-auth AuthMux answers 401 to a request without a token; the others give
+    /// read access.
+    pub fn requires_token(&self) -> bool {
+        *self == Profile::Venus
+    }
+
+    pub fn tipset_style(&self) -> TipsetStyle {
+        match self {
+            Profile::Forest => TipsetStyle::Forest,
+            _ => TipsetStyle::Lotus,
+        }
+    }
+
+    /// `Filecoin.Version`. Lotus: `<ver>+<network>+git.<sha>`, APIVersion 2.3.0 on v1 and 1.5.0
+    /// on v0, `BlockDelay`, `Agent`. Venus: no `BlockDelay`, no `Agent`. Forest: 2.3.0 on every
+    /// path, `Agent: "forest"`, no network tag. Fuhon: "Fuhon Node <describe>", 2.2.0 on v1.
+    pub fn version(&self, api: ApiPath, block_delay: u64) -> Value {
+        let v0 = api == ApiPath::V0;
+        match self {
+            Profile::Lotus => json!({
+                "Version": "1.28.1+mainnet+git.9e4b1e5a0",
+                "APIVersion": if v0 { 66816 } else { 131840 },
+                "BlockDelay": block_delay,
+                "Agent": "lotus",
+            }),
+            Profile::Venus => json!({
+                "Version": "1.20.0+git.3e20c0d4",
+                "APIVersion": if v0 { 66816 } else { 131840 },
+            }),
+            Profile::Forest => json!({
+                "Version": "0.36.0+git.72c2f2f0",
+                "APIVersion": 131840,
+                "BlockDelay": block_delay,
+                "Agent": "forest",
+            }),
+            Profile::Fuhon => json!({
+                "Version": "Fuhon Node v0.9.1-3-g16ffecde",
+                "APIVersion": if v0 { 66816 } else { 131584 },
+                "BlockDelay": block_delay,
+            }),
+        }
+    }
+
+    /// Whether the implementation has this method at all. Forest removed `Filecoin.SyncState`
+    /// in v0.26.1 in favour of `Forest.SyncStatus`.
+    pub fn has_method(&self, method: &str) -> bool {
+        match method {
+            "Filecoin.SyncState" => *self != Profile::Forest,
+            "Forest.SyncStatus" => *self == Profile::Forest,
+            _ => true,
+        }
+    }
+
+    /// The reply to a method the implementation does not have: go-jsonrpc (Lotus, Venus) sends
+    /// HTTP 500 with -32601 and its own wording; Forest (jsonrpsee) HTTP 200 with "Method not
+    /// found".
+    pub fn method_not_found(&self, id: &Value, method: &str) -> (StatusCode, Value) {
+        match self {
+            Profile::Forest => (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":format!("method '{method}' not found")}}),
+            ),
+        }
+    }
+}
