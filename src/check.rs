@@ -30,6 +30,11 @@ pub struct CheckReport {
     pub rendered: Option<String>,
     pub render_error: Option<String>,
     pub output: String,
+    pub network: Option<String>,
+    pub best_height: Option<u64>,
+    pub expected_height: Option<u64>,
+    /// Pool-wide trouble: stale pool, network tie, implementation split.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,13 +108,32 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             Some("no healthy node: run would keep the current file (fail static)".into()),
         ),
     };
+    let mut warnings = decision.warnings.clone();
+    let rejected: Vec<&str> = decision
+        .nodes
+        .iter()
+        .filter(|v| v.reason.contains("HTTP 401") || v.reason.contains("HTTP 403"))
+        .map(|v| v.name.as_str())
+        .collect();
+    if !rejected.is_empty() {
+        warnings.push(format!(
+            "{} rejected the configured token. Clients send one token through nginx to whichever \
+             node is primary, so every daemon of the pool must accept the same token: share the \
+             JWT secret between them (with Venus, use one sophon-auth service)",
+            rejected.join(", ")
+        ));
+    }
     Ok(CheckReport {
-        primary: decision.primary,
-        backups: decision.backups,
+        primary: decision.primary.clone(),
+        backups: decision.backups.clone(),
         nodes,
         rendered,
         render_error,
         output: config.nginx.output.display().to_string(),
+        network: decision.network,
+        best_height: decision.best_height,
+        expected_height: decision.expected_height,
+        warnings,
     })
 }
 
@@ -186,6 +210,17 @@ pub fn render_text(r: &CheckReport) -> String {
         out.push('\n');
     }
     out.push('\n');
+    if let Some(n) = &r.network {
+        let _ = writeln!(
+            out,
+            "network: {n}, best height {}, expected by the clock {}",
+            r.best_height.map_or("-".into(), |h| h.to_string()),
+            r.expected_height.map_or("-".into(), |h| h.to_string())
+        );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));
+    }
     let _ = writeln!(
         out,
         "primary: {}",

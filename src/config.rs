@@ -957,6 +957,76 @@ url = "http://[::1]:2345/rpc/v1"
     }
 
     #[test]
+    fn api_info_in_the_lotus_form() {
+        let rows = [
+            (
+                "TOK:/ip4/10.0.0.11/tcp/1234/http",
+                "http://10.0.0.11:1234/rpc/v1",
+                Some("TOK"),
+            ),
+            (
+                "/ip4/10.0.0.11/tcp/1234/http",
+                "http://10.0.0.11:1234/rpc/v1",
+                None,
+            ),
+            (
+                "TOK:/ip6/fd00::1/tcp/2345/http",
+                "http://[fd00::1]:2345/rpc/v1",
+                Some("TOK"),
+            ),
+            (
+                "TOK:/dns/lotus.example/tcp/443/https",
+                "https://lotus.example/rpc/v1",
+                Some("TOK"),
+            ),
+            (
+                "TOK:/dns4/fuhon.example/tcp/1234/ws",
+                "ws://fuhon.example:1234/rpc/v1",
+                Some("TOK"),
+            ),
+            (
+                "TOK:/ip4/10.0.0.11/tcp/1234",
+                "http://10.0.0.11:1234/rpc/v1",
+                Some("TOK"),
+            ),
+            (
+                "http://10.0.0.11:1234",
+                "http://10.0.0.11:1234/rpc/v1",
+                None,
+            ),
+            (
+                "TOK:http://10.0.0.11:1234",
+                "http://10.0.0.11:1234/rpc/v1",
+                Some("TOK"),
+            ),
+        ];
+        for (info, url, token) in rows {
+            let (u, t) = parse_api_info(info).expect(info);
+            assert_eq!(u.as_str(), url, "{info}");
+            assert_eq!(t.as_deref(), token, "{info}");
+        }
+        for bad in [
+            "TOK:/ip4/1.2.3.4/udp/1/quic",
+            "TOK:/unix/x",
+            "TOK:/ip4/1.2.3.4/tcp/x/http",
+        ] {
+            assert!(parse_api_info(bad).is_err(), "{bad}");
+        }
+        let c = parse("[[node]]\nname = \"a\"\napi_info = \"SECRET:/ip4/10.0.0.11/tcp/1234/ws\"\n")
+            .expect("valid");
+        assert_eq!(
+            c.nodes[0].token.as_ref().map(Secret::expose),
+            Some("SECRET")
+        );
+        assert_eq!(c.nodes[0].transport, Some(Transport::Ws));
+        assert_eq!(c.nodes[0].upstream, "10.0.0.11:1234");
+        // A broken api_info is reported without echoing it (it may hold a token).
+        let problems =
+            parse("[[node]]\nname = \"a\"\napi_info = \"SECRET:/ip4/x\"\n").expect_err("bad");
+        assert!(!format!("{problems:?}").contains("SECRET"), "{problems:?}");
+    }
+
+    #[test]
     fn no_node_is_an_error() {
         let problems = parse("[probe]\ninterval = \"5s\"\n").expect_err("no node");
         assert!(problems[0].message.contains("no [[node]]"));

@@ -53,6 +53,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Probe rounds, 200 ms apart (default: `rise`, enough for a healthy node to be used).
+        #[arg(long)]
+        rounds: Option<u32>,
     },
     /// Check a configuration file without probing anything. Exit status 0 valid, 2 invalid.
     Validate {
@@ -139,7 +142,11 @@ async fn dispatch(command: Command) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Check { config, json } => {
+        Command::Check {
+            config,
+            json,
+            rounds,
+        } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -147,7 +154,7 @@ async fn dispatch(command: Command) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match chain_co::check::check(&config, config.select.rise).await {
+            match chain_co::check::check(&config, rounds.unwrap_or(config.select.rise)).await {
                 Ok(report) => {
                     if json {
                         match serde_json::to_string_pretty(&report) {

@@ -196,8 +196,10 @@ impl Prober {
                 calls.push((m.into(), json!([])));
             }
         }
+        // The sync method asked this round; identification below may change the one to ask next.
+        let asked_sync = learned.sync;
         let sync_method = if self.sync_checks {
-            learned.sync.method()
+            asked_sync.method()
         } else {
             None
         };
@@ -282,10 +284,12 @@ impl Prober {
             Some(_) => {
                 let reply = replies.next().expect("asked");
                 if method_missing(&reply) {
-                    self.sync_method_missing(&t.name, learned.sync);
+                    if asked_sync == learned.sync {
+                        self.sync_method_missing(&t.name, asked_sync);
+                    }
                     None
                 } else {
-                    reply.ok().and_then(|v| match learned.sync {
+                    reply.ok().and_then(|v| match asked_sync {
                         SyncMethod::SyncState => serde_json::from_value::<SyncState>(v)
                             .ok()
                             .and_then(|s| s.syncing_to()),

@@ -518,7 +518,8 @@ pub fn select(
             not_promoted = Some(format!("{p} peers (min {})", rules.min_peers));
         }
         if let (Some(to), Some(h)) = (o.syncing_to, h) {
-            if to > h.height + rules.max_lag {
+            // One epoch ahead is the next tipset being validated, as on any synced node.
+            if to > h.height + 1 {
                 not_promoted = Some(format!("catching up to height {to}"));
             }
         }
@@ -1120,7 +1121,11 @@ mod tests {
                 o.identity.as_mut().expect("id").network = "calibrationnet".into()
             }),
         ];
-        let d = run_at(&rules(), &ChainConfig::default(), &[(100, round.clone()), (100, round)]);
+        let d = run_at(
+            &rules(),
+            &ChainConfig::default(),
+            &[(100, round.clone()), (100, round)],
+        );
         assert_eq!(d[1].primary.as_deref(), Some("a"));
         assert_eq!(d[1].network.as_deref(), Some("testnet"));
         assert!(reason(&d[1], "c")

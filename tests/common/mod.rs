@@ -44,14 +44,14 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(names: &[&str], block_delay: &str) -> Sim {
+        Sim::start_args(&["--nodes", &names.join(","), "--block-delay", block_delay])
+    }
+
+    /// `chain-co sim` with these arguments.
+    pub fn start_args(args: &[&str]) -> Sim {
         let mut child = Command::new(BIN)
-            .args([
-                "sim",
-                "--nodes",
-                &names.join(","),
-                "--block-delay",
-                block_delay,
-            ])
+            .arg("sim")
+            .args(args)
             .env("CHAIN_CO_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
