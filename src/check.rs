@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::apply::nginx::Nginx;
 use crate::apply::UpstreamPlan;
 use crate::config::Config;
+use crate::overrides::Overrides;
 use crate::probe::{Prober, Target};
 use crate::rpc::RpcClient;
 use crate::select::{select, Role, SelectState};
@@ -62,6 +63,8 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         config.probe.sync_checks,
     );
     let nginx = Nginx::new(config.nginx.clone())?;
+    // The operator's drains and preference, as `run` would see them.
+    let overrides = Overrides::load(&config.api.state_file).unwrap_or_default();
     let mut state = SelectState::default();
     let mut last = None;
     for i in 0..rounds.max(1) {
@@ -72,6 +75,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         let (decision, next) = select(
             &config.select,
             &config.chain,
+            &overrides,
             &state,
             &round.observations,
             SystemTime::now(),

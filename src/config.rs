@@ -34,6 +34,28 @@ pub struct Config {
     pub probe: ProbeConfig,
     pub select: SelectRules,
     pub nginx: NginxConfig,
+    pub api: ApiConfig,
+}
+
+/// The status API, from `[api]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// Where the API listens; localhost unless configured otherwise.
+    pub listen: std::net::SocketAddr,
+    /// Bearer token required by every endpoint but `/healthz`.
+    pub token: Option<Secret>,
+    /// Where drains and preferences are kept across restarts.
+    pub state_file: PathBuf,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: defaults::API_LISTEN.parse().expect("valid default"),
+            token: None,
+            state_file: PathBuf::from(defaults::STATE_FILE),
+        }
+    }
 }
 
 /// One Filecoin daemon of the pool.
@@ -145,6 +167,16 @@ struct RawConfig {
     select: RawSelect,
     #[serde(default)]
     nginx: RawNginx,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
+    state_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +259,8 @@ pub mod defaults {
     pub const OUTPUT: &str = "/etc/nginx/conf.d/filecoin-upstream.conf";
     pub const PID_FILE: &str = "/run/nginx.pid";
     pub const UPSTREAM_NAME: &str = "filecoin";
+    pub const API_LISTEN: &str = "127.0.0.1:9797";
+    pub const STATE_FILE: &str = "/var/lib/chain-co/state.json";
     pub fn test_cmd() -> Vec<String> {
         vec!["nginx".into(), "-t".into()]
     }
@@ -311,6 +345,7 @@ impl Config {
         let probe = check_probe(&mut ck, raw.probe);
         let select = check_select(&mut ck, raw.select);
         let nginx = check_nginx(&mut ck, raw.nginx, base);
+        let api = check_api(&mut ck, raw.api, base);
         if ck.problems.is_empty() {
             Ok(Config {
                 nodes,
@@ -318,6 +353,7 @@ impl Config {
                 probe,
                 select,
                 nginx: nginx.expect("a missing nginx section is always reported as a problem"),
+                api,
             })
         } else {
             Err(ck.problems)
@@ -860,6 +896,46 @@ fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConf
         reload,
         upstream_name,
     })
+}
+
+fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {
+    let mut api = ApiConfig::default();
+    if let Some(l) = raw.listen {
+        match l.get_ref().parse() {
+            Ok(addr) => api.listen = addr,
+            Err(_) => ck.at(
+                l.span(),
+                "api.listen",
+                format!(
+                    "{:?} is not an address; write e.g. \"127.0.0.1:9797\"",
+                    l.get_ref()
+                ),
+            ),
+        }
+    }
+    if let Some(f) = raw.token_file {
+        let path = resolve(base, f.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => {
+                warn_if_readable_by_others(&path);
+                api.token = Some(Secret::new(t.trim()));
+            }
+            Ok(_) => ck.at(
+                f.span(),
+                "api.token_file",
+                format!("{} is empty", path.display()),
+            ),
+            Err(e) => ck.at(
+                f.span(),
+                "api.token_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+    if let Some(f) = raw.state_file {
+        api.state_file = resolve(base, f.get_ref());
+    }
+    api
 }
 
 /// Tera nests the useful message in `source()`; flatten the chain into one line.

@@ -4,23 +4,33 @@
 //! One round at a time, so at most one apply (and one nginx reload) per interval: the rate limit
 //! on reloads is the loop itself. Shutdown is checked between steps only: an apply in progress
 //! always finishes, so nothing is left half-written.
+//!
+//! A new configuration (SIGHUP or a change of the file) is read and validated first; an invalid
+//! one is refused and the running one stays. A valid one replaces the nodes and rules without
+//! losing what is known of nodes that did not change (their rise/fall counters).
 
-use std::time::SystemTime;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::api::Shared;
 use crate::apply::nginx::{Applied, Nginx, NginxError};
 use crate::apply::UpstreamPlan;
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::overrides::Overrides;
 use crate::probe::{Prober, Round, Target};
 use crate::rpc::{RpcClient, RpcError};
 use crate::select::{select, Decision, SelectState};
 
-/// The outcome of the last apply, as shown in status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The outcome of an apply, as shown in status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum ApplyRecord {
     /// Nothing was published: no healthy node (fail static).
@@ -34,48 +44,94 @@ pub enum ApplyRecord {
     },
 }
 
-/// What one round found and did; sent to watchers (the demo, later the status API).
-#[derive(Debug, Clone, Serialize)]
+/// What one round found and did; sent to watchers (the API, the demo).
+#[derive(Debug, Clone)]
 pub struct Report {
     pub round: u64,
+    pub at: SystemTime,
     pub decision: Decision,
     pub apply: ApplyRecord,
+    /// The last apply that reloaded or failed, and when.
+    pub last_apply: Option<(SystemTime, ApplyRecord)>,
+    /// Per node: probe latency and error text.
+    pub probes: BTreeMap<String, (Duration, Option<String>)>,
+    pub primary_since: Option<SystemTime>,
     pub reloads: u64,
     pub failed_applies: u64,
+    pub switches: u64,
 }
 
 /// The parts of a running chain-co, built from a config.
 pub struct Daemon {
     config: Config,
+    config_path: Option<PathBuf>,
     prober: Prober,
     nginx: Nginx,
     state: SelectState,
+    shared: Arc<Shared>,
+    reports: watch::Sender<Option<Report>>,
     round: u64,
     reloads: u64,
     failed_applies: u64,
+    switches: u64,
+    primary_since: Option<SystemTime>,
+    last_apply: Option<(SystemTime, ApplyRecord)>,
     last_error: Option<String>,
+    /// Warnings of the previous round, so that each is logged when it appears, not every round.
+    warnings: Vec<String>,
+}
+
+fn parts(config: &Config) -> Result<(Prober, Nginx), DaemonError> {
+    let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)
+        .map_err(DaemonError::Client)?;
+    let prober = Prober::new(
+        client,
+        config.nodes.iter().map(Target::from).collect(),
+        config.probe.sync_checks,
+    );
+    let nginx = Nginx::new(config.nginx.clone()).map_err(DaemonError::Nginx)?;
+    Ok((prober, nginx))
 }
 
 impl Daemon {
-    pub fn new(config: Config) -> Result<Self, DaemonError> {
-        let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)
-            .map_err(DaemonError::Client)?;
-        let prober = Prober::new(
-            client,
-            config.nodes.iter().map(Target::from).collect(),
-            config.probe.sync_checks,
-        );
-        let nginx = Nginx::new(config.nginx.clone()).map_err(DaemonError::Nginx)?;
-        Ok(Daemon {
+    /// A daemon and the state it shares with the API. `config_path` is where a reload reads
+    /// the new configuration from.
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<(Self, Arc<Shared>), DaemonError> {
+        let (prober, nginx) = parts(&config)?;
+        let overrides = Overrides::load(&config.api.state_file)
+            .map_err(|e| DaemonError::State(e.to_string()))?;
+        let (tx, rx) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            reports: rx,
+            overrides: Mutex::new(overrides),
+            metrics: Metrics::new(),
+            state_file: config.api.state_file.clone(),
+            token: config.api.token.clone(),
+            max_report_age: config.probe.interval * 2
+                + config.probe.timeout
+                + Duration::from_secs(1),
+        });
+        let daemon = Daemon {
             config,
+            config_path,
             prober,
             nginx,
             state: SelectState::default(),
+            shared: shared.clone(),
+            reports: tx,
             round: 0,
             reloads: 0,
             failed_applies: 0,
+            switches: 0,
+            primary_since: None,
+            last_apply: None,
             last_error: None,
-        })
+            warnings: Vec::new(),
+        };
+        Ok((daemon, shared))
     }
 
     /// Checks the environment before the first round.
@@ -83,14 +139,9 @@ impl Daemon {
         self.nginx.preflight().map_err(DaemonError::Nginx)
     }
 
-    /// Runs until `shutdown` is cancelled, sending a report after every round.
-    pub async fn run(
-        mut self,
-        shutdown: CancellationToken,
-        reports: watch::Sender<Option<Report>>,
-    ) {
-        let mut ticker = tokio::time::interval(self.config.probe.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Runs until `shutdown` is cancelled. Each message on `reload` re-reads the config file.
+    pub async fn run(mut self, shutdown: CancellationToken, mut reload: mpsc::Receiver<()>) {
+        let mut ticker = self.ticker();
         info!(
             nodes = self.config.nodes.len(),
             interval = %humantime::format_duration(self.config.probe.interval),
@@ -100,6 +151,12 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Some(()) = reload.recv() => {
+                    if self.reload() {
+                        ticker = self.ticker();
+                    }
+                    continue;
+                }
                 _ = ticker.tick() => {}
             }
             let round = tokio::select! {
@@ -107,23 +164,97 @@ impl Daemon {
                 r = self.prober.round() => r,
             };
             let report = self.step(round).await;
-            reports.send_replace(Some(report));
+            self.reports.send_replace(Some(report));
         }
         info!("chain-co stopped");
+    }
+
+    fn ticker(&self) -> tokio::time::Interval {
+        let mut t = tokio::time::interval(self.config.probe.interval);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    }
+
+    /// Re-reads the config file; returns whether a new config is now running.
+    fn reload(&mut self) -> bool {
+        let Some(path) = self.config_path.clone() else {
+            return false;
+        };
+        let config = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e.to_string().trim_end(), "new configuration refused; the running one stays");
+                return false;
+            }
+        };
+        match self.reconfigure(config) {
+            Ok(()) => {
+                info!(file = %path.display(), nodes = self.config.nodes.len(), "configuration reloaded");
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "new configuration refused; the running one stays");
+                false
+            }
+        }
+    }
+
+    /// Switches to `config`, keeping the hysteresis of nodes whose name and URL did not change.
+    pub fn reconfigure(&mut self, config: Config) -> Result<(), DaemonError> {
+        let (prober, nginx) = parts(&config)?;
+        let unchanged: Vec<&str> = config
+            .nodes
+            .iter()
+            .filter(|n| {
+                self.config
+                    .nodes
+                    .iter()
+                    .any(|o| o.name == n.name && o.url == n.url)
+            })
+            .map(|n| n.name.as_str())
+            .collect();
+        self.state
+            .tracks
+            .retain(|name, _| unchanged.contains(&name.as_str()));
+        if self
+            .state
+            .primary
+            .as_deref()
+            .is_some_and(|p| !unchanged.contains(&p))
+        {
+            self.state.primary = None;
+        }
+        self.prober = prober;
+        self.nginx = nginx;
+        self.config = config;
+        Ok(())
     }
 
     /// One round after probing: decide, log changes, apply.
     pub async fn step(&mut self, round: Round) -> Report {
         self.round += 1;
+        let now = SystemTime::now();
+        let overrides = self
+            .shared
+            .overrides
+            .lock()
+            .expect("overrides lock")
+            .clone();
         let (decision, next) = select(
             &self.config.select,
             &self.config.chain,
+            &overrides,
             &self.state,
             &round.observations,
-            SystemTime::now(),
+            now,
         );
         self.log_changes(&decision);
         self.state = next;
+        self.warnings = decision.warnings.clone();
+        if decision.switch.as_ref().is_some_and(|s| s.to.is_some()) {
+            self.switches += 1;
+            self.primary_since = Some(now);
+        }
 
         let apply = match UpstreamPlan::from_decision(&decision, &self.config.nodes) {
             None => ApplyRecord::Held {
@@ -155,16 +286,35 @@ impl Daemon {
                 }
             },
         };
-        Report {
+        if matches!(apply, ApplyRecord::Reloaded | ApplyRecord::Failed { .. }) {
+            self.last_apply = Some((SystemTime::now(), apply.clone()));
+        }
+        let probes: Vec<(String, Duration, Option<&RpcError>)> = round
+            .observations
+            .iter()
+            .zip(&round.latencies)
+            .map(|(o, l)| (o.node.clone(), *l, o.result.as_ref().err()))
+            .collect();
+        let report = Report {
             round: self.round,
+            at: now,
             decision,
             apply,
+            last_apply: self.last_apply.clone(),
+            probes: probes
+                .iter()
+                .map(|(n, l, e)| (n.clone(), (*l, e.map(|e| e.to_string()))))
+                .collect(),
+            primary_since: self.primary_since,
             reloads: self.reloads,
             failed_applies: self.failed_applies,
-        }
+            switches: self.switches,
+        };
+        self.shared.metrics.observe(&report, &probes);
+        report
     }
 
-    /// State changes only: a primary switch, a node going up or down. Never per tick.
+    /// State changes only: a primary switch, a node going up or down, a warning. Never per tick.
     fn log_changes(&self, d: &Decision) {
         for v in &d.nodes {
             let was_up = self.state.tracks.get(&v.name).is_some_and(|t| t.up);
@@ -172,6 +322,16 @@ impl Daemon {
                 info!(node = %v.name, height = ?v.height, "node up");
             } else if !v.healthy && was_up {
                 warn!(node = %v.name, reason = %v.reason, "node down");
+            }
+        }
+        for w in &d.warnings {
+            if !self.warnings.contains(w) {
+                warn!(warning = %w, "pool warning");
+            }
+        }
+        for w in &self.warnings {
+            if !d.warnings.contains(w) {
+                info!(warning = %w, "pool warning cleared");
             }
         }
         if let Some(s) = &d.switch {
@@ -207,4 +367,6 @@ pub enum DaemonError {
     Client(RpcError),
     #[error("{0}")]
     Nginx(NginxError),
+    #[error("{0}")]
+    State(String),
 }

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ChainConfig, Config, NodeConfig, ProbeConfig};
+use crate::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig};
 use crate::daemon::{ApplyRecord, Daemon, Report};
 use crate::select::SelectRules;
 use crate::sim::{Op, Profile, SimPool, SimSpec};
@@ -109,13 +109,18 @@ pub async fn demo() -> anyhow::Result<()> {
         },
         select: SelectRules::basic(2, 2, 2),
         chain: ChainConfig::default(),
+        api: ApiConfig {
+            state_file: dir.path().join("state.json"),
+            ..ApiConfig::default()
+        },
         nginx: nginx_cfg,
     };
-    let daemon = Daemon::new(config)?;
+    let (daemon, shared) = Daemon::new(config, None)?;
     daemon.preflight()?;
     let shutdown = CancellationToken::new();
-    let (tx, reports) = watch::channel::<Option<Report>>(None);
-    let loop_task = tokio::spawn(daemon.run(shutdown.clone(), tx));
+    let reports = shared.reports.clone();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let loop_task = tokio::spawn(daemon.run(shutdown.clone(), reload_rx));
 
     // A client that sends one ChainHead through nginx every 100 ms.
     let traffic = Arc::new(Mutex::new(Traffic::default()));

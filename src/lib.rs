@@ -15,12 +15,16 @@
 //!
 //! Read the modules in that order to follow one probe from the socket to the nginx reload.
 
+pub mod api;
 pub mod apply;
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod metrics;
 
+pub mod overrides;
 pub mod probe;
 pub mod rpc;
 pub mod secret;

@@ -6,13 +6,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use tokio::sync::watch;
+use clap::{CommandFactory, Parser, Subcommand};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+use chain_co::client::ApiClient;
 use chain_co::config::Config;
 use chain_co::daemon::Daemon;
+use chain_co::secret::Secret;
 use chain_co::sim::{Profile, SimPool, SimSpec};
 
 #[derive(Parser)]
@@ -23,8 +26,45 @@ use chain_co::sim::{Profile, SimPool, SimSpec};
     long_about = None
 )]
 struct Cli {
+    /// Log format on stderr: human-readable text, or one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a running chain-co's API is (the client subcommands).
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The status API of the running chain-co.
+    #[arg(long, env = "CHAIN_CO_URL", default_value = "http://127.0.0.1:9797")]
+    url: String,
+    /// File holding the API's bearer token ([api] token_file of the running chain-co).
+    #[arg(long, env = "CHAIN_CO_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::new(&self.url, read_token(self.token_file.as_deref())?)
+    }
+}
+
+fn read_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<Secret>> {
+    match path {
+        None => Ok(None),
+        Some(p) => Ok(Some(Secret::new(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the token file {}", p.display()))?
+                .trim(),
+        ))),
+    }
 }
 
 #[derive(Subcommand)]
@@ -67,6 +107,65 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Show what a running chain-co sees: the primary and since when, every node and why it is
+    /// or is not used, the last apply. A client of the status API.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every 2 seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Take a node out of the upstream (e.g. to upgrade it). Refused when it is the last
+    /// healthy node. Kept across restarts.
+    Drain {
+        node: String,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Who asks (shown in status).
+        #[arg(long, env = "USER", default_value = "")]
+        by: String,
+    },
+    /// Bring a drained node back (after `rise` good probes).
+    Undrain {
+        node: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make a node primary while it is healthy; `--clear` ends the preference.
+    Prefer {
+        #[arg(required_unless_present = "clear")]
+        node: Option<String>,
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, env = "USER", default_value = "")]
+        by: String,
+    },
+    /// Ask a Filecoin daemon directly: its head, version, network and peers; or, with
+    /// `--method`, any JSON-RPC method (e.g. `--method Filecoin.ChainHead --params '[]'`).
+    Probe {
+        /// The daemon's JSON-RPC URL, e.g. http://127.0.0.1:1234/rpc/v1 (ws:// for Fuhon).
+        url: String,
+        /// File holding the daemon's token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long)]
+        method: Option<String>,
+        /// JSON params for `--method`.
+        #[arg(long, default_value = "[]")]
+        params: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        timeout: Duration,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// Serve a simulated pool of Lotus-shaped daemons on loopback (the test bed).
     ///
     /// Prints one JSON line with the node and control addresses, then serves until interrupted.
@@ -101,11 +200,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(
-        cli.command,
-        Command::Check { .. } | Command::Validate { .. } | Command::Demo
-    );
-    init_logging(if quiet { "warn" } else { "info" });
+    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Sim { .. });
+    init_logging(if quiet { "warn" } else { "info" }, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -120,14 +216,18 @@ fn main() -> ExitCode {
     runtime.block_on(dispatch(cli.command))
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHAIN_CO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 async fn dispatch(command: Command) -> ExitCode {
@@ -177,6 +277,7 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
         Command::Run { config } => {
+            let config_path = config.clone();
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -184,8 +285,75 @@ async fn dispatch(command: Command) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            report(run(config).await)
+            report(run(config, config_path).await)
         }
+        Command::Status { api, json, watch } => report(status(api, json, watch).await),
+        Command::Drain { node, api, by } => report(
+            mark(
+                &api,
+                reqwest::Method::POST,
+                &format!("/nodes/{node}/drain"),
+                &by,
+            )
+            .await,
+        ),
+        Command::Undrain { node, api } => report(
+            mark(
+                &api,
+                reqwest::Method::POST,
+                &format!("/nodes/{node}/undrain"),
+                "",
+            )
+            .await,
+        ),
+        Command::Prefer {
+            node,
+            clear,
+            api,
+            by,
+        } => report(match (clear, node) {
+            (true, _) => mark(&api, reqwest::Method::DELETE, "/prefer", &by).await,
+            (false, Some(node)) => {
+                mark(
+                    &api,
+                    reqwest::Method::POST,
+                    &format!("/nodes/{node}/prefer"),
+                    &by,
+                )
+                .await
+            }
+            (false, None) => Err(anyhow::anyhow!("name a node, or give --clear")),
+        }),
+        Command::Probe {
+            url,
+            token_file,
+            method,
+            params,
+            timeout,
+        } => report(
+            async {
+                let token = read_token(token_file.as_deref())?;
+                let out = chain_co::client::probe(&url, token, method.as_deref(), &params, timeout)
+                    .await?;
+                println!("{}", out.trim_end());
+                Ok(())
+            }
+            .await,
+        ),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "chain-co",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => report(
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(anyhow::Error::from),
+        ),
         Command::Sim {
             nodes,
             null_rounds,
@@ -231,12 +399,110 @@ fn cancel_on_signal() -> CancellationToken {
     token
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let daemon = Daemon::new(config)?;
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let listen = config.api.listen;
+    let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
     daemon.preflight().context("preflight")?;
+    let listener = chain_co::api::bind(listen)
+        .await
+        .with_context(|| format!("binding the status API to {listen} ([api] listen)"))?;
+    let bound = listener.local_addr().context("reading the API's address")?;
+    info!(listen = %bound, "status API listening");
     let shutdown = cancel_on_signal();
-    let (tx, _rx) = watch::channel(None);
-    daemon.run(shutdown, tx).await;
+    let tasks = TaskTracker::new();
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    // SIGHUP and a change of the file both ask for a reload; bursts collapse into one.
+    {
+        let tx = reload_tx.clone();
+        let stop = shutdown.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    Some(()) = hup.recv() => {
+                        info!("SIGHUP: reloading the configuration");
+                        let _ = tx.try_send(());
+                    }
+                }
+            }
+        });
+    }
+    let _watcher = watch_file(&path, reload_tx)?;
+    let api_stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = chain_co::api::serve(listener, shared, api_stop).await {
+            error!("status API failed: {e}");
+        }
+    });
+    daemon.run(shutdown, reload_rx).await;
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        error!("some tasks did not stop within 5s");
+    }
+    Ok(())
+}
+
+/// Watches the config file's directory (editors replace files rather than write them in place)
+/// and asks for a reload when the file changes.
+fn watch_file(
+    path: &std::path::Path,
+    tx: mpsc::Sender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let path =
+        std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+    let dir = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into());
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event {
+            let ours = e
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+            if ours && (e.kind.is_modify() || e.kind.is_create()) {
+                let _ = tx.try_send(());
+            }
+        }
+    })
+    .context("starting the config file watcher")?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    Ok(watcher)
+}
+
+async fn status(api: ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    loop {
+        let s = client.status().await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            if watch && colour {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", chain_co::client::render_status(&s, colour));
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn mark(api: &ApiArgs, method: reqwest::Method, path: &str, by: &str) -> anyhow::Result<()> {
+    let answer = api.client()?.mark(method, path, by).await?;
+    println!("{answer}");
     Ok(())
 }
 

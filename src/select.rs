@@ -33,9 +33,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ChainConfig;
+use crate::overrides::Overrides;
 use crate::rpc::{Head, Identity, RpcError};
 
 /// The rules of [`select`], from the `[select]` section.
@@ -126,7 +127,7 @@ impl Observation {
 }
 
 /// Hysteresis memory of one node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Track {
     pub up: bool,
     /// Consecutive good probes (0 after a bad one).
@@ -149,7 +150,7 @@ pub struct SelectState {
     pub split_since: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Primary,
@@ -158,7 +159,7 @@ pub enum Role {
 }
 
 /// The verdict on one node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeVerdict {
     pub name: String,
     pub implementation: Option<String>,
@@ -370,6 +371,7 @@ fn rank_key(h: &Head, i: usize) -> (u128, u64, std::cmp::Reverse<usize>) {
 pub fn select(
     rules: &SelectRules,
     chain: &ChainConfig,
+    overrides: &Overrides,
     prev: &SelectState,
     observations: &[Observation],
     now: SystemTime,
@@ -561,14 +563,51 @@ pub fn select(
         (std::cmp::Reverse(h.map(|h| (h.weight, h.height))), i)
     });
 
-    // Rule 6: the sticky primary; a new one must be promotable if any up node is.
+    // The operator's marks. A drained node leaves the upstream while another up node is not
+    // drained; the last healthy node is never drained away.
+    let undrained_up = ranked
+        .iter()
+        .filter(|&&i| !overrides.drained.contains_key(&nodes[i].name))
+        .count();
+    ranked.retain(|&i| match overrides.drained.get(&nodes[i].name) {
+        None => true,
+        Some(m) if undrained_up > 0 => {
+            nodes[i].reason = format!("drained by {} at {}", m.by, m.at);
+            false
+        }
+        Some(m) => {
+            nodes[i].reason = format!(
+                "{}; drained by {}, but kept: no other healthy node",
+                nodes[i].reason, m.by
+            );
+            true
+        }
+    });
+    let preferred = overrides.preferred.as_ref().and_then(|p| {
+        ranked
+            .iter()
+            .copied()
+            .find(|&i| nodes[i].name == p.node)
+            .map(|i| (i, p))
+    });
+
+    // Rule 6: the sticky primary; a new one must be promotable if any up node is. A preferred
+    // node that is up comes first.
     let kept = prev
         .primary
         .as_ref()
         .and_then(|p| ranked.iter().copied().find(|&i| &nodes[i].name == p));
-    let primary = kept
+    let primary = preferred
+        .map(|(i, _)| i)
+        .or(kept)
         .or_else(|| ranked.iter().copied().find(|&i| promotable[i]))
         .or_else(|| ranked.first().copied());
+    if let Some((i, p)) = preferred {
+        nodes[i].reason = format!(
+            "{}; preferred by {} at {}",
+            nodes[i].reason, p.mark.by, p.mark.at
+        );
+    }
     let mut backup_idx: Vec<usize> = ranked
         .iter()
         .copied()
@@ -614,6 +653,12 @@ pub fn select(
     let switch = (primary_name != prev.primary).then(|| {
         let why = match &prev.primary {
             None => "no primary before".to_string(),
+            Some(_) if preferred.is_some_and(|(i, _)| Some(i) == primary) => {
+                "preferred by the operator".to_string()
+            }
+            Some(old) if overrides.drained.contains_key(old) => {
+                format!("{old} was drained by the operator")
+            }
             Some(old) => match nodes.iter().find(|n| &n.name == old) {
                 Some(v) => format!("{old} went down: {}", v.reason),
                 None => format!("{old} is no longer configured"),
@@ -788,7 +833,14 @@ mod tests {
         rounds
             .iter()
             .map(|obs| {
-                let (d, next) = select(rules, chain, &state, obs, now_for(obs));
+                let (d, next) = select(
+                    rules,
+                    chain,
+                    &Overrides::default(),
+                    &state,
+                    obs,
+                    now_for(obs),
+                );
                 state = next;
                 d
             })
@@ -1101,7 +1153,14 @@ mod tests {
         rounds
             .iter()
             .map(|(clock, obs)| {
-                let (d, next) = select(rules, chain, &state, obs, at_height(*clock));
+                let (d, next) = select(
+                    rules,
+                    chain,
+                    &Overrides::default(),
+                    &state,
+                    obs,
+                    at_height(*clock),
+                );
                 state = next;
                 d
             })
@@ -1383,5 +1442,65 @@ mod tests {
             "{w}"
         );
         assert_eq!(d[5].primary.as_deref(), Some("a"), "the heavier chain wins");
+    }
+
+    #[test]
+    fn drain_and_prefer() {
+        use crate::overrides::{Mark, Preferred};
+        let round = vec![node("a", 100), node("b", 100), node("c", 100)];
+        let mut state = SelectState::default();
+        let mut go = |o: &Overrides| {
+            let (d, next) = select(
+                &SelectRules::basic(2, 1, 1),
+                &ChainConfig::default(),
+                o,
+                &state,
+                &round,
+                now_for(&round),
+            );
+            state = next;
+            d
+        };
+        let none = Overrides::default();
+        assert_eq!(go(&none).primary.as_deref(), Some("a"));
+        let mark = Mark {
+            by: "alice".into(),
+            at: "2026-11-25T10:00:00Z".into(),
+        };
+        let mut drain_a = Overrides::default();
+        drain_a.drained.insert("a".into(), mark.clone());
+        let d = go(&drain_a);
+        assert_eq!(d.primary.as_deref(), Some("b"));
+        assert_eq!(d.backups, vec!["c"]);
+        assert_eq!(reason(&d, "a"), "drained by alice at 2026-11-25T10:00:00Z");
+        assert_eq!(
+            d.switch.as_ref().expect("moved").why,
+            "a was drained by the operator"
+        );
+        let prefer_c = Overrides {
+            preferred: Some(Preferred {
+                node: "c".into(),
+                mark: mark.clone(),
+            }),
+            ..drain_a.clone()
+        };
+        let d = go(&prefer_c);
+        assert_eq!(d.primary.as_deref(), Some("c"));
+        assert_eq!(
+            d.switch.as_ref().expect("moved").why,
+            "preferred by the operator"
+        );
+        // Undrained and unpreferred: a comes back as backup, c stays (sticky).
+        let d = go(&none);
+        assert_eq!(d.primary.as_deref(), Some("c"));
+        assert_eq!(d.backups, vec!["a", "b"]);
+        // Draining every node keeps them: never an empty upstream.
+        let mut all = Overrides::default();
+        for n in ["a", "b", "c"] {
+            all.drained.insert(n.into(), mark.clone());
+        }
+        let d = go(&all);
+        assert_eq!(d.primary.as_deref(), Some("c"));
+        assert!(reason(&d, "a").contains("but kept: no other healthy node"));
     }
 }

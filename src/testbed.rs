@@ -47,6 +47,19 @@ impl PrivateNginx {
     /// Starts nginx in `dir` with an upstream of `seed` addresses (the first one primary), as
     /// an operator's nginx would already have before chain-co starts.
     pub fn start(binary: &Path, dir: &Path, seed: &[String]) -> io::Result<PrivateNginx> {
+        // The port is found free, released, then bound by nginx: another process may take it in
+        // between. Try again with another port a few times.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(binary, dir, seed) {
+                Ok(n) => return Ok(n),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    fn start_once(binary: &Path, dir: &Path, seed: &[String]) -> io::Result<PrivateNginx> {
         for sub in ["conf.d", "tmp", "logs"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }

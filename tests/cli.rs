@@ -134,3 +134,43 @@ fn the_shipped_example_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn probe_asks_a_daemon_directly() {
+    let sim = Sim::start_args(&["--nodes", "a,f:fuhon", "--block-delay", "1s"]);
+    let out = Command::new(BIN)
+        .args(["probe", &sim.node("a").url])
+        .output()
+        .expect("run probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("head:     height"), "{text}");
+    assert!(text.contains("(lotus)"), "{text}");
+    assert!(text.contains("network:  simnet"), "{text}");
+    assert!(text.contains("peers:    12"), "{text}");
+    // Fuhon over WebSocket, and any method with --method.
+    let out = Command::new(BIN)
+        .args(["probe", &sim.node("f").url, "--method", "Filecoin.Version"])
+        .output()
+        .expect("run probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Fuhon Node"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // A dead daemon is a clear error, exit 1.
+    sim.op("a", r#"{"op":"die"}"#).await;
+    let out = Command::new(BIN)
+        .args(["probe", &sim.node("a").url, "--timeout", "2s"])
+        .output()
+        .expect("run probe");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let out = Command::new(BIN).args(["completions", "bash"]).output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain-co"));
+    let out = Command::new(BIN).arg("man").output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH chain-co"));
+}

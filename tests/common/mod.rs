@@ -110,8 +110,16 @@ pub fn start_nginx(dir: &Path, seed: &[String]) -> PrivateNginx {
     PrivateNginx::start(&nginx_binary(), dir, seed).expect("private nginx starts")
 }
 
-/// A chain-co config for the simulated pool, pointing at a private nginx.
+/// A chain-co config for the simulated pool, pointing at a private nginx. The status API
+/// listens on a port the OS picks; [`api_url`] reads it from the log.
 pub fn write_config(dir: &Path, sim: &Sim, nginx: &PrivateNginx, extra: &str) -> PathBuf {
+    let path = dir.join("chain-co.toml");
+    std::fs::write(&path, config_text(dir, sim, nginx, extra)).expect("write config");
+    path
+}
+
+/// The text of `write_config`.
+pub fn config_text(dir: &Path, sim: &Sim, nginx: &PrivateNginx, extra: &str) -> String {
     let mut text = String::new();
     for n in &sim.ready.nodes {
         text.push_str(&format!(
@@ -121,14 +129,42 @@ pub fn write_config(dir: &Path, sim: &Sim, nginx: &PrivateNginx, extra: &str) ->
     }
     let test_cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
     text.push_str(&format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\nstate_file = {:?}\n",
+        dir.join("state.json").display().to_string()
+    ));
+    text.push_str(&format!(
         "[nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n{extra}\n",
         nginx.upstream_file.display().to_string(),
         test_cmd.join(", "),
         nginx.pid_file.display().to_string(),
     ));
-    let path = dir.join("chain-co.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    text
+}
+
+/// The status API's URL of a `chain-co run`, from its "status API listening" log line.
+pub async fn api_url(run: &ChildGuard) -> String {
+    let found = wait_until(Duration::from_secs(10), || {
+        run.stderr().contains("status API listening")
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "the API did not start; log:\n{}",
+        run.stderr()
+    );
+    let log = run.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("status API listening"))
+        .expect("found above");
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .expect("listen= field")
+        .split_whitespace()
+        .next()
+        .expect("address");
+    format!("http://{addr}")
 }
 
 /// `chain-co run`, with its stderr kept in a file for the assertions.

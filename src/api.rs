@@ -1,0 +1,400 @@
+//! The status API: what chain-co sees and why, for operators (`chain-co status`), monitoring
+//! (`/metrics`) and keepalived (`/healthz`); and the operator's marks (drain, prefer).
+//!
+//! It listens on localhost unless configured otherwise. With `[api] token_file`, every endpoint
+//! but `/healthz` needs `Authorization: Bearer <token>`. Nothing it returns contains a secret.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::{ApplyRecord, Report};
+use crate::metrics::Metrics;
+use crate::overrides::{Mark, Overrides, Preferred};
+use crate::secret::Secret;
+use crate::select::{NodeVerdict, Role};
+
+/// What the loop and the API share.
+pub struct Shared {
+    pub reports: watch::Receiver<Option<Report>>,
+    pub overrides: Mutex<Overrides>,
+    pub metrics: Metrics,
+    pub state_file: PathBuf,
+    pub token: Option<Secret>,
+    /// A report older than this makes `/healthz` fail: the loop is stuck.
+    pub max_report_age: Duration,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub round: u64,
+    pub updated_at: Option<String>,
+    pub primary: Option<String>,
+    pub primary_since: Option<String>,
+    pub backups: Vec<String>,
+    pub excluded: Vec<Excluded>,
+    pub network: Option<String>,
+    pub best_height: Option<u64>,
+    pub expected_height: Option<u64>,
+    pub warnings: Vec<String>,
+    pub nodes: Vec<NodeStatus>,
+    pub last_apply: Option<ApplyEvent>,
+    pub reloads: u64,
+    pub failed_applies: u64,
+    pub switches: u64,
+    pub overrides: Overrides,
+    /// The VRRP role, when chain-co runs in a keepalived pair.
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Excluded {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub verdict: NodeVerdict,
+    #[serde(with = "humantime_serde")]
+    pub latency: Option<Duration>,
+    pub error: Option<String>,
+}
+
+/// The last apply that did something (or failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyEvent {
+    pub at: String,
+    #[serde(flatten)]
+    pub record: ApplyRecord,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Status {
+    fn build(report: Option<&Report>, overrides: &Overrides) -> Status {
+        let Some(r) = report else {
+            return Status {
+                version: env!("CARGO_PKG_VERSION").into(),
+                round: 0,
+                updated_at: None,
+                primary: None,
+                primary_since: None,
+                backups: vec![],
+                excluded: vec![],
+                network: None,
+                best_height: None,
+                expected_height: None,
+                warnings: vec!["no probe round has completed yet".into()],
+                nodes: vec![],
+                last_apply: None,
+                reloads: 0,
+                failed_applies: 0,
+                switches: 0,
+                overrides: overrides.clone(),
+                role: None,
+            };
+        };
+        let d = &r.decision;
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            round: r.round,
+            updated_at: Some(rfc3339(r.at)),
+            primary: d.primary.clone(),
+            primary_since: r.primary_since.map(rfc3339),
+            backups: d.backups.clone(),
+            excluded: d
+                .nodes
+                .iter()
+                .filter(|v| v.role == Role::Excluded)
+                .map(|v| Excluded {
+                    name: v.name.clone(),
+                    reason: v.reason.clone(),
+                })
+                .collect(),
+            network: d.network.clone(),
+            best_height: d.best_height,
+            expected_height: d.expected_height,
+            warnings: d.warnings.clone(),
+            nodes: d
+                .nodes
+                .iter()
+                .map(|v| {
+                    let probe = r.probes.get(&v.name);
+                    NodeStatus {
+                        verdict: v.clone(),
+                        latency: probe.map(|p| p.0),
+                        error: probe.and_then(|p| p.1.clone()),
+                    }
+                })
+                .collect(),
+            last_apply: r.last_apply.as_ref().map(|(at, record)| ApplyEvent {
+                at: rfc3339(*at),
+                record: record.clone(),
+            }),
+            reloads: r.reloads,
+            failed_applies: r.failed_applies,
+            switches: r.switches,
+            overrides: overrides.clone(),
+            role: None,
+        }
+    }
+}
+
+/// Serves the API until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/nodes/{name}/drain", post(drain))
+        .route("/nodes/{name}/undrain", post(undrain))
+        .route("/nodes/{name}/prefer", post(prefer))
+        .route("/prefer", axum::routing::delete(unprefer))
+        .with_state(shared)
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `Some(401 response)` when a token is configured and the request lacks it.
+fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = shared.token.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same(g, token.expose()) => None,
+        _ => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required: chain-co status --token-file FILE\n",
+            )
+                .into_response(),
+        ),
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    let overrides = shared.overrides.lock().expect("overrides lock").clone();
+    let report = shared.reports.borrow().clone();
+    Json(Status::build(report.as_ref(), &overrides)).into_response()
+}
+
+/// Healthy when the last round is recent, a primary is published and the last apply worked.
+/// The one-line reason is what keepalived's check script and an operator see.
+pub fn health(
+    report: Option<&Report>,
+    max_age: Duration,
+    now: SystemTime,
+) -> Result<String, String> {
+    let r = report.ok_or("no probe round has completed yet")?;
+    let age = now.duration_since(r.at).unwrap_or_default();
+    if age > max_age {
+        return Err(format!(
+            "the last probe round ended {} ago; the loop is stuck",
+            humantime::format_duration(Duration::from_secs(age.as_secs()))
+        ));
+    }
+    match &r.apply {
+        ApplyRecord::Failed { error } => Err(format!("the last apply failed: {error}")),
+        ApplyRecord::Held { reason } => Err(format!("no primary: {reason}")),
+        _ => Ok(format!(
+            "ok: primary {}",
+            r.decision.primary.as_deref().unwrap_or("none")
+        )),
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let report = shared.reports.borrow().clone();
+    match health(report.as_ref(), shared.max_report_age, SystemTime::now()) {
+        Ok(msg) => (StatusCode::OK, format!("{msg}\n")).into_response(),
+        Err(msg) => (StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct MarkRequest {
+    #[serde(default)]
+    pub by: String,
+}
+
+fn body_by(body: &[u8]) -> String {
+    serde_json::from_slice::<MarkRequest>(body)
+        .map(|m| m.by)
+        .unwrap_or_default()
+}
+
+/// Applies a change to the marks and saves them; on a failed save the change is undone.
+fn change(
+    shared: &Shared,
+    f: impl FnOnce(&mut Overrides) -> Result<String, (StatusCode, String)>,
+) -> Response {
+    let mut overrides = shared.overrides.lock().expect("overrides lock");
+    let before = overrides.clone();
+    let msg = match f(&mut overrides) {
+        Ok(m) => m,
+        Err((code, msg)) => return (code, format!("{msg}\n")).into_response(),
+    };
+    if let Err(e) = overrides.save(&shared.state_file) {
+        *overrides = before;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{e}; nothing changed\n"),
+        )
+            .into_response();
+    }
+    tracing::info!(change = %msg, "operator override");
+    (
+        StatusCode::OK,
+        format!("{msg}; takes effect at the next probe round\n"),
+    )
+        .into_response()
+}
+
+fn known_nodes(shared: &Shared) -> BTreeMap<String, NodeVerdict> {
+    shared
+        .reports
+        .borrow()
+        .as_ref()
+        .map(|r| {
+            r.decision
+                .nodes
+                .iter()
+                .map(|v| (v.name.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn drain(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    let nodes = known_nodes(&shared);
+    if !nodes.contains_key(&name) {
+        return (StatusCode::NOT_FOUND, format!("no node named {name:?}\n")).into_response();
+    }
+    let by = body_by(&body);
+    change(&shared, |o| {
+        let others = nodes
+            .values()
+            .filter(|v| v.name != name && v.healthy && !o.drained.contains_key(&v.name))
+            .count();
+        if others == 0 {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("refused: {name} is the last healthy node not drained; drain it once another node is healthy"),
+            ));
+        }
+        o.drained.insert(name.clone(), Mark::now(&by));
+        Ok(format!("{name} drained"))
+    })
+}
+
+async fn undrain(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    change(&shared, |o| match o.drained.remove(&name) {
+        Some(_) => Ok(format!("{name} undrained")),
+        None => Err((StatusCode::NOT_FOUND, format!("{name} is not drained"))),
+    })
+}
+
+async fn prefer(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    if !known_nodes(&shared).contains_key(&name) {
+        return (StatusCode::NOT_FOUND, format!("no node named {name:?}\n")).into_response();
+    }
+    let by = body_by(&body);
+    change(&shared, |o| {
+        o.preferred = Some(Preferred {
+            node: name.clone(),
+            mark: Mark::now(&by),
+        });
+        Ok(format!("{name} preferred as primary while it is healthy"))
+    })
+}
+
+async fn unprefer(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    change(&shared, |o| match o.preferred.take() {
+        Some(p) => Ok(format!("{} no longer preferred", p.node)),
+        None => Err((StatusCode::NOT_FOUND, "no node is preferred".into())),
+    })
+}

@@ -1,0 +1,301 @@
+//! The client side of the CLI: `status` (a client of chain-co's own API), the operator's marks
+//! (`drain`, `undrain`, `prefer`), and `probe` (an ad-hoc JSON-RPC client for a daemon).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use reqwest::Url;
+use serde_json::{json, Value};
+
+use crate::api::Status;
+use crate::rpc::{Endpoint, RpcClient, TipSet, Transport, VersionInfo};
+use crate::secret::Secret;
+use crate::select::Role;
+
+/// How to reach a running chain-co.
+pub struct ApiClient {
+    pub base: Url,
+    pub token: Option<Secret>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<Secret>) -> anyhow::Result<ApiClient> {
+        let base = Url::parse(base).with_context(|| format!("{base:?} is not a URL"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(ApiClient { base, token, http })
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let url = self.base.join(path)?;
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        Ok(req)
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        let resp = self
+            .request(reqwest::Method::GET, "/status")?
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach chain-co at {} (is `chain-co run` running?)",
+                    self.base
+                )
+            })?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        if !status.is_success() {
+            bail!("chain-co answered {status}: {}", body.trim());
+        }
+        serde_json::from_str(&body)
+            .context("chain-co's /status reply is not what this version expects")
+    }
+
+    /// POSTs (or DELETEs) an operator mark; returns chain-co's one-line answer.
+    pub async fn mark(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        by: &str,
+    ) -> anyhow::Result<String> {
+        let resp = self
+            .request(method, path)?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json!({ "by": by }).to_string())
+            .send()
+            .await
+            .with_context(|| format!("cannot reach chain-co at {}", self.base))?;
+        let status = resp.status();
+        let body = resp.text().await?.trim().to_string();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            bail!("{body} ({status})")
+        }
+    }
+}
+
+/// The status as a table an operator reads at 3 a.m.
+pub fn render_status(s: &Status, colour: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "primary: {}{}",
+        s.primary.as_deref().map_or_else(
+            || paint("1;31", "none (failing static)"),
+            |p| paint("1;32", p)
+        ),
+        s.primary_since
+            .as_deref()
+            .map(|t| format!(" since {t}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "backups: {}",
+        if s.backups.is_empty() {
+            "none".into()
+        } else {
+            s.backups.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "network: {}, best height {}, expected {}; round {} at {}",
+        s.network.as_deref().unwrap_or("-"),
+        s.best_height.map_or("-".into(), |h| h.to_string()),
+        s.expected_height.map_or("-".into(), |h| h.to_string()),
+        s.round,
+        s.updated_at.as_deref().unwrap_or("-")
+    );
+    if let Some(role) = &s.role {
+        let _ = writeln!(out, "role: {role}");
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));
+    }
+    out.push('\n');
+    let header = [
+        "NODE", "IMPL", "VERSION", "HEIGHT", "LAG", "AGE", "LATENCY", "STATE", "REASON",
+    ];
+    let rows: Vec<Vec<String>> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            let v = &n.verdict;
+            vec![
+                v.name.clone(),
+                v.implementation.clone().unwrap_or("-".into()),
+                v.version.clone().unwrap_or("-".into()),
+                v.height.map_or("-".into(), |h| h.to_string()),
+                v.lag.map_or("-".into(), |l| l.to_string()),
+                v.head_age
+                    .map_or("-".into(), |a| format!("{}s", a.as_secs())),
+                n.latency
+                    .map_or("-".into(), |l| format!("{}ms", l.as_millis())),
+                match v.role {
+                    Role::Primary => "primary".into(),
+                    Role::Backup => "backup".into(),
+                    Role::Excluded => "excluded".into(),
+                },
+                v.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&header.map(String::from)));
+    for r in &rows {
+        let code = match r[7].as_str() {
+            "primary" => "1;32",
+            "backup" => "32",
+            _ => "31",
+        };
+        let _ = writeln!(out, "{}", paint(code, &line(r)));
+    }
+    out.push('\n');
+    match &s.last_apply {
+        Some(a) => {
+            let _ = writeln!(
+                out,
+                "last apply: {} at {}",
+                match &a.record {
+                    crate::daemon::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
+                    crate::daemon::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
+                    crate::daemon::ApplyRecord::Held { reason } => format!("held: {reason}"),
+                    crate::daemon::ApplyRecord::Unchanged => "unchanged".to_string(),
+                },
+                a.at
+            );
+        }
+        None => {
+            let _ = writeln!(out, "last apply: none yet");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "reloads {}, failed applies {}, primary switches {}",
+        s.reloads, s.failed_applies, s.switches
+    );
+    for (node, m) in &s.overrides.drained {
+        let _ = writeln!(out, "drained: {node} by {} at {}", m.by, m.at);
+    }
+    if let Some(p) = &s.overrides.preferred {
+        let _ = writeln!(
+            out,
+            "preferred: {} by {} at {}",
+            p.node, p.mark.by, p.mark.at
+        );
+    }
+    out
+}
+
+/// `chain-co probe`: asks one daemon directly.
+pub async fn probe(
+    url: &str,
+    token: Option<Secret>,
+    method: Option<&str>,
+    params: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let url = Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
+    let transport = match url.scheme() {
+        "ws" | "wss" => Transport::Ws,
+        "http" | "https" => Transport::Http,
+        other => bail!("scheme {other:?} is not supported; use http(s):// or ws(s)://"),
+    };
+    let endpoint = Endpoint {
+        url,
+        token,
+        transport,
+    };
+    let client = RpcClient::new(timeout, 64 << 20)?;
+    if let Some(m) = method {
+        let params: Value = serde_json::from_str(params)
+            .with_context(|| format!("--params {params:?} is not JSON (write e.g. '[]')"))?;
+        let result: Value = client.call(&endpoint, m, params).await?;
+        return Ok(serde_json::to_string_pretty(&result)?);
+    }
+    let mut out = String::new();
+    let head: TipSet = client
+        .call(&endpoint, "Filecoin.ChainHead", json!([]))
+        .await?;
+    let head = head.into_head()?;
+    let version: Result<VersionInfo, _> =
+        client.call(&endpoint, "Filecoin.Version", json!([])).await;
+    let network: Result<String, _> = client
+        .call(&endpoint, "Filecoin.StateNetworkName", json!([]))
+        .await;
+    let peers: Result<Vec<Value>, _> = client.call(&endpoint, "Filecoin.NetPeers", json!([])).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "head:     height {} ({} blocks), {}s old",
+        head.height,
+        head.blocks,
+        now.saturating_sub(head.timestamp)
+    );
+    let _ = writeln!(out, "tipset:   {}", head.key.join(", "));
+    let _ = writeln!(out, "weight:   {} (parent)", head.weight);
+    match version {
+        Ok(v) => {
+            let _ = writeln!(
+                out,
+                "version:  {} ({}), API {}",
+                v.version,
+                v.implementation(),
+                v.api_version
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(out, "version:  {e}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "network:  {}",
+        network.unwrap_or_else(|e| e.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "peers:    {}",
+        peers.map_or_else(|e| e.to_string(), |p| p.len().to_string())
+    );
+    Ok(out)
+}

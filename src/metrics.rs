@@ -1,0 +1,230 @@
+//! Prometheus metrics, in the text format served at `/metrics`.
+//!
+//! Names follow the Prometheus conventions: the `chain_co_` prefix, base units in the name
+//! (`_seconds`, `_epochs`), `_total` on counters. Per-node series carry a `node` label; the
+//! probe errors also a `reason` (the kind of error, never its text, to keep cardinality fixed).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::daemon::{ApplyRecord, Report};
+use crate::rpc::RpcError;
+use crate::select::Role;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ErrorKind {
+    timeout,
+    connect,
+    http,
+    too_large,
+    not_json,
+    rpc,
+    shape,
+    transport,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    node: String,
+    reason: ErrorKind,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric chain-co exports.
+pub struct Metrics {
+    registry: Registry,
+    height: Family<NodeLabel, Gauge>,
+    lag: Family<NodeLabel, Gauge>,
+    head_age: Family<NodeLabel, FloatGauge>,
+    probe_duration: Family<NodeLabel, Histogram>,
+    probe_errors: Family<ErrorLabel, Counter>,
+    healthy: Family<NodeLabel, Gauge>,
+    primary: Family<NodeLabel, Gauge>,
+    switches: Counter,
+    reloads: Counter,
+    failed_applies: Counter,
+    rounds: Counter,
+    warnings: Gauge,
+    no_primary: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("chain_co");
+        let m = Metrics {
+            height: Family::default(),
+            lag: Family::default(),
+            head_age: Family::default(),
+            probe_duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+            probe_errors: Family::default(),
+            healthy: Family::default(),
+            primary: Family::default(),
+            switches: Counter::default(),
+            reloads: Counter::default(),
+            failed_applies: Counter::default(),
+            rounds: Counter::default(),
+            warnings: Gauge::default(),
+            no_primary: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "node_height",
+            "Height of the node's head (epochs)",
+            m.height.clone(),
+        );
+        registry.register(
+            "node_lag_epochs",
+            "Epochs the node's head is below the best head",
+            m.lag.clone(),
+        );
+        registry.register(
+            "node_head_age_seconds",
+            "Wall-clock age of the node's head block",
+            m.head_age.clone(),
+        );
+        registry.register(
+            "probe_duration_seconds",
+            "Duration of one probe of one node",
+            m.probe_duration.clone(),
+        );
+        registry.register(
+            "probe_errors",
+            "Failed probes by kind of error",
+            m.probe_errors.clone(),
+        );
+        registry.register(
+            "node_healthy",
+            "1 when the node is in the upstream (after rise/fall)",
+            m.healthy.clone(),
+        );
+        registry.register("node_primary", "1 for the primary node", m.primary.clone());
+        registry.register("primary_switches", "Changes of primary", m.switches.clone());
+        registry.register(
+            "nginx_reloads",
+            "nginx reloads after a new upstream",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "apply_failures",
+            "Applies that failed (nginx -t refused, write or reload failed)",
+            m.failed_applies.clone(),
+        );
+        registry.register("probe_rounds", "Completed probe rounds", m.rounds.clone());
+        registry.register(
+            "pool_warnings",
+            "Pool-wide warnings now (stale pool, network tie, implementation split)",
+            m.warnings.clone(),
+        );
+        registry.register(
+            "no_primary",
+            "1 when no node is healthy and the last upstream is kept (fail static)",
+            m.no_primary.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one round.
+    pub fn observe(&self, report: &Report, latencies: &[(String, Duration, Option<&RpcError>)]) {
+        self.rounds.inc();
+        for v in &report.decision.nodes {
+            let l = NodeLabel {
+                node: v.name.clone(),
+            };
+            if let Some(h) = v.height {
+                self.height.get_or_create(&l).set(h as i64);
+            }
+            if let Some(lag) = v.lag {
+                self.lag.get_or_create(&l).set(lag as i64);
+            }
+            if let Some(age) = v.head_age {
+                self.head_age.get_or_create(&l).set(age.as_secs_f64());
+            }
+            self.healthy.get_or_create(&l).set(i64::from(v.healthy));
+            self.primary
+                .get_or_create(&l)
+                .set(i64::from(v.role == Role::Primary));
+        }
+        for (node, latency, error) in latencies {
+            let l = NodeLabel { node: node.clone() };
+            self.probe_duration
+                .get_or_create(&l)
+                .observe(latency.as_secs_f64());
+            if let Some(e) = error {
+                let reason = match e {
+                    RpcError::Timeout(_) => ErrorKind::timeout,
+                    RpcError::Connect(_) => ErrorKind::connect,
+                    RpcError::Http { .. } => ErrorKind::http,
+                    RpcError::TooLarge { .. } => ErrorKind::too_large,
+                    RpcError::NotJson(_) => ErrorKind::not_json,
+                    RpcError::Rpc { .. } => ErrorKind::rpc,
+                    RpcError::Shape(_) => ErrorKind::shape,
+                    RpcError::Transport(_) => ErrorKind::transport,
+                };
+                self.probe_errors
+                    .get_or_create(&ErrorLabel {
+                        node: node.clone(),
+                        reason,
+                    })
+                    .inc();
+            }
+        }
+        if report
+            .decision
+            .switch
+            .as_ref()
+            .is_some_and(|s| s.to.is_some())
+        {
+            self.switches.inc();
+        }
+        match report.apply {
+            ApplyRecord::Reloaded => {
+                self.reloads.inc();
+            }
+            ApplyRecord::Failed { .. } => {
+                self.failed_applies.inc();
+            }
+            _ => {}
+        }
+        self.warnings.set(report.decision.warnings.len() as i64);
+        self.no_primary
+            .set(i64::from(report.decision.primary.is_none()));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,285 @@
+//! Operating chain-co: the status API, metrics, the client CLIs, drain/prefer and hot reload,
+//! against `chain-co run` with the simulator and a private nginx.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+struct Running {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    sim: Sim,
+    nginx: chain_co::testbed::PrivateNginx,
+    run: ChildGuard,
+    api: String,
+    config: std::path::PathBuf,
+}
+
+const RULES: &str =
+    "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\n";
+
+async fn running(extra: &str) -> Running {
+    let sim = Sim::start(&["a", "b", "c"], "1s");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let nginx = start_nginx(&dir, &[sim.addr("a")]);
+    let config = write_config(&dir, &sim, &nginx, &format!("{RULES}{extra}"));
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    let up = wait_until(Duration::from_secs(15), || {
+        servers(&nginx.upstream_file).len() == 3
+    })
+    .await;
+    assert!(up.is_some(), "not up; log:\n{}", run.stderr());
+    Running {
+        _dir: tmp,
+        dir,
+        sim,
+        nginx,
+        run,
+        api,
+        config,
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run chain-co");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn status_healthz_and_metrics_say_what_chain_co_sees() {
+    let r = running("").await;
+    let (code, body) = get(&format!("{}/status", r.api)).await;
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(s["primary"], "a", "{s:#}");
+    assert!(s["primary_since"].as_str().is_some());
+    assert_eq!(s["backups"], serde_json::json!(["b", "c"]));
+    assert_eq!(s["network"], "simnet");
+    assert_eq!(s["nodes"][0]["implementation"], "lotus");
+    assert!(s["nodes"][0]["latency"].as_str().is_some(), "{s:#}");
+    assert_eq!(s["last_apply"]["result"], "reloaded");
+    assert!(s["reloads"].as_u64().expect("reloads") >= 1);
+
+    let (code, body) = get(&format!("{}/healthz", r.api)).await;
+    assert_eq!((code, body.trim()), (200, "ok: primary a"));
+
+    let (code, text) = get(&format!("{}/metrics", r.api)).await;
+    assert_eq!(code, 200);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let find = |name: &str, node: Option<&str>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && node.is_none_or(|n| s.labels.get("node") == Some(n)))
+            .unwrap_or_else(|| panic!("{name} {node:?} missing from:\n{text}"))
+            .value
+            .clone()
+    };
+    assert!(
+        matches!(find("chain_co_node_primary", Some("a")), prometheus_parse::Value::Gauge(v) if v == 1.0)
+    );
+    assert!(
+        matches!(find("chain_co_node_healthy", Some("c")), prometheus_parse::Value::Gauge(v) if v == 1.0)
+    );
+    assert!(
+        matches!(find("chain_co_node_height", Some("b")), prometheus_parse::Value::Gauge(v) if v > 0.0)
+    );
+    find("chain_co_probe_duration_seconds_count", Some("a"));
+    find("chain_co_nginx_reloads_total", None);
+    find("chain_co_build_info", None);
+
+    // The CLI client reads the same.
+    let (code, out, err) = cli(&["status", "--url", &r.api]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("primary: a since"), "{out}");
+    assert!(out.contains("NODE") && out.contains("healthy"), "{out}");
+    let (_, out, _) = cli(&["status", "--url", &r.api, "--json"]);
+    assert!(out.contains("\"primary\": \"a\""));
+
+    // All down: healthz says why.
+    for n in ["a", "b", "c"] {
+        r.sim.op(n, r#"{"op":"die"}"#).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (code, body) = loop {
+        let (code, body) = get(&format!("{}/healthz", r.api)).await;
+        if code == 503 || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 503, "healthz stayed {code}: {body}");
+    assert!(body.contains("no primary"), "{body}");
+    assert_eq!(
+        servers(&r.nginx.upstream_file).len(),
+        3,
+        "fail static: the last upstream stays"
+    );
+}
+
+#[tokio::test]
+async fn drain_undrain_and_prefer_move_traffic_and_survive_a_restart() {
+    let mut r = running("").await;
+    let file = r.nginx.upstream_file.clone();
+    let (code, out, err) = cli(&["drain", "a", "--url", &r.api, "--by", "alice"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("a drained"), "{out}");
+    let moved = wait_until(Duration::from_secs(5), || {
+        primary_in(&file) == Some(r.sim.addr("b"))
+    })
+    .await;
+    assert!(moved.is_some(), "drained primary still in use");
+    assert!(
+        !servers(&file).iter().any(|(a, _)| *a == r.sim.addr("a")),
+        "a left the upstream"
+    );
+    let (_, out, _) = cli(&["status", "--url", &r.api]);
+    assert!(out.contains("drained: a by alice"), "{out}");
+    assert!(std::fs::read_to_string(r.dir.join("state.json"))
+        .expect("state file")
+        .contains("alice"));
+
+    // Draining b and c too would leave nothing: the last one is refused.
+    assert_eq!(cli(&["drain", "b", "--url", &r.api]).0, Some(0));
+    let (code, _, err) = cli(&["drain", "c", "--url", &r.api]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("refused: c is the last healthy node"), "{err}");
+    assert_eq!(cli(&["undrain", "b", "--url", &r.api]).0, Some(0));
+
+    // Prefer c: it becomes primary while healthy.
+    assert_eq!(cli(&["prefer", "c", "--url", &r.api]).0, Some(0));
+    let preferred = wait_until(Duration::from_secs(5), || {
+        primary_in(&file) == Some(r.sim.addr("c"))
+    })
+    .await;
+    assert!(preferred.is_some(), "c not made primary");
+
+    // A restart keeps the marks.
+    let _ = r.run.child.kill();
+    let _ = r.run.child.wait();
+    r.run = start_run(&r.config);
+    r.api = api_url(&r.run).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&format!("{}/healthz", r.api)).await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not back; log:\n{}",
+            r.run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, out, err) = cli(&["status", "--url", &r.api, "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    assert_eq!(s["overrides"]["preferred"]["node"], "c");
+    assert!(s["overrides"]["drained"]["a"].is_object());
+    assert_eq!(s["primary"], "c");
+    assert_eq!(cli(&["prefer", "--clear", "--url", &r.api]).0, Some(0));
+    assert_eq!(cli(&["undrain", "a", "--url", &r.api]).0, Some(0));
+}
+
+#[tokio::test]
+async fn config_changes_apply_without_a_restart_and_bad_ones_are_refused() {
+    let r = running("").await;
+    let file = r.nginx.upstream_file.clone();
+    // A broken file: refused, the running config stays.
+    let good = std::fs::read_to_string(&r.config).expect("config");
+    std::fs::write(&r.config, format!("{good}\n[select]\nbogus = 1\n")).expect("write");
+    let refused = wait_until(Duration::from_secs(5), || {
+        r.run.stderr().contains("new configuration refused")
+    })
+    .await;
+    assert!(refused.is_some(), "no refusal logged:\n{}", r.run.stderr());
+    assert_eq!(servers(&file).len(), 3);
+    // A valid change: node c removed. It leaves the upstream; a and b keep their state (no
+    // rise needed: they stay in without a gap).
+    let without_c: String = {
+        let mut out = String::new();
+        let mut skip = false;
+        for line in good.lines() {
+            if line == "[[node]]" {
+                skip = false;
+            }
+            if line.starts_with("name = \"c\"") {
+                skip = true;
+                // Drop the "[[node]]" line already written for c.
+                out.truncate(out.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1));
+                continue;
+            }
+            if skip && (line.starts_with("url") || line.is_empty()) {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    };
+    assert!(!without_c.contains("name = \"c\""), "{without_c}");
+    std::fs::write(&r.config, &without_c).expect("write");
+    let applied = wait_until(Duration::from_secs(5), || servers(&file).len() == 2).await;
+    assert!(
+        applied.is_some(),
+        "c still in the upstream; log:\n{}",
+        r.run.stderr()
+    );
+    assert!(r.run.stderr().contains("configuration reloaded"));
+    assert_eq!(
+        primary_in(&file),
+        Some(r.sim.addr("a")),
+        "a stayed primary across the reload"
+    );
+}
+
+#[tokio::test]
+async fn an_api_token_guards_everything_but_healthz() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let token = tmp.path().join("api.token");
+    std::fs::write(&token, "s3cret-api-token").expect("token");
+    let sim = Sim::start(&["a", "b"], "1s");
+    let dir = tmp.path();
+    let nginx = start_nginx(dir, &[sim.addr("a")]);
+    let text = config_text(dir, &sim, &nginx, RULES);
+    let text = text.replace(
+        "[api]\n",
+        &format!("[api]\ntoken_file = {:?}\n", token.display().to_string()),
+    );
+    let config = dir.join("chain-co.toml");
+    std::fs::write(&config, text).expect("config");
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    let up = wait_until(Duration::from_secs(15), || {
+        servers(&nginx.upstream_file).len() == 2
+    })
+    .await;
+    assert!(up.is_some(), "{}", run.stderr());
+    assert_eq!(get(&format!("{api}/status")).await.0, 401);
+    assert_eq!(get(&format!("{api}/metrics")).await.0, 401);
+    assert_eq!(get(&format!("{api}/healthz")).await.0, 200);
+    let (code, out, err) = cli(&[
+        "status",
+        "--url",
+        &api,
+        "--token-file",
+        token.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains("s3cret-api-token"));
+    assert!(!run.stderr().contains("s3cret-api-token"));
+}
