@@ -153,7 +153,7 @@ impl Status {
             failed_applies: r.failed_applies,
             switches: r.switches,
             overrides: overrides.clone(),
-            role: None,
+            role: r.role.map(|r| r.to_string()),
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct CheckReport {
     pub expected_height: Option<u64>,
     /// Pool-wide trouble: stale pool, network tie, implementation split.
     pub warnings: Vec<String>,
+    /// This host's VRRP role, when `[ha]` is configured.
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,6 +140,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         best_height: decision.best_height,
         expected_height: decision.expected_height,
         warnings,
+        role: config.ha.as_ref().map(|s| crate::ha::read_role(s).to_string()),
     })
 }
 
@@ -221,6 +224,9 @@ pub fn render_text(r: &CheckReport) -> String {
             r.best_height.map_or("-".into(), |h| h.to_string()),
             r.expected_height.map_or("-".into(), |h| h.to_string())
         );
+    }
+    if let Some(role) = &r.role {
+        let _ = writeln!(out, "VRRP role: {role}");
     }
     for w in &r.warnings {
         let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));

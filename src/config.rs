@@ -35,6 +35,8 @@ pub struct Config {
     pub select: SelectRules,
     pub nginx: NginxConfig,
     pub api: ApiConfig,
+    /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
+    pub ha: Option<crate::ha::RoleSource>,
 }
 
 /// The status API, from `[api]`.
@@ -169,6 +171,15 @@ struct RawConfig {
     nginx: RawNginx,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    ha: RawHa,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHa {
+    role_file: Option<Spanned<PathBuf>>,
+    vip: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +357,7 @@ impl Config {
         let select = check_select(&mut ck, raw.select);
         let nginx = check_nginx(&mut ck, raw.nginx, base);
         let api = check_api(&mut ck, raw.api, base);
+        let ha = check_ha(&mut ck, raw.ha, base);
         if ck.problems.is_empty() {
             Ok(Config {
                 nodes,
@@ -354,6 +366,7 @@ impl Config {
                 select,
                 nginx: nginx.expect("a missing nginx section is always reported as a problem"),
                 api,
+                ha,
             })
         } else {
             Err(ck.problems)
@@ -896,6 +909,25 @@ fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConf
         reload,
         upstream_name,
     })
+}
+
+fn check_ha(ck: &mut Checker, raw: RawHa, base: &Path) -> Option<crate::ha::RoleSource> {
+    use crate::ha::RoleSource;
+    match (raw.role_file, raw.vip) {
+        (Some(f), None) => Some(RoleSource::File(resolve(base, f.get_ref()))),
+        (None, Some(v)) => match v.get_ref().parse() {
+            Ok(ip) => Some(RoleSource::Vip(ip)),
+            Err(_) => {
+                ck.at(v.span(), "ha.vip", format!("{:?} is not an IP address", v.get_ref()));
+                None
+            }
+        },
+        (Some(f), Some(_)) => {
+            ck.at(f.span(), "ha.role_file", "set either role_file or vip, not both");
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {

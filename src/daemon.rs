@@ -23,6 +23,7 @@ use crate::api::Shared;
 use crate::apply::nginx::{Applied, Nginx, NginxError};
 use crate::apply::UpstreamPlan;
 use crate::config::Config;
+use crate::ha::{read_role, Role};
 use crate::metrics::Metrics;
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Round, Target};
@@ -59,6 +60,8 @@ pub struct Report {
     pub reloads: u64,
     pub failed_applies: u64,
     pub switches: u64,
+    /// This host's VRRP role, when in a keepalived pair.
+    pub role: Option<Role>,
 }
 
 /// The parts of a running chain-co, built from a config.
@@ -79,6 +82,7 @@ pub struct Daemon {
     last_error: Option<String>,
     /// Warnings of the previous round, so that each is logged when it appears, not every round.
     warnings: Vec<String>,
+    role: Option<Role>,
 }
 
 fn parts(config: &Config) -> Result<(Prober, Nginx), DaemonError> {
@@ -130,6 +134,7 @@ impl Daemon {
             last_apply: None,
             last_error: None,
             warnings: Vec::new(),
+            role: None,
         };
         Ok((daemon, shared))
     }
@@ -234,6 +239,14 @@ impl Daemon {
     pub async fn step(&mut self, round: Round) -> Report {
         self.round += 1;
         let now = SystemTime::now();
+        // Read fresh every round: a host that lost the VIP must know it at once.
+        let role = self.config.ha.as_ref().map(read_role);
+        if role != self.role {
+            if let Some(r) = role {
+                info!(from = %self.role.map_or("none".into(), |r| r.to_string()), to = %r, "VRRP role changed");
+            }
+            self.role = role;
+        }
         let overrides = self
             .shared
             .overrides
@@ -309,6 +322,7 @@ impl Daemon {
             reloads: self.reloads,
             failed_applies: self.failed_applies,
             switches: self.switches,
+            role,
         };
         self.shared.metrics.observe(&report, &probes);
         report

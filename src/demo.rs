@@ -113,6 +113,7 @@ pub async fn demo() -> anyhow::Result<()> {
             state_file: dir.path().join("state.json"),
             ..ApiConfig::default()
         },
+        ha: None,
         nginx: nginx_cfg,
     };
     let (daemon, shared) = Daemon::new(config, None)?;

@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod ha;
 pub mod metrics;
 
 pub mod overrides;

@@ -162,6 +162,14 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         timeout: Duration,
     },
+    /// Exit 0 when a running chain-co is healthy (its /healthz is 200), 1 otherwise, printing
+    /// the reason. For keepalived's check script; bounded by --timeout.
+    Health {
+        #[arg(long, env = "CHAIN_CO_URL", default_value = "http://127.0.0.1:9797")]
+        url: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        timeout: Duration,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout.
@@ -340,6 +348,7 @@ async fn dispatch(command: Command) -> ExitCode {
             }
             .await,
         ),
+        Command::Health { url, timeout } => health(&url, timeout).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -477,6 +486,31 @@ fn watch_file(
         .watch(&dir, notify::RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
     Ok(watcher)
+}
+
+async fn health(url: &str, timeout: Duration) -> ExitCode {
+    let result = async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let resp = client.get(format!("{}/healthz", url.trim_end_matches('/'))).send().await?;
+        let ok = resp.status().is_success();
+        let body = resp.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((ok, body))
+    }
+    .await;
+    match result {
+        Ok((true, body)) => {
+            println!("{}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((false, body)) => {
+            println!("unhealthy: {}", body.trim());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("unhealthy: cannot reach chain-co at {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn status(api: ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
