@@ -140,7 +140,10 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         best_height: decision.best_height,
         expected_height: decision.expected_height,
         warnings,
-        role: config.ha.as_ref().map(|s| crate::ha::read_role(s).to_string()),
+        role: config
+            .ha
+            .as_ref()
+            .map(|s| crate::ha::read_role(s).to_string()),
     })
 }
 

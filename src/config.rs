@@ -918,12 +918,20 @@ fn check_ha(ck: &mut Checker, raw: RawHa, base: &Path) -> Option<crate::ha::Role
         (None, Some(v)) => match v.get_ref().parse() {
             Ok(ip) => Some(RoleSource::Vip(ip)),
             Err(_) => {
-                ck.at(v.span(), "ha.vip", format!("{:?} is not an IP address", v.get_ref()));
+                ck.at(
+                    v.span(),
+                    "ha.vip",
+                    format!("{:?} is not an IP address", v.get_ref()),
+                );
                 None
             }
         },
         (Some(f), Some(_)) => {
-            ck.at(f.span(), "ha.role_file", "set either role_file or vip, not both");
+            ck.at(
+                f.span(),
+                "ha.role_file",
+                "set either role_file or vip, not both",
+            );
             None
         }
         (None, None) => None,

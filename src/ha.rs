@@ -99,7 +99,12 @@ mod tests {
         let path = dir.path().join("role");
         let src = RoleSource::File(path.clone());
         assert_eq!(read_role(&src), Role::Unknown, "no file yet");
-        for (text, role) in [("MASTER\n", Role::Master), ("BACKUP", Role::Backup), ("FAULT", Role::Fault), ("garbage", Role::Unknown)] {
+        for (text, role) in [
+            ("MASTER\n", Role::Master),
+            ("BACKUP", Role::Backup),
+            ("FAULT", Role::Fault),
+            ("garbage", Role::Unknown),
+        ] {
             std::fs::write(&path, text).expect("write");
             assert_eq!(read_role(&src), role, "{text}");
         }
@@ -109,7 +114,13 @@ mod tests {
 
     #[test]
     fn the_vip_on_an_interface_means_master() {
-        assert_eq!(read_role(&RoleSource::Vip("127.0.0.1".parse().expect("ip"))), Role::Master);
-        assert_eq!(read_role(&RoleSource::Vip("192.0.2.77".parse().expect("ip"))), Role::Backup);
+        assert_eq!(
+            read_role(&RoleSource::Vip("127.0.0.1".parse().expect("ip"))),
+            Role::Master
+        );
+        assert_eq!(
+            read_role(&RoleSource::Vip("192.0.2.77".parse().expect("ip"))),
+            Role::Backup
+        );
     }
 }

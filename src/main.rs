@@ -491,7 +491,10 @@ fn watch_file(
 async fn health(url: &str, timeout: Duration) -> ExitCode {
     let result = async {
         let client = reqwest::Client::builder().timeout(timeout).build()?;
-        let resp = client.get(format!("{}/healthz", url.trim_end_matches('/'))).send().await?;
+        let resp = client
+            .get(format!("{}/healthz", url.trim_end_matches('/')))
+            .send()
+            .await?;
         let ok = resp.status().is_success();
         let body = resp.text().await.unwrap_or_default();
         Ok::<_, reqwest::Error>((ok, body))

@@ -187,8 +187,9 @@ impl Drop for PrivateNginx {
     }
 }
 
-/// The private nginx.conf: the shape of `nginx-examples/nginx.conf` with private paths.
-fn private_conf(dir: &Path, addr: SocketAddr) -> String {
+/// The private nginx.conf: the shape of `nginx-examples/nginx.conf` with private paths,
+/// listening on `addr` (e.g. `127.0.0.1:8080`, or `0.0.0.0:1234` inside a network namespace).
+pub fn private_conf(dir: &Path, addr: impl std::fmt::Display) -> String {
     let d = dir.display();
     // As root, workers would run as `nobody` and could not read a private 0700 directory.
     let user = if nix::unistd::geteuid().is_root() {

@@ -143,7 +143,11 @@ async fn probe_asks_a_daemon_directly() {
         .output()
         .expect("run probe");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("head:     height"), "{text}");
     assert!(text.contains("(lotus)"), "{text}");
     assert!(text.contains("network:  simnet"), "{text}");
@@ -154,7 +158,11 @@ async fn probe_asks_a_daemon_directly() {
         .output()
         .expect("run probe");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Fuhon Node"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("Fuhon Node"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A dead daemon is a clear error, exit 1.
     sim.op("a", r#"{"op":"die"}"#).await;
     let out = Command::new(BIN)
@@ -167,7 +175,10 @@ async fn probe_asks_a_daemon_directly() {
 
 #[test]
 fn completions_and_man_page_are_generated() {
-    let out = Command::new(BIN).args(["completions", "bash"]).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .expect("run");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain-co"));
     let out = Command::new(BIN).arg("man").output().expect("run");
