@@ -135,7 +135,6 @@ impl Drop for Topology {
 
 /// A process started in a namespace, in its own process group, killed (group and all) on drop.
 struct Proc {
-    name: String,
     child: Child,
 }
 
@@ -151,10 +150,7 @@ impl Proc {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        Proc {
-            name: name.into(),
-            child,
-        }
+        Proc { child }
     }
 
     fn kill(&mut self) {
@@ -501,10 +497,7 @@ fn the_vip_moves_when_chain_co_nginx_or_keepalived_dies_on_the_master() {
         &mut line,
     )
     .expect("ready line");
-    let _sim = Proc {
-        name: "sim".into(),
-        child: sim,
-    };
+    let _sim = Proc { child: sim };
     let pool: serde_json::Value = serde_json::from_str(&line).expect("ready JSON");
 
     let mut sides: Vec<Sidecar> = [
