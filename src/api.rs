@@ -74,6 +74,12 @@ pub struct NodeStatus {
     #[serde(with = "humantime_serde")]
     pub latency: Option<Duration>,
     pub error: Option<String>,
+    /// `push` when a ChainNotify subscription is up, else `poll`.
+    pub source: String,
+    pub push: Option<crate::push::PushStatus>,
+    /// Age of the last pushed head.
+    #[serde(with = "humantime_serde", default)]
+    pub pushed_age: Option<Duration>,
 }
 
 /// The last apply that did something (or failed).
@@ -138,10 +144,17 @@ impl Status {
                 .iter()
                 .map(|v| {
                     let probe = r.probes.get(&v.name);
+                    let push = r.push.get(&v.name);
                     NodeStatus {
                         verdict: v.clone(),
                         latency: probe.map(|p| p.0),
                         error: probe.and_then(|p| p.1.clone()),
+                        source: match push {
+                            Some((crate::push::PushStatus::Subscribed, _)) => "push".into(),
+                            _ => "poll".into(),
+                        },
+                        push: push.map(|p| p.0.clone()),
+                        pushed_age: push.and_then(|p| p.1),
                     }
                 })
                 .collect(),

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Target};
 use crate::rpc::RpcClient;
-use crate::select::{select, Role, SelectState};
+use crate::select::{select, Role, SelectState, Trigger};
 
 /// Pause between the rounds of a check.
 const ROUND_GAP: Duration = Duration::from_millis(200);
@@ -81,6 +81,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             &state,
             &round.observations,
             SystemTime::now(),
+            Trigger::Probe,
         );
         state = next;
         last = Some((round, decision));

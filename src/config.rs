@@ -93,6 +93,8 @@ pub struct ProbeConfig {
     pub max_reply_bytes: usize,
     /// Also ask for peers and sync state each round (the `min_peers` and catching-up rules).
     pub sync_checks: bool,
+    /// Subscribe to ChainNotify on every node that offers it.
+    pub push: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +223,7 @@ struct RawProbe {
     timeout: Option<Spanned<HumanDuration>>,
     max_reply_bytes: Option<Spanned<u64>>,
     sync_checks: Option<bool>,
+    push: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +235,7 @@ struct RawSelect {
     stale_after: Option<Spanned<HumanDuration>>,
     min_peers: Option<u64>,
     max_clock_skew: Option<Spanned<HumanDuration>>,
+    lag_grace: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -775,6 +779,7 @@ fn check_probe(ck: &mut Checker, raw: RawProbe) -> ProbeConfig {
         timeout,
         max_reply_bytes: usize::try_from(max_reply_bytes).unwrap_or(usize::MAX),
         sync_checks: raw.sync_checks.unwrap_or(true),
+        push: raw.push.unwrap_or(true),
     }
 }
 
@@ -803,6 +808,7 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
     };
     let stale_after = positive(raw.stale_after, "stale_after");
     let max_clock_skew = positive(raw.max_clock_skew, "max_clock_skew");
+    let lag_grace = positive(raw.lag_grace, "lag_grace");
     SelectRules {
         max_lag: raw.max_lag.map_or(defaults::MAX_LAG, |v| *v.get_ref()),
         rise,
@@ -810,6 +816,7 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
         stale_after,
         min_peers: raw.min_peers.unwrap_or(defaults::MIN_PEERS),
         max_clock_skew: max_clock_skew.unwrap_or(defaults::MAX_CLOCK_SKEW),
+        lag_grace,
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::api::Shared;
@@ -27,8 +28,9 @@ use crate::ha::{read_role, Role};
 use crate::metrics::Metrics;
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Round, Target};
+use crate::push::{PushHub, PushStatus};
 use crate::rpc::{RpcClient, RpcError};
-use crate::select::{select, Decision, SelectState};
+use crate::select::{select, Decision, SelectState, Trigger};
 
 /// The outcome of an apply, as shown in status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -62,6 +64,8 @@ pub struct Report {
     pub switches: u64,
     /// This host's VRRP role, when in a keepalived pair.
     pub role: Option<Role>,
+    /// Per node: the ChainNotify subscription's state and the age of its last pushed head.
+    pub push: BTreeMap<String, (PushStatus, Option<Duration>)>,
 }
 
 /// The parts of a running chain-co, built from a config.
@@ -83,6 +87,17 @@ pub struct Daemon {
     /// Warnings of the previous round, so that each is logged when it appears, not every round.
     warnings: Vec<String>,
     role: Option<Role>,
+    /// The ChainNotify subscriptions, and the token that ends them (on reload or shutdown).
+    push: Option<(PushHub, CancellationToken)>,
+    tasks: TaskTracker,
+    /// The last probe round, which pushed heads refresh between rounds.
+    last_round: Option<Round>,
+    last_reload_at: Option<std::time::Instant>,
+    /// The primary of the upstream last written.
+    published_primary: Option<String>,
+    /// When a node that is behind will have been behind for lag_grace: evaluate again then,
+    /// without waiting for the next push or poll.
+    recheck_at: Option<tokio::time::Instant>,
 }
 
 fn parts(config: &Config) -> Result<(Prober, Nginx), DaemonError> {
@@ -135,6 +150,12 @@ impl Daemon {
             last_error: None,
             warnings: Vec::new(),
             role: None,
+            push: None,
+            tasks: TaskTracker::new(),
+            last_round: None,
+            last_reload_at: None,
+            published_primary: None,
+            recheck_at: None,
         };
         Ok((daemon, shared))
     }
@@ -147,6 +168,7 @@ impl Daemon {
     /// Runs until `shutdown` is cancelled. Each message on `reload` re-reads the config file.
     pub async fn run(mut self, shutdown: CancellationToken, mut reload: mpsc::Receiver<()>) {
         let mut ticker = self.ticker();
+        self.start_push(&shutdown);
         info!(
             nodes = self.config.nodes.len(),
             interval = %humantime::format_duration(self.config.probe.interval),
@@ -154,11 +176,42 @@ impl Daemon {
             "chain-co running"
         );
         loop {
+            let pushed = self.push.as_ref().map(|(hub, _)| hub.changed.clone());
+            let pushed = async move {
+                match pushed {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(()) = reload.recv() => {
+                    // Editors write in several steps: let them finish, then read once.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while reload.try_recv().is_ok() {}
                     if self.reload() {
                         ticker = self.ticker();
+                        self.start_push(&shutdown);
+                    }
+                    continue;
+                }
+                _ = async {
+                    match self.recheck_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.recheck_at = None;
+                    if let Some(round) = self.last_round.clone() {
+                        let report = self.step(round, Trigger::Push).await;
+                        self.reports.send_replace(Some(report));
+                    }
+                    continue;
+                }
+                _ = pushed => {
+                    if let Some(round) = self.last_round.clone() {
+                        let report = self.step(round, Trigger::Push).await;
+                        self.reports.send_replace(Some(report));
                     }
                     continue;
                 }
@@ -168,10 +221,131 @@ impl Daemon {
                 _ = shutdown.cancelled() => break,
                 r = self.prober.round() => r,
             };
-            let report = self.step(round).await;
+            self.last_round = Some(round.clone());
+            let report = self.step(round, Trigger::Probe).await;
             self.reports.send_replace(Some(report));
         }
+        if let Some((_, stop)) = self.push.take() {
+            stop.cancel();
+        }
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
         info!("chain-co stopped");
+    }
+
+    /// (Re)starts the ChainNotify subscriptions for the current nodes.
+    fn start_push(&mut self, shutdown: &CancellationToken) {
+        if let Some((_, stop)) = self.push.take() {
+            stop.cancel();
+        }
+        if self.config.probe.push {
+            let stop = shutdown.child_token();
+            let hub = PushHub::start(
+                self.prober.targets(),
+                self.config.probe.max_reply_bytes,
+                &self.tasks,
+                &stop,
+            );
+            self.push = Some((hub, stop));
+        }
+    }
+
+    /// A node behind the heaviest head between polls is either stalled or its subscription
+    /// went silent: the two look alike until asked. Ask it now, so that only a real stall
+    /// counts against it.
+    async fn confirm_behind(&self, round: &mut Round) {
+        let top = round
+            .observations
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok().map(|h| h.weight))
+            .max();
+        let behind: Vec<String> = round
+            .observations
+            .iter()
+            .filter(|o| o.result.as_ref().is_ok_and(|h| Some(h.weight) < top))
+            .map(|o| o.node.clone())
+            .collect();
+        let asked = futures_util::future::join_all(
+            behind
+                .iter()
+                .map(|n| async move { (n.clone(), self.prober.head_of(n).await) }),
+        )
+        .await;
+        for (node, answer) in asked {
+            let (Some(o), Some(Ok(head))) = (
+                round.observations.iter_mut().find(|o| o.node == node),
+                answer,
+            ) else {
+                continue;
+            };
+            o.result = Ok(head);
+            o.via_push = false;
+            o.observed_at = None;
+        }
+    }
+
+    /// Subscriptions that are up but have delivered nothing for a block delay while the node's
+    /// head (by poll) moved on: half-broken nodes, reported so an operator can see them.
+    fn silent_subscriptions(&self, round: &Round) -> Vec<String> {
+        let Some((hub, _)) = &self.push else {
+            return Vec::new();
+        };
+        let now = SystemTime::now();
+        round
+            .observations
+            .iter()
+            .filter(|o| {
+                let block_delay = Duration::from_secs(
+                    o.identity
+                        .as_ref()
+                        .and_then(|i| i.block_delay)
+                        .unwrap_or(30),
+                );
+                let Some(state) = hub.get(&o.node) else {
+                    return false;
+                };
+                let (Some(pushed), Some(at), Ok(known)) =
+                    (&state.head, state.received_at, &o.result)
+                else {
+                    return false;
+                };
+                state.status == PushStatus::Subscribed
+                    && known.weight > pushed.weight
+                    && now.duration_since(at).unwrap_or_default() > block_delay
+            })
+            .map(|o| o.node.clone())
+            .collect()
+    }
+
+    /// Merges pushed heads into the last polled round, and says how fresh each head is: a live
+    /// subscription vouches for its node's head up to now; otherwise the head is as old as the
+    /// poll. Returns the round and the nodes whose subscription missed a head the poll saw.
+    fn with_pushed_heads(&self, mut round: Round) -> Round {
+        for o in &mut round.observations {
+            o.observed_at = Some(round.at);
+            let Some((hub, _)) = &self.push else {
+                continue;
+            };
+            let Some(state) = hub.get(&o.node) else {
+                continue;
+            };
+            let (Some(pushed), PushStatus::Subscribed, Ok(polled)) =
+                (state.head, &state.status, &o.result)
+            else {
+                continue;
+            };
+            if (polled.weight, polled.height) > (pushed.weight, pushed.height) {
+                // The poll saw a head the subscription has not delivered (yet): the head is as
+                // old as the poll.
+                continue;
+            }
+            if (pushed.weight, pushed.height) > (polled.weight, polled.height) {
+                o.result = Ok(pushed);
+                o.via_push = true;
+            }
+            o.observed_at = None;
+        }
+        round
     }
 
     fn ticker(&self) -> tokio::time::Interval {
@@ -236,8 +410,15 @@ impl Daemon {
     }
 
     /// One round after probing: decide, log changes, apply.
-    pub async fn step(&mut self, round: Round) -> Report {
-        self.round += 1;
+    pub async fn step(&mut self, round: Round, trigger: Trigger) -> Report {
+        let mut round = self.with_pushed_heads(round);
+        if trigger == Trigger::Push {
+            self.confirm_behind(&mut round).await;
+        }
+        let silent = self.silent_subscriptions(&round);
+        if trigger == Trigger::Probe {
+            self.round += 1;
+        }
         let now = SystemTime::now();
         // Read fresh every round: a host that lost the VIP must know it at once.
         let role = self.config.ha.as_ref().map(read_role);
@@ -260,7 +441,24 @@ impl Daemon {
             &self.state,
             &round.observations,
             now,
+            trigger,
         );
+        // The earliest moment a node now behind would pass lag_grace.
+        self.recheck_at = decision
+            .nodes
+            .iter()
+            .filter(|v| v.healthy)
+            .filter_map(|v| v.behind)
+            .filter(|b| *b <= decision.lag_grace)
+            .map(|b| decision.lag_grace - b + Duration::from_millis(50))
+            .min()
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut decision = decision;
+        for node in &silent {
+            decision.warnings.push(format!(
+                "{node}: ChainNotify delivered nothing while polls show newer heads; relying on polls"
+            ));
+        }
         self.log_changes(&decision);
         self.state = next;
         self.warnings = decision.warnings.clone();
@@ -269,17 +467,29 @@ impl Daemon {
             self.primary_since = Some(now);
         }
 
+        // At most one reload per probe interval: a burst of pushed heads must not make nginx
+        // reload in a loop. A deferred change is applied at the next evaluation.
+        // A new primary is never deferred: that is what push is for.
+        let too_soon = trigger == Trigger::Push
+            && decision.primary == self.published_primary
+            && self
+                .last_reload_at
+                .is_some_and(|t| t.elapsed() < self.config.probe.interval);
         let apply = match UpstreamPlan::from_decision(&decision, &self.config.nodes) {
+            _ if too_soon => ApplyRecord::Unchanged,
             None => ApplyRecord::Held {
                 reason: "no healthy node; the last published upstream stays".into(),
             },
             Some(plan) => match self.nginx.apply(&plan).await {
                 Ok(Applied::Unchanged) => {
+                    self.published_primary = Some(plan.primary.name.clone());
                     self.last_error = None;
                     ApplyRecord::Unchanged
                 }
                 Ok(Applied::Reloaded) => {
+                    self.published_primary = Some(plan.primary.name.clone());
                     self.reloads += 1;
+                    self.last_reload_at = Some(std::time::Instant::now());
                     self.last_error = None;
                     let backups: Vec<&str> = plan.backups.iter().map(|b| b.name.as_str()).collect();
                     info!(
@@ -323,6 +533,30 @@ impl Daemon {
             failed_applies: self.failed_applies,
             switches: self.switches,
             role,
+            push: self
+                .push
+                .as_ref()
+                .map(|(hub, _)| {
+                    round
+                        .observations
+                        .iter()
+                        .filter_map(|o| {
+                            hub.get(&o.node).map(|p| {
+                                let age = p
+                                    .received_at
+                                    .map(|t| now.duration_since(t).unwrap_or_default());
+                                (o.node.clone(), (p.status, age))
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        // Probe figures come from probe rounds only; a pushed head re-evaluates the same round.
+        let probes = if trigger == Trigger::Probe {
+            probes
+        } else {
+            Vec::new()
         };
         self.shared.metrics.observe(&report, &probes);
         report

@@ -106,6 +106,7 @@ pub async fn demo() -> anyhow::Result<()> {
             timeout: Duration::from_millis(800),
             max_reply_bytes: 1 << 20,
             sync_checks: true,
+            push: true,
         },
         select: SelectRules::basic(2, 2, 2),
         chain: ChainConfig::default(),

@@ -27,6 +27,7 @@ pub mod metrics;
 
 pub mod overrides;
 pub mod probe;
+pub mod push;
 pub mod rpc;
 pub mod secret;
 pub mod select;

@@ -54,6 +54,8 @@ pub struct Metrics {
     probe_duration: Family<NodeLabel, Histogram>,
     probe_errors: Family<ErrorLabel, Counter>,
     healthy: Family<NodeLabel, Gauge>,
+    behind: Family<NodeLabel, FloatGauge>,
+    pushed: Family<NodeLabel, Gauge>,
     primary: Family<NodeLabel, Gauge>,
     switches: Counter,
     reloads: Counter,
@@ -83,6 +85,8 @@ impl Metrics {
             }),
             probe_errors: Family::default(),
             healthy: Family::default(),
+            behind: Family::default(),
+            pushed: Family::default(),
             primary: Family::default(),
             switches: Counter::default(),
             reloads: Counter::default(),
@@ -123,6 +127,16 @@ impl Metrics {
             m.healthy.clone(),
         );
         registry.register("node_primary", "1 for the primary node", m.primary.clone());
+        registry.register(
+            "node_behind_seconds",
+            "How long the node has been behind the best head (0 when it is not)",
+            m.behind.clone(),
+        );
+        registry.register(
+            "node_push_subscribed",
+            "1 when the node's ChainNotify subscription is up (push), 0 when polled only",
+            m.pushed.clone(),
+        );
         registry.register("primary_switches", "Changes of primary", m.switches.clone());
         registry.register(
             "nginx_reloads",
@@ -155,7 +169,9 @@ impl Metrics {
 
     /// Records one round.
     pub fn observe(&self, report: &Report, latencies: &[(String, Duration, Option<&RpcError>)]) {
-        self.rounds.inc();
+        if !latencies.is_empty() {
+            self.rounds.inc();
+        }
         for v in &report.decision.nodes {
             let l = NodeLabel {
                 node: v.name.clone(),
@@ -170,6 +186,14 @@ impl Metrics {
                 self.head_age.get_or_create(&l).set(age.as_secs_f64());
             }
             self.healthy.get_or_create(&l).set(i64::from(v.healthy));
+            self.behind
+                .get_or_create(&l)
+                .set(v.behind.map_or(0.0, |d| d.as_secs_f64()));
+            let subscribed = report
+                .push
+                .get(&v.name)
+                .is_some_and(|(s, _)| *s == crate::push::PushStatus::Subscribed);
+            self.pushed.get_or_create(&l).set(i64::from(subscribed));
             self.primary
                 .get_or_create(&l)
                 .set(i64::from(v.role == Role::Primary));

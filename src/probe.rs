@@ -55,6 +55,8 @@ impl From<&NodeConfig> for Target {
 /// The result of one round: observations in target order, with their latencies.
 #[derive(Debug, Clone)]
 pub struct Round {
+    /// When the round started: its observations were true then.
+    pub at: std::time::SystemTime,
     pub observations: Vec<Observation>,
     pub latencies: Vec<Duration>,
     pub took: Duration,
@@ -130,6 +132,7 @@ impl Prober {
     /// Probes every target once, concurrently.
     pub async fn round(&self) -> Round {
         let started = Instant::now();
+        let at = std::time::SystemTime::now();
         let mut set = JoinSet::new();
         for (i, t) in self.targets.iter().enumerate() {
             let this = self.clone();
@@ -147,6 +150,7 @@ impl Prober {
             }
         }
         let mut round = Round {
+            at,
             observations: Vec::with_capacity(n),
             latencies: Vec::with_capacity(n),
             took: started.elapsed(),
@@ -165,6 +169,19 @@ impl Prober {
             round.latencies.push(latency);
         }
         round
+    }
+
+    /// Asks one node for its head now (`Filecoin.ChainHead` only), to confirm what a push
+    /// evaluation suspects.
+    pub async fn head_of(&self, name: &str) -> Option<Result<crate::rpc::Head, RpcError>> {
+        let t = self.targets.iter().find(|t| t.name == name)?;
+        let endpoint = t.endpoint.with_transport(self.learned(name).transport);
+        Some(
+            self.client
+                .call::<TipSet>(&endpoint, "Filecoin.ChainHead", json!([]))
+                .await
+                .and_then(TipSet::into_head),
+        )
     }
 
     fn learned(&self, name: &str) -> Learned {

@@ -54,6 +54,10 @@ pub struct SelectRules {
     pub min_peers: u64,
     /// How far ahead of chain-co's clock a head's timestamp may be.
     pub max_clock_skew: Duration,
+    /// How long a node may stay behind the best head (by weight) before it is dropped at once;
+    /// `None`: 0.4 block delays (12 s on mainnet: Lotus's PropagationDelaySecs of 10 s, the
+    /// time a healthy node may legitimately take to receive and accept a tipset, plus margin).
+    pub lag_grace: Option<Duration>,
 }
 
 impl SelectRules {
@@ -66,6 +70,7 @@ impl SelectRules {
             stale_after: None,
             min_peers: crate::config::defaults::MIN_PEERS,
             max_clock_skew: crate::config::defaults::MAX_CLOCK_SKEW,
+            lag_grace: None,
         }
     }
 }
@@ -112,6 +117,12 @@ pub struct Observation {
     pub peers: Option<u64>,
     /// The height a sync in progress is heading to, where the node reports one.
     pub syncing_to: Option<u64>,
+    /// The head came from a ChainNotify push, fresher than the last poll.
+    pub via_push: bool,
+    /// When the head was known to be the node's head; `None`: now (a poll just made, or a live
+    /// subscription that would have pushed a change). Lag in time is only counted up to here:
+    /// after it, the node may have caught up unseen.
+    pub observed_at: Option<SystemTime>,
 }
 
 impl Observation {
@@ -122,6 +133,8 @@ impl Observation {
             identity: None,
             peers: None,
             syncing_to: None,
+            via_push: false,
+            observed_at: None,
         }
     }
 }
@@ -148,6 +161,9 @@ pub struct SelectState {
     pub best_chain: BTreeMap<u64, Vec<String>>,
     /// The best height when the current implementation split was first seen.
     pub split_since: Option<u64>,
+    /// Each heavier best head seen, with when it was first seen: a node whose head is lighter
+    /// than an entry has been behind since that entry's time.
+    pub best_seen: Vec<(u128, SystemTime)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +190,12 @@ pub struct NodeVerdict {
     /// Wall-clock age of the node's head block.
     #[serde(with = "humantime_serde")]
     pub head_age: Option<Duration>,
+    /// How long the node has been behind the best head (by weight).
+    #[serde(with = "humantime_serde", default)]
+    pub behind: Option<Duration>,
+    /// Whether its head came from a ChainNotify push.
+    #[serde(default)]
+    pub via_push: bool,
     pub track: Track,
     /// Why, in words an operator can act on.
     pub reason: String,
@@ -203,6 +225,9 @@ pub struct Decision {
     pub switch: Option<Switch>,
     /// Pool-wide trouble an operator must see: stale pool, network tie, implementation split.
     pub warnings: Vec<String>,
+    /// The lag_grace in force (configured, or derived from the block delay).
+    #[serde(with = "humantime_serde")]
+    pub lag_grace: Duration,
 }
 
 impl Decision {
@@ -304,6 +329,10 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+fn fmt_ms(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
 fn fmt_secs(s: u64) -> String {
     humantime::format_duration(Duration::from_secs(s)).to_string()
 }
@@ -367,6 +396,16 @@ fn rank_key(h: &Head, i: usize) -> (u128, u64, std::cmp::Reverse<usize>) {
     (h.weight, h.height, std::cmp::Reverse(i))
 }
 
+/// What triggered an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A probe round: every rule, and rise/fall counters advance.
+    Probe,
+    /// A pushed head between probe rounds: counters stay (they count probes), and a node can
+    /// only go down, by the lag-in-time rule.
+    Push,
+}
+
 /// Decides the primary and backups. Observations come in config order, one per node.
 pub fn select(
     rules: &SelectRules,
@@ -375,6 +414,7 @@ pub fn select(
     prev: &SelectState,
     observations: &[Observation],
     now: SystemTime,
+    trigger: Trigger,
 ) -> (Decision, SelectState) {
     let now_s = unix(now);
     let exp = expected_chain(chain, observations);
@@ -446,6 +486,24 @@ pub fn select(
         }
     }
 
+    // When each heavier head was first seen, for the lag measured in time.
+    let mut best_seen = prev.best_seen.clone();
+    if let Some(b) = best {
+        if best_seen.last().is_none_or(|(w, _)| b.weight > *w) {
+            best_seen.push((b.weight, now));
+        }
+        // A reorg to a lighter best head, or a clock that went back: start again.
+        if best_seen.iter().any(|(w, t)| *w > b.weight || *t > now) {
+            best_seen = vec![(b.weight, now)];
+        }
+        while best_seen.len() > HISTORY {
+            best_seen.remove(0);
+        }
+    }
+    let lag_grace = rules
+        .lag_grace
+        .unwrap_or(Duration::from_millis(exp.block_delay * 400));
+
     if let (Some(b), Some(exp_h)) = (best, expected_height) {
         let age = now_s.saturating_sub(b.timestamp);
         if age > stale_after {
@@ -460,8 +518,18 @@ pub fn select(
     let mut tracks = BTreeMap::new();
     let mut nodes = Vec::with_capacity(observations.len());
     let mut promotable = vec![true; observations.len()];
+    let behind_for = |h: &Head, seen: Option<SystemTime>| {
+        let seen = seen.unwrap_or(now);
+        best_seen
+            .iter()
+            .find(|(w, _)| *w > h.weight)
+            .and_then(|(_, t)| seen.duration_since(*t).ok())
+    };
     for (i, o) in observations.iter().enumerate() {
         let mut t = prev.tracks.get(&o.node).cloned().unwrap_or_default();
+        // Behind the pool for longer than lag_grace is already a sustained signal, not one slow
+        // probe: the node goes down at once, without waiting for `fall` bad probes.
+        let mut forced_down = false;
         let h = head(i);
         let lag = match (h, best) {
             (Some(h), Some(b)) if bad[i].is_none() => Some(b.height.saturating_sub(h.height)),
@@ -496,12 +564,23 @@ pub fn select(
                     fmt_secs(age),
                     fmt_secs(stale_after)
                 ))
+            } else if let Some(d) = behind_for(h, o.observed_at).filter(|d| *d > lag_grace) {
+                forced_down = true;
+                Some(format!(
+                    "behind the best head for {} (lag_grace {})",
+                    fmt_ms(d),
+                    fmt_ms(lag_grace)
+                ))
             } else {
                 None
             };
         }
         // Rule 5: hysteresis.
-        if bad[i].is_none() {
+        if trigger == Trigger::Push {
+            if forced_down {
+                t.up = false;
+            }
+        } else if bad[i].is_none() {
             t.good = t.good.saturating_add(1);
             t.bad = 0;
             if !t.up && t.good >= rules.rise {
@@ -510,7 +589,7 @@ pub fn select(
         } else {
             t.bad = t.bad.saturating_add(1);
             t.good = 0;
-            if t.up && t.bad >= rules.fall {
+            if t.up && (t.bad >= rules.fall || forced_down) {
                 t.up = false;
             }
         }
@@ -550,6 +629,8 @@ pub fn select(
             height: h.map(|h| h.height),
             lag,
             head_age: h.map(|h| Duration::from_secs(now_s.saturating_sub(h.timestamp))),
+            behind: h.and_then(|h| behind_for(h, o.observed_at)),
+            via_push: o.via_push,
             track: t.clone(),
             reason,
         });
@@ -685,6 +766,7 @@ pub fn select(
         network: exp.network.clone(),
         switch,
         warnings,
+        lag_grace,
     };
     // Without a new primary, remember the old one: when it comes back up first, it is still
     // the one nginx has, and keeping it avoids a needless reload.
@@ -693,6 +775,7 @@ pub fn select(
         tracks,
         best_chain,
         split_since,
+        best_seen,
     };
     (decision, next)
 }
@@ -840,6 +923,7 @@ mod tests {
                     &state,
                     obs,
                     now_for(obs),
+                    Trigger::Probe,
                 );
                 state = next;
                 d
@@ -1160,6 +1244,7 @@ mod tests {
                     &state,
                     obs,
                     at_height(*clock),
+                    Trigger::Probe,
                 );
                 state = next;
                 d
@@ -1457,6 +1542,7 @@ mod tests {
                 &state,
                 &round,
                 now_for(&round),
+                Trigger::Probe,
             );
             state = next;
             d
@@ -1502,5 +1588,82 @@ mod tests {
         let d = go(&all);
         assert_eq!(d.primary.as_deref(), Some("c"));
         assert!(reason(&d, "a").contains("but kept: no other healthy node"));
+    }
+
+    #[test]
+    fn behind_for_longer_than_lag_grace_drops_a_node_at_once() {
+        let rules = SelectRules {
+            lag_grace: Some(Duration::from_secs(12)),
+            ..SelectRules::basic(2, 1, 3)
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + 101 * 30 + 1);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut state = SelectState::default();
+        let mut go = |obs: Vec<Observation>, now: SystemTime, trigger: Trigger| {
+            let (d, next) = select(
+                &rules,
+                &ChainConfig::default(),
+                &Overrides::default(),
+                &state,
+                &obs,
+                now,
+                trigger,
+            );
+            state = next;
+            d
+        };
+        // All at 100; then b and c get 101 at t0+1; a stays at 100.
+        let d = go(
+            vec![node("a", 100), node("b", 100), node("c", 100)],
+            t0,
+            Trigger::Probe,
+        );
+        assert_eq!(d.primary.as_deref(), Some("a"));
+        let round = vec![node("a", 100), node("b", 101), node("c", 101)];
+        let d = go(round.clone(), at(1), Trigger::Push);
+        assert_eq!(d.primary.as_deref(), Some("a"), "behind for 0 s");
+        let d = go(round.clone(), at(10), Trigger::Push);
+        assert_eq!(
+            d.primary.as_deref(),
+            Some("a"),
+            "behind 9 s < 12 s: normal propagation jitter"
+        );
+        assert_eq!(
+            d.verdict("a").expect("a").behind,
+            Some(Duration::from_secs(9))
+        );
+        let d = go(round.clone(), at(14), Trigger::Push);
+        assert_eq!(
+            d.primary.as_deref(),
+            Some("b"),
+            "behind 13 s: dropped at once, not after fall = 3"
+        );
+        assert!(
+            reason(&d, "a").contains("behind the best head for 13s (lag_grace 12s)"),
+            "{}",
+            reason(&d, "a")
+        );
+        // A head known only from a poll at t0+5 counts as behind only up to then.
+        let mut state2 = SelectState::default();
+        let mut go2 = |obs: Vec<Observation>, now: SystemTime| {
+            let (d, next) = select(
+                &rules,
+                &ChainConfig::default(),
+                &Overrides::default(),
+                &state2,
+                &obs,
+                now,
+                Trigger::Probe,
+            );
+            state2 = next;
+            d
+        };
+        go2(vec![node("a", 100), node("b", 100)], t0);
+        let polled = on(node("a", 100), |o| o.observed_at = Some(at(5)));
+        let d = go2(vec![polled, node("b", 101)], at(30));
+        // The heavier head was first seen (t0+30) after a's head was last known (t0+5): whether
+        // a is behind is not known yet, so it is not counted.
+        assert_eq!(d.verdict("a").expect("a").behind, None);
+        assert!(d.verdict("a").expect("a").healthy);
     }
 }

@@ -34,6 +34,17 @@ async fn running(extra: &str) -> Running {
     })
     .await;
     assert!(up.is_some(), "not up; log:\n{}", run.stderr());
+    // The file is renamed into place before nginx -t and the reload; the round's report comes
+    // after them. Wait until the API says the apply is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&format!("{api}/healthz")).await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz never 200; log:\n{}",
+            run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Running {
         _dir: tmp,
         dir,
@@ -67,7 +78,7 @@ async fn status_healthz_and_metrics_say_what_chain_co_sees() {
     let (code, body) = get(&format!("{}/status", r.api)).await;
     assert_eq!(code, 200);
     let s: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(s["primary"], "a", "{s:#}");
+    assert_eq!(s["primary"], "a", "{s:#}\n{}", r.run.stderr());
     assert!(s["primary_since"].as_str().is_some());
     assert_eq!(s["backups"], serde_json::json!(["b", "c"]));
     assert_eq!(s["network"], "simnet");
@@ -268,9 +279,10 @@ async fn an_api_token_guards_everything_but_healthz() {
     })
     .await;
     assert!(up.is_some(), "{}", run.stderr());
+    // /healthz answers without the token.
+    wait_healthy(&api, &run).await;
     assert_eq!(get(&format!("{api}/status")).await.0, 401);
     assert_eq!(get(&format!("{api}/metrics")).await.0, 401);
-    assert_eq!(get(&format!("{api}/healthz")).await.0, 200);
     let (code, out, err) = cli(&[
         "status",
         "--url",

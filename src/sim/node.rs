@@ -62,6 +62,11 @@ pub enum Op {
     HttpError { status: u16 },
     /// Every request must carry `Authorization: Bearer <token>` (401 otherwise).
     RequireToken { token: String },
+    /// ChainNotify subscriptions stay open but deliver nothing; polls still answer (a
+    /// half-broken node).
+    PushSilent,
+    /// ChainNotify does not exist (method not found), as on a node without push.
+    NoPush,
     /// Back to a healthy, following, fast, open node of the pool's network.
     Heal,
 }
@@ -90,6 +95,14 @@ struct Faults {
     /// The token a request must carry when it carries one (or always, when `required`).
     token: Option<String>,
     required: bool,
+    push: Push,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    Normal,
+    Silent,
+    Unavailable,
 }
 
 /// The network every node of a pool starts on.
@@ -108,6 +121,7 @@ impl Faults {
             reply: Reply::Normal,
             required: profile.requires_token() && token.is_some(),
             token,
+            push: Push::Normal,
         }
     }
 }
@@ -286,6 +300,8 @@ impl SimNode {
                 f.token = Some(token);
                 f.required = true;
             }
+            Op::PushSilent => f.push = Push::Silent,
+            Op::NoPush => f.push = Push::Unavailable,
             Op::Heal => *f = Faults::healthy(self.profile, self.shared.token.clone()),
             Op::Die | Op::Revive => {}
         }
@@ -483,12 +499,47 @@ impl SimNode {
         })
     }
 
-    /// A WebSocket session: one JSON-RPC request per text frame, one reply per request.
+    /// The tipset a node has now, for ChainNotify: (height, branch, JSON).
+    fn current_tipset(&self) -> (u64, Branch, Value) {
+        let f = self.faults.lock().expect("faults lock").clone();
+        let h = chain::last_tipset_height(
+            self.height_with(&f, SystemTime::now()),
+            self.shared.null_rounds,
+        );
+        (h, f.branch, self.tipset(&f, h))
+    }
+
+    /// A WebSocket session: one JSON-RPC request per text frame, one reply per request; and,
+    /// after `Filecoin.ChainNotify`, the go-jsonrpc channel protocol: the channel id as the
+    /// call's result, then `xrpc.ch.val` notifications — one `current`, then `apply` for each
+    /// new head, `revert` + `apply` when the node moved to another branch or down.
     async fn ws_session(self: Arc<Self>, api: ApiPath, mut socket: WebSocket) {
         let dead = self.alive.lock().expect("alive lock").clone();
+        // (channel id, height and branch last notified)
+        let mut subscription: Option<(u64, u64, Branch, Value)> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             let msg = tokio::select! {
                 _ = dead.cancelled() => return,
+                _ = tick.tick(), if subscription.is_some() => {
+                    let Some((chan, h, b, last)) = subscription.as_mut() else { continue };
+                    let silent = self.faults.lock().expect("faults lock").push != Push::Normal;
+                    let (nh, nb, ts) = self.current_tipset();
+                    if silent || (nh == *h && nb == *b) {
+                        continue;
+                    }
+                    let changes = if nb != *b || nh < *h {
+                        json!([{"Type": "revert", "Val": last.clone()}, {"Type": "apply", "Val": ts.clone()}])
+                    } else {
+                        json!([{"Type": "apply", "Val": ts.clone()}])
+                    };
+                    let frame = json!({"jsonrpc": "2.0", "method": "xrpc.ch.val", "params": [*chan, changes]});
+                    (*h, *b, *last) = (nh, nb, ts);
+                    if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 m = socket.recv() => m,
             };
             let body = match msg {
@@ -505,11 +556,42 @@ impl SimNode {
                     _ = tokio::time::sleep(f.delay) => {}
                 }
             }
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if request["method"] == "Filecoin.ChainNotify"
+                && f.reply == Reply::Normal
+                && f.push != Push::Unavailable
+                && subscription.is_none()
+            {
+                let chan = 1;
+                let (h, b, ts) = self.current_tipset();
+                let reply = json!({"jsonrpc": "2.0", "id": request["id"], "result": chan});
+                let first = json!({"jsonrpc": "2.0", "method": "xrpc.ch.val", "params": [chan, [{"Type": "current", "Val": ts.clone()}]]});
+                for frame in [reply, first] {
+                    if socket
+                        .send(Message::Text(frame.to_string().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                subscription = Some((chan, h, b, ts));
+                continue;
+            }
             let reply = match f.reply {
                 Reply::Garbage => GARBAGE.to_string(),
                 // An HTTP error has no WebSocket form: the server drops the connection.
                 Reply::Http(_) => return,
-                Reply::Normal | Reply::RpcError => self.answer(api, &f, &body).1.to_string(),
+                Reply::Normal | Reply::RpcError => {
+                    if request["method"] == "Filecoin.ChainNotify" {
+                        self.profile
+                            .method_not_found(&request["id"], "Filecoin.ChainNotify")
+                            .1
+                            .to_string()
+                    } else {
+                        self.answer(api, &f, &body).1.to_string()
+                    }
+                }
             };
             if socket.send(Message::Text(reply.into())).await.is_err() {
                 return;

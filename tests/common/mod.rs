@@ -287,3 +287,21 @@ impl Load {
         )
     }
 }
+
+/// Waits until `GET {api}/healthz` answers 200: the first upstream is applied and reported.
+pub async fn wait_healthy(api: &str, run: &ChildGuard) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{api}/healthz")).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never healthy; log:\n{}",
+            run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

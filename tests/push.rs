@@ -1,0 +1,149 @@
+//! Push: ChainNotify subscriptions make a stalled primary visible at the physical limit (the
+//! next tipset elsewhere + lag_grace), with polling as the fallback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Polling alone would take (max_lag + 1) block delays + fall × interval = 3 × 2 s + 3 × 5 s.
+const SLOW_POLLING: &str = "[probe]\ninterval = \"5s\"\ntimeout = \"2s\"\n[select]\nrise = 1\nfall = 3\nlag_grace = \"1s\"\n";
+
+async fn pool(
+    ops: &[(&str, &str)],
+    extra: &str,
+) -> (
+    tempfile::TempDir,
+    Sim,
+    chain_co::testbed::PrivateNginx,
+    ChildGuard,
+    String,
+) {
+    let sim = Sim::start(&["a", "b", "c"], "2s");
+    for (node, op) in ops {
+        sim.op(node, op).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nginx = start_nginx(dir.path(), &[sim.addr("a")]);
+    let config = write_config(dir.path(), &sim, &nginx, &format!("{SLOW_POLLING}{extra}"));
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    let up = wait_until(Duration::from_secs(20), || {
+        servers(&nginx.upstream_file).len() == 3
+    })
+    .await;
+    assert!(up.is_some(), "not up; log:\n{}", run.stderr());
+    wait_healthy(&api, &run).await;
+    (dir, sim, nginx, run, api)
+}
+
+async fn status(api: &str) -> serde_json::Value {
+    let body = reqwest::get(format!("{api}/status"))
+        .await
+        .expect("status")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+#[tokio::test]
+async fn with_push_a_stalled_primary_is_replaced_within_lag_grace_of_the_next_tipset() {
+    let (_dir, sim, nginx, run, api) = pool(&[], "").await;
+    let file = nginx.upstream_file.clone();
+    let s = status(&api).await;
+    for n in s["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["source"], "push", "{n:#}");
+    }
+    sim.op("a", r#"{"op":"stall"}"#).await;
+    let t0 = std::time::Instant::now();
+    let moved = wait_until(Duration::from_secs(20), || {
+        primary_in(&file) != Some(sim.addr("a"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("never moved; log:\n{}", run.stderr()));
+    println!("push: stalled primary left the upstream {moved:?} after the stall (next tipset ≤ 2 s, lag_grace 1 s)");
+    // The next tipset elsewhere comes within one block delay (2 s); then lag_grace (1 s); then
+    // a reload. Polling alone would need more than 20 s here.
+    assert!(moved <= Duration::from_secs(5), "took {moved:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    let s = status(&api).await;
+    let a = &s["nodes"][0];
+    let reason = a["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("behind the best head") || reason.contains("lagging"),
+        "{a:#}"
+    );
+    assert!(
+        run.stderr().contains("behind the best head"),
+        "{}",
+        run.stderr()
+    );
+    assert!(a["behind"].as_str().is_some(), "{a:#}");
+}
+
+#[tokio::test]
+async fn healthy_nodes_with_arrival_jitter_never_switch() {
+    let (_dir, _sim, nginx, run, api) = pool(&[], "").await;
+    let before = status(&api).await["switches"].as_u64().expect("switches");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let s = status(&api).await;
+    assert_eq!(
+        s["switches"].as_u64(),
+        Some(before),
+        "a healthy pool switched:\n{}",
+        run.stderr()
+    );
+    assert_eq!(primary_in(&nginx.upstream_file), Some(_sim.addr("a")));
+}
+
+#[tokio::test]
+async fn without_push_polling_still_finds_a_stalled_primary() {
+    let ops = [
+        ("a", r#"{"op":"no_push"}"#),
+        ("b", r#"{"op":"no_push"}"#),
+        ("c", r#"{"op":"no_push"}"#),
+    ];
+    let (_dir, sim, nginx, run, api) = pool(&ops, "").await;
+    let s = status(&api).await;
+    for n in s["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["source"], "poll", "{n:#}");
+        assert_eq!(n["push"]["state"], "unavailable", "{n:#}");
+    }
+    sim.op("a", r#"{"op":"stall"}"#).await;
+    let moved = wait_until(Duration::from_secs(40), || {
+        primary_in(&nginx.upstream_file) != Some(sim.addr("a"))
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "polling did not catch the stall; log:\n{}",
+        run.stderr()
+    );
+    println!(
+        "poll only: stalled primary left the upstream {:?} after the stall",
+        moved.expect("checked")
+    );
+}
+
+#[tokio::test]
+async fn a_silent_subscription_falls_back_to_polls_without_a_false_switch() {
+    let (_dir, sim, nginx, run, api) = pool(&[], "").await;
+    sim.op("a", r#"{"op":"push_silent"}"#).await;
+    // a's pushes stop, but its polls keep up: no switch on a's account.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        primary_in(&nginx.upstream_file),
+        Some(sim.addr("a")),
+        "log:\n{}",
+        run.stderr()
+    );
+    let s = status(&api).await;
+    assert!(
+        s["warnings"].as_array().expect("warnings").iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("a: ChainNotify delivered nothing"))),
+        "{s:#}"
+    );
+}
