@@ -149,7 +149,12 @@ impl Nginx {
 
         let tmp = sibling(&output, ".chain-co.tmp", true);
         let backup = sibling(&output, ".chain-co.bak", false);
-        write_synced(&tmp, text.as_bytes()).map_err(|e| {
+        // The new file gets the permissions of the one it replaces (0644 for a first one), so
+        // that nginx's workers and the operator's tools read it as before.
+        let mode = std::fs::metadata(&output).map_or(0o644, |m| {
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
+        });
+        write_synced(&tmp, text.as_bytes(), mode).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             NginxError::Write {
                 path: output.clone(),
@@ -307,8 +312,10 @@ fn sibling(path: &Path, suffix: &str, hidden: bool) -> PathBuf {
     parent_dir(path).join(name)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let mut f = std::fs::File::create(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -390,6 +397,46 @@ mod tests {
             .filter(|n| n.contains(".tmp"))
             .collect();
         assert!(names.is_empty(), "temp files left: {names:?}");
+    }
+
+    #[tokio::test]
+    async fn the_new_file_keeps_the_permissions_of_the_old_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("upstream.conf");
+        std::fs::write(&out, "# old\n").expect("seed");
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let mut n = nginx(dir.path(), &["true"]);
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        let mode = std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[tokio::test]
+    async fn a_full_or_read_only_directory_keeps_the_previous_file_and_recovers() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sub = dir.path().join("conf.d");
+        std::fs::create_dir(&sub).expect("dir");
+        let out = sub.join("upstream.conf");
+        std::fs::write(&out, "# last good\n").expect("seed");
+        let mut n = nginx(&sub, &["true"]);
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        // Root ignores directory permissions; the check only means something for other users.
+        if !nix::unistd::geteuid().is_root() {
+            let err = n.apply(&plan()).await.expect_err("read-only");
+            assert!(err.to_string().contains("kept the previous file"), "{err}");
+            assert_eq!(
+                std::fs::read_to_string(&out).expect("read"),
+                "# last good\n"
+            );
+        }
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Reloaded),
+            "recovers once writable"
+        );
     }
 
     #[tokio::test]

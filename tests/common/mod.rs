@@ -157,11 +157,13 @@ pub async fn api_url(run: &ChildGuard) -> String {
         .lines()
         .find(|l| l.contains("status API listening"))
         .expect("found above");
+    // Text logs say `listen=ADDR`, JSON logs `"listen":"ADDR"`.
     let addr = line
         .split("listen=")
         .nth(1)
-        .expect("listen= field")
-        .split_whitespace()
+        .or_else(|| line.split("\"listen\":\"").nth(1))
+        .expect("a listen field")
+        .split([' ', '"'])
         .next()
         .expect("address");
     format!("http://{addr}")
