@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use crate::api::Shared;
 use crate::apply::nginx::{Applied, Nginx, NginxError};
 use crate::apply::UpstreamPlan;
+use crate::clock::{ClockEvent, SteadyClock};
 use crate::config::Config;
 use crate::ha::{read_role, Role};
 use crate::metrics::Metrics;
@@ -98,6 +99,7 @@ pub struct Daemon {
     /// When a node that is behind will have been behind for lag_grace: evaluate again then,
     /// without waiting for the next push or poll.
     recheck_at: Option<tokio::time::Instant>,
+    clock: SteadyClock,
 }
 
 fn parts(config: &Config) -> Result<(Prober, Nginx), DaemonError> {
@@ -156,6 +158,7 @@ impl Daemon {
             last_reload_at: None,
             published_primary: None,
             recheck_at: None,
+            clock: SteadyClock::new(Duration::from_secs(60)),
         };
         Ok((daemon, shared))
     }
@@ -419,7 +422,16 @@ impl Daemon {
         if trigger == Trigger::Probe {
             self.round += 1;
         }
-        let now = SystemTime::now();
+        let (now, clock_event) = self.clock.now();
+        match clock_event {
+            Some(ClockEvent::Jumped { forward, by }) => warn!(
+                direction = if forward { "forward" } else { "back" },
+                by = %humantime::format_duration(Duration::from_secs(by.as_secs())),
+                "the system clock jumped; keeping time by the monotonic clock for a minute so that heads do not all look stale or from the future"
+            ),
+            Some(ClockEvent::Accepted) => info!("the system clock's new time persisted; using it"),
+            None => {}
+        }
         // Read fresh every round: a host that lost the VIP must know it at once.
         let role = self.config.ha.as_ref().map(read_role);
         if role != self.role {

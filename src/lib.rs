@@ -19,6 +19,7 @@ pub mod api;
 pub mod apply;
 pub mod check;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;

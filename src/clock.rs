@@ -1,0 +1,118 @@
+//! A wall clock for the decision that does not jump with the system clock.
+//!
+//! The staleness and future-head rules compare head timestamps with the wall clock. If the
+//! system clock jumps (a VM resumed, NTP stepping a badly wrong clock), every head would at
+//! once look stale (jump forward) or from the future (jump back), and the whole pool would be
+//! dropped for a clock problem. [`SteadyClock`] follows the system clock while it agrees with
+//! the monotonic clock; when they disagree it keeps time by the monotonic clock for a while
+//! (`settle`), then accepts the new system time if the jump persists, once, loudly.
+
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the clock noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockEvent {
+    /// The system clock moved by this much more (or less) than real time; bridging it.
+    Jumped { forward: bool, by: Duration },
+    /// The jump persisted for `settle`: the system time is accepted.
+    Accepted,
+}
+
+#[derive(Debug, Clone)]
+pub struct SteadyClock {
+    anchor_wall: SystemTime,
+    anchor_mono: Instant,
+    jump_since: Option<Instant>,
+    tolerance: Duration,
+    settle: Duration,
+}
+
+impl SteadyClock {
+    pub fn new(settle: Duration) -> SteadyClock {
+        SteadyClock {
+            anchor_wall: SystemTime::now(),
+            anchor_mono: Instant::now(),
+            jump_since: None,
+            tolerance: Duration::from_secs(2),
+            settle,
+        }
+    }
+
+    /// The time to decide with, and what happened to the clock since the last call.
+    pub fn now(&mut self) -> (SystemTime, Option<ClockEvent>) {
+        self.observe(SystemTime::now(), Instant::now())
+    }
+
+    fn observe(&mut self, wall: SystemTime, mono: Instant) -> (SystemTime, Option<ClockEvent>) {
+        let derived = self.anchor_wall + mono.duration_since(self.anchor_mono);
+        let (forward, diff) = match wall.duration_since(derived) {
+            Ok(d) => (true, d),
+            Err(e) => (false, e.duration()),
+        };
+        if diff <= self.tolerance {
+            // In agreement (again): a jump that undid itself is forgotten.
+            self.anchor_wall = wall;
+            self.anchor_mono = mono;
+            self.jump_since = None;
+            return (wall, None);
+        }
+        match self.jump_since {
+            None => {
+                self.jump_since = Some(mono);
+                (derived, Some(ClockEvent::Jumped { forward, by: diff }))
+            }
+            Some(since) if mono.duration_since(since) >= self.settle => {
+                self.anchor_wall = wall;
+                self.anchor_mono = mono;
+                self.jump_since = None;
+                (wall, Some(ClockEvent::Accepted))
+            }
+            Some(_) => (derived, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_the_system_clock_and_bridges_jumps() {
+        let mono0 = Instant::now();
+        let wall0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut c = SteadyClock {
+            anchor_wall: wall0,
+            anchor_mono: mono0,
+            jump_since: None,
+            tolerance: Duration::from_secs(2),
+            settle: Duration::from_secs(60),
+        };
+        let s = Duration::from_secs;
+        // Normal time, with a little drift: follows the system clock.
+        assert_eq!(
+            c.observe(wall0 + s(5) + Duration::from_millis(300), mono0 + s(5)),
+            (wall0 + s(5) + Duration::from_millis(300), None)
+        );
+        // The system clock jumps 10 minutes ahead: time goes on by the monotonic clock.
+        let (t, e) = c.observe(wall0 + s(610), mono0 + s(10));
+        assert_eq!(
+            e,
+            Some(ClockEvent::Jumped {
+                forward: true,
+                by: Duration::from_millis(599_700)
+            })
+        );
+        assert!(t < wall0 + s(11));
+        let (t, e) = c.observe(wall0 + s(640), mono0 + s(40));
+        assert_eq!(e, None);
+        assert!(t < wall0 + s(41));
+        // Still there after `settle`: accepted.
+        let (t, e) = c.observe(wall0 + s(671), mono0 + s(71));
+        assert_eq!((t, e), (wall0 + s(671), Some(ClockEvent::Accepted)));
+        // A jump back that the system corrects quickly is bridged and forgotten.
+        let (_, e) = c.observe(wall0 + s(600), mono0 + s(72));
+        assert!(matches!(e, Some(ClockEvent::Jumped { forward: false, .. })));
+        let (t, e) = c.observe(wall0 + s(673), mono0 + s(73));
+        assert_eq!((t, e), (wall0 + s(673), None));
+    }
+}
