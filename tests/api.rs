@@ -78,9 +78,12 @@ async fn status_healthz_and_metrics_say_what_chain_co_sees() {
     let (code, body) = get(&format!("{}/status", r.api)).await;
     assert_eq!(code, 200);
     let s: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(s["primary"], "a", "{s:#}\n{}", r.run.stderr());
+    let p = primary_name(&r.sim, &r.nginx.upstream_file);
+    assert_eq!(s["primary"], p.as_str(), "{s:#}\n{}", r.run.stderr());
     assert!(s["primary_since"].as_str().is_some());
-    assert_eq!(s["backups"], serde_json::json!(["b", "c"]));
+    let backups = s["backups"].as_array().expect("backups");
+    assert_eq!(backups.len(), 2);
+    assert!(!backups.contains(&serde_json::json!(p)));
     assert_eq!(s["network"], "simnet");
     assert_eq!(s["nodes"][0]["implementation"], "lotus");
     assert!(s["nodes"][0]["latency"].as_str().is_some(), "{s:#}");
@@ -88,7 +91,10 @@ async fn status_healthz_and_metrics_say_what_chain_co_sees() {
     assert!(s["reloads"].as_u64().expect("reloads") >= 1);
 
     let (code, body) = get(&format!("{}/healthz", r.api)).await;
-    assert_eq!((code, body.trim()), (200, "ok: primary a"));
+    assert_eq!(
+        (code, body.trim()),
+        (200, format!("ok: primary {p}").as_str())
+    );
 
     let (code, text) = get(&format!("{}/metrics", r.api)).await;
     assert_eq!(code, 200);
@@ -104,7 +110,7 @@ async fn status_healthz_and_metrics_say_what_chain_co_sees() {
             .clone()
     };
     assert!(
-        matches!(find("chain_co_node_primary", Some("a")), prometheus_parse::Value::Gauge(v) if v == 1.0)
+        matches!(find("chain_co_node_primary", Some(p.as_str())), prometheus_parse::Value::Gauge(v) if v == 1.0)
     );
     assert!(
         matches!(find("chain_co_node_healthy", Some("c")), prometheus_parse::Value::Gauge(v) if v == 1.0)
@@ -119,10 +125,10 @@ async fn status_healthz_and_metrics_say_what_chain_co_sees() {
     // The CLI client reads the same.
     let (code, out, err) = cli(&["status", "--url", &r.api]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("primary: a since"), "{out}");
+    assert!(out.contains(&format!("primary: {p} since")), "{out}");
     assert!(out.contains("NODE") && out.contains("healthy"), "{out}");
     let (_, out, _) = cli(&["status", "--url", &r.api, "--json"]);
-    assert!(out.contains("\"primary\": \"a\""));
+    assert!(out.contains(&format!("\"primary\": \"{p}\"")));
 
     // All down: healthz says why.
     for n in ["a", "b", "c"] {
@@ -149,35 +155,43 @@ async fn status_healthz_and_metrics_say_what_chain_co_sees() {
 async fn drain_undrain_and_prefer_move_traffic_and_survive_a_restart() {
     let mut r = running("").await;
     let file = r.nginx.upstream_file.clone();
-    let (code, out, err) = cli(&["drain", "a", "--url", &r.api, "--by", "alice"]);
+    let a = primary_name(&r.sim, &file);
+    let (code, out, err) = cli(&["drain", &a, "--url", &r.api, "--by", "alice"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("a drained"), "{out}");
+    assert!(out.contains(&format!("{a} drained")), "{out}");
     let moved = wait_until(Duration::from_secs(5), || {
-        primary_in(&file) == Some(r.sim.addr("b"))
+        primary_in(&file).is_some_and(|p| p != r.sim.addr(&a))
     })
     .await;
     assert!(moved.is_some(), "drained primary still in use");
     assert!(
-        !servers(&file).iter().any(|(a, _)| *a == r.sim.addr("a")),
+        !servers(&file)
+            .iter()
+            .any(|(addr, _)| *addr == r.sim.addr(&a)),
         "a left the upstream"
     );
     let (_, out, _) = cli(&["status", "--url", &r.api]);
-    assert!(out.contains("drained: a by alice"), "{out}");
+    assert!(out.contains(&format!("drained: {a} by alice")), "{out}");
+    let rest = others(&r.sim, &a);
+    let (b, c) = (rest[0], rest[1]);
     assert!(std::fs::read_to_string(r.dir.join("state.json"))
         .expect("state file")
         .contains("alice"));
 
     // Draining b and c too would leave nothing: the last one is refused.
-    assert_eq!(cli(&["drain", "b", "--url", &r.api]).0, Some(0));
-    let (code, _, err) = cli(&["drain", "c", "--url", &r.api]);
+    assert_eq!(cli(&["drain", b, "--url", &r.api]).0, Some(0));
+    let (code, _, err) = cli(&["drain", c, "--url", &r.api]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("refused: c is the last healthy node"), "{err}");
-    assert_eq!(cli(&["undrain", "b", "--url", &r.api]).0, Some(0));
+    assert!(
+        err.contains(&format!("refused: {c} is the last healthy node")),
+        "{err}"
+    );
+    assert_eq!(cli(&["undrain", b, "--url", &r.api]).0, Some(0));
 
     // Prefer c: it becomes primary while healthy.
-    assert_eq!(cli(&["prefer", "c", "--url", &r.api]).0, Some(0));
+    assert_eq!(cli(&["prefer", c, "--url", &r.api]).0, Some(0));
     let preferred = wait_until(Duration::from_secs(5), || {
-        primary_in(&file) == Some(r.sim.addr("c"))
+        primary_in(&file) == Some(r.sim.addr(c))
     })
     .await;
     assert!(preferred.is_some(), "c not made primary");
@@ -198,17 +212,19 @@ async fn drain_undrain_and_prefer_move_traffic_and_survive_a_restart() {
     }
     let (_, out, err) = cli(&["status", "--url", &r.api, "--json"]);
     let s: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
-    assert_eq!(s["overrides"]["preferred"]["node"], "c");
-    assert!(s["overrides"]["drained"]["a"].is_object());
-    assert_eq!(s["primary"], "c");
+    assert_eq!(s["overrides"]["preferred"]["node"], c);
+    assert!(s["overrides"]["drained"][&a].is_object());
+    assert_eq!(s["primary"], c);
     assert_eq!(cli(&["prefer", "--clear", "--url", &r.api]).0, Some(0));
-    assert_eq!(cli(&["undrain", "a", "--url", &r.api]).0, Some(0));
+    assert_eq!(cli(&["undrain", &a, "--url", &r.api]).0, Some(0));
 }
 
 #[tokio::test]
 async fn config_changes_apply_without_a_restart_and_bad_ones_are_refused() {
     let r = running("").await;
     let file = r.nginx.upstream_file.clone();
+    let p = primary_name(&r.sim, &file);
+    let gone = others(&r.sim, &p)[1].to_string();
     // A broken file: refused, the running config stays.
     let good = std::fs::read_to_string(&r.config).expect("config");
     std::fs::write(&r.config, format!("{good}\n[select]\nbogus = 1\n")).expect("write");
@@ -227,7 +243,7 @@ async fn config_changes_apply_without_a_restart_and_bad_ones_are_refused() {
             if line == "[[node]]" {
                 skip = false;
             }
-            if line.starts_with("name = \"c\"") {
+            if line == format!("name = \"{gone}\"") {
                 skip = true;
                 // Drop the "[[node]]" line already written for c.
                 out.truncate(out.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1));
@@ -241,7 +257,10 @@ async fn config_changes_apply_without_a_restart_and_bad_ones_are_refused() {
         }
         out
     };
-    assert!(!without_c.contains("name = \"c\""), "{without_c}");
+    assert!(
+        !without_c.contains(&format!("name = \"{gone}\"")),
+        "{without_c}"
+    );
     std::fs::write(&r.config, &without_c).expect("write");
     let applied = wait_until(Duration::from_secs(5), || servers(&file).len() == 2).await;
     assert!(
@@ -252,8 +271,8 @@ async fn config_changes_apply_without_a_restart_and_bad_ones_are_refused() {
     assert!(r.run.stderr().contains("configuration reloaded"));
     assert_eq!(
         primary_in(&file),
-        Some(r.sim.addr("a")),
-        "a stayed primary across the reload"
+        Some(r.sim.addr(&p)),
+        "the primary stayed across the reload"
     );
 }
 

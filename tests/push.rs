@@ -56,10 +56,12 @@ async fn with_push_a_stalled_primary_is_replaced_within_lag_grace_of_the_next_ti
     for n in s["nodes"].as_array().expect("nodes") {
         assert_eq!(n["source"], "push", "{n:#}");
     }
-    sim.op("a", r#"{"op":"stall"}"#).await;
+    let a = primary_name(&sim, &file);
+    let a = a.as_str();
+    sim.op(a, r#"{"op":"stall"}"#).await;
     let t0 = std::time::Instant::now();
     let moved = wait_until(Duration::from_secs(20), || {
-        primary_in(&file) != Some(sim.addr("a"))
+        primary_in(&file) != Some(sim.addr(a))
     })
     .await
     .unwrap_or_else(|| panic!("never moved; log:\n{}", run.stderr()));
@@ -68,8 +70,23 @@ async fn with_push_a_stalled_primary_is_replaced_within_lag_grace_of_the_next_ti
     // a reload. Polling alone would need more than 20 s here.
     assert!(moved <= Duration::from_secs(5), "took {moved:?}");
     assert!(t0.elapsed() < Duration::from_secs(20));
-    let s = status(&api).await;
-    let a = &s["nodes"][0];
+    // The file is swapped in before the round's report is published: read the report once it
+    // has caught up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let a = loop {
+        let s = status(&api).await;
+        let node = s["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == a)
+            .expect("the stalled node")
+            .clone();
+        if node["role"] == "excluded" || std::time::Instant::now() > deadline {
+            break node;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let reason = a["reason"].as_str().expect("reason");
     assert!(
         reason.contains("behind the best head") || reason.contains("lagging"),
@@ -85,7 +102,8 @@ async fn with_push_a_stalled_primary_is_replaced_within_lag_grace_of_the_next_ti
 
 #[tokio::test]
 async fn healthy_nodes_with_arrival_jitter_never_switch() {
-    let (_dir, _sim, nginx, run, api) = pool(&[], "").await;
+    let (_dir, sim, nginx, run, api) = pool(&[], "").await;
+    let p = primary_name(&sim, &nginx.upstream_file);
     let before = status(&api).await["switches"].as_u64().expect("switches");
     tokio::time::sleep(Duration::from_secs(8)).await;
     let s = status(&api).await;
@@ -95,7 +113,7 @@ async fn healthy_nodes_with_arrival_jitter_never_switch() {
         "a healthy pool switched:\n{}",
         run.stderr()
     );
-    assert_eq!(primary_in(&nginx.upstream_file), Some(_sim.addr("a")));
+    assert_eq!(primary_in(&nginx.upstream_file), Some(sim.addr(&p)));
 }
 
 #[tokio::test]
@@ -111,9 +129,10 @@ async fn without_push_polling_still_finds_a_stalled_primary() {
         assert_eq!(n["source"], "poll", "{n:#}");
         assert_eq!(n["push"]["state"], "unavailable", "{n:#}");
     }
-    sim.op("a", r#"{"op":"stall"}"#).await;
+    let a = primary_name(&sim, &nginx.upstream_file);
+    sim.op(&a, r#"{"op":"stall"}"#).await;
     let moved = wait_until(Duration::from_secs(40), || {
-        primary_in(&nginx.upstream_file) != Some(sim.addr("a"))
+        primary_in(&nginx.upstream_file) != Some(sim.addr(&a))
     })
     .await;
     assert!(
@@ -130,12 +149,13 @@ async fn without_push_polling_still_finds_a_stalled_primary() {
 #[tokio::test]
 async fn a_silent_subscription_falls_back_to_polls_without_a_false_switch() {
     let (_dir, sim, nginx, run, api) = pool(&[], "").await;
-    sim.op("a", r#"{"op":"push_silent"}"#).await;
+    let a = primary_name(&sim, &nginx.upstream_file);
+    sim.op(&a, r#"{"op":"push_silent"}"#).await;
     // a's pushes stop, but its polls keep up: no switch on a's account.
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         primary_in(&nginx.upstream_file),
-        Some(sim.addr("a")),
+        Some(sim.addr(&a)),
         "log:\n{}",
         run.stderr()
     );
@@ -143,7 +163,7 @@ async fn a_silent_subscription_falls_back_to_polls_without_a_false_switch() {
     assert!(
         s["warnings"].as_array().expect("warnings").iter().any(|w| w
             .as_str()
-            .is_some_and(|w| w.contains("a: ChainNotify delivered nothing"))),
+            .is_some_and(|w| w.contains(&format!("{a}: ChainNotify delivered nothing")))),
         "{s:#}"
     );
 }

@@ -307,3 +307,31 @@ pub async fn wait_healthy(api: &str, run: &ChildGuard) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The name of the node nginx's upstream has as primary (waits up to 10 s for one).
+pub fn primary_name(sim: &Sim, upstream_file: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(addr) = primary_in(upstream_file) {
+            if let Some(n) = sim.ready.nodes.iter().find(|n| n.addr.to_string() == addr) {
+                return n.name.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no primary in {}",
+            upstream_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The configured nodes other than `not`, in order.
+pub fn others<'a>(sim: &'a Sim, not: &str) -> Vec<&'a str> {
+    sim.ready
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| *n != not)
+        .collect()
+}
