@@ -46,8 +46,16 @@ async fn check_json_names_the_right_primary_and_writes_nothing() {
     let config = pool_config(dir.path(), &sim);
     let (code, json) = check_json(&config);
     assert_eq!(code, Some(0), "{json:#}");
-    assert_eq!(json["primary"], "lotus-b", "{json:#}");
-    assert_eq!(json["backups"], serde_json::json!(["lotus-c"]));
+    // lotus-b and lotus-c are equal: the first in config order, unless a probe round
+    // straddled an epoch boundary and gave lotus-c the heavier head.
+    let primary = json["primary"].as_str().expect("a primary").to_string();
+    let other = if primary == "lotus-b" {
+        "lotus-c"
+    } else {
+        "lotus-b"
+    };
+    assert!(primary == "lotus-b" || primary == "lotus-c", "{json:#}");
+    assert_eq!(json["backups"], serde_json::json!([other]));
     let a = &json["nodes"][0];
     assert_eq!(a["name"], "lotus-a");
     assert_eq!(a["healthy"], false);
@@ -60,7 +68,7 @@ async fn check_json_names_the_right_primary_and_writes_nothing() {
     assert_eq!(json["nodes"][1]["implementation"], "lotus");
     assert!(json["nodes"][1]["height"].as_u64().is_some());
     let rendered = json["rendered"].as_str().expect("rendered config");
-    assert!(rendered.contains(&format!("server {} max_fails", sim.addr("lotus-b"))));
+    assert!(rendered.contains(&format!("server {} max_fails", sim.addr(&primary))));
     assert!(!rendered.contains(&sim.addr("lotus-a")));
     assert!(!Path::new("/nonexistent/chain-co").exists());
 
