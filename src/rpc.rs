@@ -824,3 +824,61 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of the reply parser: whatever a daemon sends, decoding returns a result
+    //! and never panics. CI runs a bounded number of cases (PROPTEST_CASES to run more).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            ".{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                prop::collection::hash_map(
+                    prop_oneof![
+                        Just("Cids".to_string()),
+                        Just("Blocks".to_string()),
+                        Just("Height".to_string()),
+                        Just("ParentWeight".to_string()),
+                        Just("Timestamp".to_string()),
+                        Just("result".to_string()),
+                        Just("error".to_string()),
+                        Just("/".to_string()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), status in 100u16..600) {
+            let status = StatusCode::from_u16(status).expect("in range");
+            let _ = decode_reply::<TipSet>(&body, status).and_then(TipSet::into_head);
+            let _ = decode_frame(&body);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(result in json_value()) {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": result}).to_string();
+            let _ = decode_reply::<TipSet>(body.as_bytes(), StatusCode::OK).and_then(TipSet::into_head);
+            let _ = decode_reply::<VersionInfo>(body.as_bytes(), StatusCode::OK);
+            let _ = decode_reply::<SyncState>(body.as_bytes(), StatusCode::OK).map(|s| s.syncing_to());
+        }
+    }
+}
