@@ -162,9 +162,12 @@ async fn chaos_soak_keeps_a_valid_upstream_on_a_healthy_node() {
     println!("  requests: {answered} answered, {failed} failed ({deaths} deaths of the primary)");
     println!("  invariant checks: {checks}; chain-co RSS {rss0} → {rss1} KiB, open files {fds0} → {fds1}");
     assert_eq!(status["failed_applies"], 0, "an apply failed");
+    // A request may fail when it is in flight to a primary that dies, or when it races nginx
+    // closing an idle keep-alive connection at a reload; nothing else.
+    let reloads = status["reloads"].as_u64().expect("reloads");
     assert!(
-        failed <= 2 * deaths + 2,
-        "{failed} requests failed with {deaths} primary deaths"
+        failed <= 2 * deaths + reloads,
+        "{failed} requests failed with {deaths} primary deaths and {reloads} reloads"
     );
     assert!(
         rss1 <= rss0 + rss0 / 2 + 4096,
