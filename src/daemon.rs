@@ -224,6 +224,7 @@ impl Daemon {
                 _ = shutdown.cancelled() => break,
                 r = self.prober.round() => r,
             };
+            self.shared.metrics.round_took(round.took);
             self.last_round = Some(round.clone());
             let report = self.step(round, Trigger::Probe).await;
             self.reports.send_replace(Some(report));

@@ -206,8 +206,18 @@ enum Command {
     Demo,
 }
 
+/// A pool of hundreds of daemons (or the simulator serving them) needs more than the usual 1024
+/// open files: raise the soft limit to the hard one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_files_limit();
     let quiet = !matches!(cli.command, Command::Run { .. } | Command::Sim { .. });
     init_logging(if quiet { "warn" } else { "info" }, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

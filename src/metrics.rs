@@ -61,6 +61,7 @@ pub struct Metrics {
     reloads: Counter,
     failed_applies: Counter,
     rounds: Counter,
+    round_seconds: FloatGauge,
     warnings: Gauge,
     no_primary: Gauge,
 }
@@ -92,6 +93,7 @@ impl Metrics {
             reloads: Counter::default(),
             failed_applies: Counter::default(),
             rounds: Counter::default(),
+            round_seconds: FloatGauge::default(),
             warnings: Gauge::default(),
             no_primary: Gauge::default(),
             registry: Registry::default(),
@@ -150,6 +152,11 @@ impl Metrics {
         );
         registry.register("probe_rounds", "Completed probe rounds", m.rounds.clone());
         registry.register(
+            "probe_round_seconds",
+            "Duration of the last probe round (all nodes, concurrently)",
+            m.round_seconds.clone(),
+        );
+        registry.register(
             "pool_warnings",
             "Pool-wide warnings now (stale pool, network tie, implementation split)",
             m.warnings.clone(),
@@ -168,6 +175,11 @@ impl Metrics {
     }
 
     /// Records one round.
+    /// Records how long the last probe round took.
+    pub fn round_took(&self, took: Duration) {
+        self.round_seconds.set(took.as_secs_f64());
+    }
+
     pub fn observe(&self, report: &Report, latencies: &[(String, Duration, Option<&RpcError>)]) {
         if !latencies.is_empty() {
             self.rounds.inc();

@@ -187,6 +187,21 @@ impl Drop for PrivateNginx {
     }
 }
 
+/// The servers of an nginx upstream file: (address, is backup). For tests and benchmarks that
+/// look at what chain-co published.
+pub fn upstream_servers(upstream_file: &Path) -> Vec<(String, bool)> {
+    std::fs::read_to_string(upstream_file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("server "))
+        .map(|l| {
+            let addr = l.split([' ', ';']).next().unwrap_or("").to_string();
+            (addr, l.contains(" backup"))
+        })
+        .collect()
+}
+
 /// The private nginx.conf: the shape of `nginx-examples/nginx.conf` with private paths,
 /// listening on `addr` (e.g. `127.0.0.1:8080`, or `0.0.0.0:1234` inside a network namespace).
 pub fn private_conf(dir: &Path, addr: impl std::fmt::Display) -> String {

@@ -200,16 +200,7 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Opti
 
 /// The upstream servers in an nginx upstream file: (address, backup).
 pub fn servers(upstream_file: &Path) -> Vec<(String, bool)> {
-    std::fs::read_to_string(upstream_file)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter_map(|l| l.strip_prefix("server "))
-        .map(|l| {
-            let addr = l.split([' ', ';']).next().unwrap_or("").to_string();
-            (addr, l.contains(" backup"))
-        })
-        .collect()
+    chain_co::testbed::upstream_servers(upstream_file)
 }
 
 pub fn primary_in(upstream_file: &Path) -> Option<String> {

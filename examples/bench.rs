@@ -1,0 +1,688 @@
+//! Benchmarks of what chain-co buys an operator, side by side with plain nginx passive checks.
+//! Run through `bench/run-all.sh` (release build). Loopback only, bounded in time, cleans up.
+//!
+//! Systems: (a) chain-co + nginx (primary + backups, push on); (b) plain nginx round-robin over
+//! the same nodes with passive checks (`max_fails=1 fail_timeout=10s`), no chain-co.
+//! Scenarios: primary dies, primary stalls, primary slows down, flapping node, quiet period,
+//! scale (10/100/1000 nodes), data-path cost.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chain_co::sim::{Op, Profile, SimPool, SimSpec};
+use chain_co::testbed::{find_nginx, upstream_servers, PrivateNginx};
+
+const BLOCK: Duration = Duration::from_secs(2);
+const INTERVAL_MS: u64 = 500;
+const FALL: u64 = 2;
+const MAX_LAG: u64 = 2;
+
+#[derive(Clone, Debug)]
+struct Sample {
+    at: Instant,
+    latency: Duration,
+    ok: bool,
+    node: String,
+    height: u64,
+}
+
+type Samples = Arc<Mutex<Vec<Sample>>>;
+
+/// When the last fault run saw nginx's primary move off the victim.
+static MOVED: Mutex<Option<Option<Duration>>> = Mutex::new(None);
+
+fn moved() -> String {
+    match MOVED.lock().expect("lock").take().flatten() {
+        Some(d) => ms(d),
+        None => "never".into(),
+    }
+}
+
+/// `concurrency` clients sending ChainHead through `url` until `stop`.
+fn load(
+    url: String,
+    concurrency: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Samples, Vec<tokio::task::JoinHandle<()>>) {
+    let samples: Samples = Arc::default();
+    let tasks = (0..concurrency)
+        .map(|_| {
+            let (url, samples, stop) = (url.clone(), samples.clone(), stop.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(
+                            r#"{"jsonrpc":"2.0","method":"Filecoin.ChainHead","params":[],"id":1}"#,
+                        )
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await;
+                    let (ok, node, height) = match r {
+                        Ok(resp) if resp.status().is_success() => {
+                            let node = resp
+                                .headers()
+                                .get("x-sim-node")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let body = resp.text().await.unwrap_or_default();
+                            let height = serde_json::from_str::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["result"]["Height"].as_u64());
+                            (height.is_some(), node, height.unwrap_or(0))
+                        }
+                        _ => (false, String::new(), 0),
+                    };
+                    samples.lock().expect("lock").push(Sample {
+                        at: t,
+                        latency: t.elapsed(),
+                        ok,
+                        node,
+                        height,
+                    });
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    (samples, tasks)
+}
+
+/// A running system under test.
+struct System {
+    name: &'static str,
+    _dir: tempfile::TempDir,
+    nginx: PrivateNginx,
+    chain_co: Option<Child>,
+    api: Option<String>,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if let Some(c) = self.chain_co.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn chain_co_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    // target/release/examples/bench → target/release/chain-co
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("chain-co")
+}
+
+fn config(sim: &SimPool, nginx: &PrivateNginx, dir: &Path, extra: &str) -> PathBuf {
+    let mut text = String::new();
+    for n in &sim.ready().nodes {
+        text.push_str(&format!(
+            "[[node]]\nname = \"{}\"\nurl = \"{}\"\n",
+            n.name, n.url
+        ));
+    }
+    let cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
+    text.push_str(&format!(
+        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"400ms\"\n[select]\nmax_lag = {MAX_LAG}\nrise = 2\nfall = {FALL}\nlag_grace = \"1s\"\n\
+         [api]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{d}/state.json\"\n\
+         [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n{extra}\n",
+        nginx.upstream_file.display().to_string(),
+        cmd.join(", "),
+        nginx.pid_file.display().to_string(),
+        d = dir.display()
+    ));
+    let path = dir.join("chain-co.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+async fn start(name: &'static str, sim: &SimPool, with_chain_co: bool, extra: &str) -> System {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs: Vec<String> = sim
+        .ready()
+        .nodes
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect();
+    let nginx =
+        PrivateNginx::start(&find_nginx().expect("nginx"), dir.path(), &addrs[..1]).expect("nginx");
+    if !with_chain_co {
+        // What most operators have: every node an equal server, nginx's passive checks.
+        let servers: String = addrs
+            .iter()
+            .map(|a| format!("    server {a} max_fails=1 fail_timeout=10s;\n"))
+            .collect();
+        std::fs::write(
+            &nginx.upstream_file,
+            format!("upstream filecoin {{\n{servers}    keepalive 16;\n}}\n"),
+        )
+        .expect("upstream");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(nginx.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("reload");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        return System {
+            name,
+            _dir: dir,
+            nginx,
+            chain_co: None,
+            api: None,
+        };
+    }
+    let cfg = config(sim, &nginx, dir.path(), extra);
+    let log = dir.path().join("chain-co.log");
+    let child = Command::new(chain_co_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("chain-co");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let api = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("status API listening")) {
+            break format!("http://{}", l.split("listen=").nth(1).expect("addr").trim());
+        }
+        assert!(Instant::now() < deadline, "chain-co did not start: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while reqwest::get(format!("{api}/healthz"))
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "chain-co never healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 2)).await;
+    System {
+        name,
+        _dir: dir,
+        nginx,
+        chain_co: Some(child),
+        api: Some(api),
+    }
+}
+
+async fn status(sys: &System) -> serde_json::Value {
+    match &sys.api {
+        Some(api) => serde_json::from_str(
+            &reqwest::get(format!("{api}/status"))
+                .await
+                .expect("status")
+                .text()
+                .await
+                .expect("body"),
+        )
+        .expect("JSON"),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn pool() -> SimPool {
+    SimPool::start(SimSpec {
+        nodes: ["a", "b", "c"]
+            .iter()
+            .map(|n| (n.to_string(), Profile::Lotus))
+            .collect(),
+        block_delay: BLOCK,
+        null_rounds: false,
+        token: None,
+        listen: [127, 0, 0, 1].into(),
+        control: ([127, 0, 0, 1], 0).into(),
+    })
+    .await
+    .expect("sim")
+}
+
+/// Runs one fault scenario on one system; returns (samples, fault time, primary at fault).
+async fn fault_run(
+    sys_chain_co: bool,
+    op: Op,
+    watch: Duration,
+) -> (Vec<Sample>, Instant, String, System, SimPool) {
+    let sim = pool().await;
+    let sys = start(
+        if sys_chain_co {
+            "chain-co + nginx"
+        } else {
+            "plain nginx"
+        },
+        &sim,
+        sys_chain_co,
+        "",
+    )
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (samples, tasks) = load(sys.nginx.rpc_url(), 4, stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The node that takes the traffic: chain-co's primary, or (round-robin) node a.
+    let victim = match upstream_servers(&sys.nginx.upstream_file)
+        .into_iter()
+        .find(|(_, b)| !b)
+    {
+        Some((addr, _)) if sys_chain_co => sim
+            .ready()
+            .nodes
+            .iter()
+            .find(|n| n.addr.to_string() == addr)
+            .map(|n| n.name.clone())
+            .unwrap_or("a".into()),
+        _ => "a".into(),
+    };
+    let victim_addr = sim
+        .ready()
+        .nodes
+        .iter()
+        .find(|n| n.name == victim)
+        .map(|n| n.addr.to_string())
+        .unwrap_or_default();
+    let file = sys.nginx.upstream_file.clone();
+    let t0 = Instant::now();
+    sim.apply(&victim, op).await.expect("fault");
+    // When nginx's primary stopped being the victim (chain-co only).
+    let watcher = tokio::spawn(async move {
+        while t0.elapsed() < watch {
+            let primary = upstream_servers(&file)
+                .into_iter()
+                .find(|(_, b)| !b)
+                .map(|(a, _)| a);
+            if primary.is_some_and(|p| p != victim_addr) {
+                return Some(t0.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    });
+    tokio::time::sleep(watch).await;
+    let moved = watcher.await.ok().flatten();
+    MOVED.lock().expect("lock").replace(moved);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let s = samples.lock().expect("lock").clone();
+    (s, t0, victim, sys, sim)
+}
+
+async fn scenario_dies() {
+    println!("\n## 1. Primary dies (port closed); 4 clients, one request each every 20 ms");
+    println!("| system | failed requests after the death | requests to other nodes resumed after | chain-co moved nginx's primary after |");
+    println!("|---|---|---|---|");
+    for with in [true, false] {
+        let (s, t0, victim, sys, sim) = fault_run(with, Op::Die, Duration::from_secs(6)).await;
+        let after: Vec<&Sample> = s.iter().filter(|x| x.at >= t0).collect();
+        let failed = after.iter().filter(|x| !x.ok).count();
+        let resumed = after
+            .iter()
+            .find(|x| x.ok && x.node != victim)
+            .map(|x| x.at.duration_since(t0) + x.latency);
+        let moved = if with {
+            let st = status(&sys).await;
+            st["primary_since"]
+                .as_str()
+                .map(|_| "see status")
+                .unwrap_or("-")
+                .to_string();
+            format!("{} switches", st["switches"])
+        } else {
+            "n/a (no chain-co)".into()
+        };
+        println!(
+            "| {} | {failed} of {} | {} | {moved} |",
+            sys.name,
+            after.len(),
+            resumed.map_or("-".into(), ms)
+        );
+        drop(sys);
+        sim.shutdown().await;
+    }
+}
+
+async fn scenario_stalls() {
+    println!("\n## 2. Primary stalls (answers, head stops); stale = height more than max_lag ({MAX_LAG}) below the best seen; block delay {}s", BLOCK.as_secs());
+    println!("| system | stale answers (share, 20 s after the stall) | last stale answer after the stall | nginx's primary moved after |");
+    println!("|---|---|---|---|");
+    for with in [true, false] {
+        let (s, t0, _victim, sys, sim) = fault_run(with, Op::Stall, Duration::from_secs(20)).await;
+        let mut best = 0;
+        let mut stale = 0;
+        let mut last_stale = None;
+        let mut n = 0;
+        for x in s.iter().filter(|x| x.ok) {
+            best = best.max(x.height);
+            if x.at >= t0 {
+                n += 1;
+                if x.height + MAX_LAG < best {
+                    stale += 1;
+                    last_stale = Some(x.at.duration_since(t0));
+                }
+            }
+        }
+        let moved = if with { moved() } else { "n/a".into() };
+        println!(
+            "| {} | {stale} of {n} ({:.1} %) | {} | {moved} |",
+            sys.name,
+            100.0 * stale as f64 / n.max(1) as f64,
+            last_stale.map_or("none".into(), ms)
+        );
+        drop(sys);
+        sim.shutdown().await;
+    }
+}
+
+async fn scenario_slow() {
+    println!("\n## 3. Primary slows down (every reply takes 2 s)");
+    println!(
+        "| system | p50 / p99 before | p50 / p99 in the 10 s after | p50 / p99 from 10 s after |"
+    );
+    println!("|---|---|---|---|");
+    for with in [true, false] {
+        let (s, t0, _victim, sys, sim) = fault_run(
+            with,
+            Op::Slow {
+                delay: Duration::from_secs(2),
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+        let lat = |from: Instant, to: Instant| {
+            s.iter()
+                .filter(|x| x.ok && x.at >= from && x.at < to)
+                .map(|x| x.latency)
+                .collect::<Vec<_>>()
+        };
+        let before = lat(t0 - Duration::from_secs(3), t0);
+        let during = lat(t0, t0 + Duration::from_secs(10));
+        let after = lat(t0 + Duration::from_secs(10), t0 + Duration::from_secs(30));
+        let moved = if with { moved() } else { "n/a".into() };
+        println!(
+            "| {} | {} / {} | {} / {} | {} / {} | {moved} |",
+            sys.name,
+            ms(pct(before.clone(), 0.5)),
+            ms(pct(before, 0.99)),
+            ms(pct(during.clone(), 0.5)),
+            ms(pct(during, 0.99)),
+            ms(pct(after.clone(), 0.5)),
+            ms(pct(after, 0.99))
+        );
+        drop(sys);
+        sim.shutdown().await;
+    }
+}
+
+async fn scenario_flap() {
+    println!("\n## 4. Flapping node (node b alternates good and bad every probe interval, 60 s)");
+    println!("| system | nginx reloads per minute | primary switches per minute |");
+    println!("|---|---|---|");
+    let sim = pool().await;
+    let sys = start("chain-co + nginx", &sim, true, "").await;
+    let before = status(&sys).await;
+    let t0 = Instant::now();
+    let mut bad = false;
+    while t0.elapsed() < Duration::from_secs(60) {
+        bad = !bad;
+        sim.apply("b", if bad { Op::RpcError } else { Op::Heal })
+            .await
+            .expect("op");
+        tokio::time::sleep(Duration::from_millis(INTERVAL_MS)).await;
+    }
+    let after = status(&sys).await;
+    let d = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    println!(
+        "| chain-co + nginx | {} | {} |",
+        d("reloads"),
+        d("switches")
+    );
+    println!(
+        "| plain nginx | 0 (never reloads; sends ~1/3 of requests to b, errors included) | n/a |"
+    );
+    drop(sys);
+    sim.shutdown().await;
+}
+
+async fn scenario_quiet() {
+    println!("\n## 5. Quiet period (healthy pool, 60 s)");
+    let sim = pool().await;
+    let sys = start("chain-co + nginx", &sim, true, "").await;
+    let log = sys._dir.path().join("chain-co.log");
+    let lines0 = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let before = status(&sys).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = status(&sys).await;
+    let lines1 = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    println!("| reloads | log lines | upstream rewrites |");
+    println!("|---|---|---|");
+    println!(
+        "| {} | {} | {} |",
+        after["reloads"].as_u64().unwrap_or(0) - before["reloads"].as_u64().unwrap_or(0),
+        lines1 - lines0,
+        after["reloads"].as_u64().unwrap_or(0) - before["reloads"].as_u64().unwrap_or(0)
+    );
+    drop(sys);
+    sim.shutdown().await;
+}
+
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn scenario_scale() {
+    println!(
+        "\n## 6. Scale: one chain-co probing N simulated nodes (probe interval 5 s, 30 s measured)"
+    );
+    println!("| nodes | probe round | chain-co CPU (share of one core) | chain-co RSS |");
+    println!("|---|---|---|---|");
+    for n in [10usize, 100, 1000] {
+        let sim = SimPool::start(SimSpec {
+            nodes: (0..n)
+                .map(|i| (format!("n{i:04}"), Profile::Lotus))
+                .collect(),
+            block_delay: Duration::from_secs(30),
+            null_rounds: false,
+            token: None,
+            listen: [127, 0, 0, 1].into(),
+            control: ([127, 0, 0, 1], 0).into(),
+        })
+        .await
+        .expect("sim");
+        let sys_dir = tempfile::tempdir().expect("tempdir");
+        let nginx = PrivateNginx::start(
+            &find_nginx().expect("nginx"),
+            sys_dir.path(),
+            &[sim.ready().nodes[0].addr.to_string()],
+        )
+        .expect("nginx");
+        let cfg = config(&sim, &nginx, sys_dir.path(), "")
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(&cfg).expect("cfg").replace(
+            &format!("interval = \"{INTERVAL_MS}ms\"\ntimeout = \"400ms\""),
+            "interval = \"5s\"\ntimeout = \"3s\"",
+        );
+        std::fs::write(&cfg, text).expect("cfg");
+        let log = sys_dir.path().join("chain-co.log");
+        let mut child = Command::new(chain_co_bin())
+            .args(["run", "--config", &cfg])
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("chain-co");
+        let pid = child.id();
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let ticks0 = proc_cpu_ticks(pid);
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let cpu = (proc_cpu_ticks(pid) - ticks0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
+        let rss = rss_kib(pid);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let api = text
+            .lines()
+            .find(|l| l.contains("status API listening"))
+            .and_then(|l| l.split("listen=").nth(1))
+            .map(|a| a.trim().to_string())
+            .unwrap_or_default();
+        let metrics = reqwest::get(format!("http://{api}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let round = metrics
+            .lines()
+            .find(|l| l.starts_with("chain_co_probe_round_seconds "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        println!(
+            "| {n} | {:.0} ms | {:.2} % | {:.1} MiB |",
+            round * 1000.0,
+            cpu * 100.0,
+            rss as f64 / 1024.0
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(nginx);
+        sim.shutdown().await;
+    }
+}
+
+async fn scenario_data_path() {
+    println!("\n## 7. Data-path cost: 2000 sequential ChainHead requests");
+    let sim = pool().await;
+    let direct = sim.ready().nodes[0].url.clone();
+    let measure = |url: String| async move {
+        let http = reqwest::Client::new();
+        let mut v = Vec::new();
+        for _ in 0..2000 {
+            let t = Instant::now();
+            let _ = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(r#"{"jsonrpc":"2.0","method":"Filecoin.ChainHead","params":[],"id":1}"#)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map(|_| ());
+            v.push(t.elapsed());
+        }
+        v
+    };
+    println!("| path | p50 | p99 |");
+    println!("|---|---|---|");
+    let d = measure(direct).await;
+    println!(
+        "| client → daemon | {:.0} µs | {:.0} µs |",
+        pct(d.clone(), 0.5).as_micros(),
+        pct(d, 0.99).as_micros()
+    );
+    let plain = start("plain nginx", &sim, false, "").await;
+    let p = measure(plain.nginx.rpc_url()).await;
+    println!(
+        "| client → nginx → daemon (no chain-co) | {:.0} µs | {:.0} µs |",
+        pct(p.clone(), 0.5).as_micros(),
+        pct(p, 0.99).as_micros()
+    );
+    drop(plain);
+    let with = start("chain-co + nginx", &sim, true, "").await;
+    let c = measure(with.nginx.rpc_url()).await;
+    println!(
+        "| client → nginx → daemon (chain-co running) | {:.0} µs | {:.0} µs |",
+        pct(c.clone(), 0.5).as_micros(),
+        pct(c, 0.99).as_micros()
+    );
+    drop(with);
+    sim.shutdown().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if find_nginx().is_none() {
+        eprintln!("the benchmarks need nginx (apt-get install -y nginx)");
+        std::process::exit(1);
+    }
+    let all = [
+        "dies",
+        "stalls",
+        "slow",
+        "flap",
+        "quiet",
+        "scale",
+        "data-path",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let chosen: Vec<&str> = if args.is_empty() {
+        all.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    println!(
+        "# chain-co benchmarks — {} cores, block delay {} s, probe interval {} ms, fall {FALL}, max_lag {MAX_LAG}, lag_grace 1 s",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        BLOCK.as_secs(),
+        INTERVAL_MS
+    );
+    for s in chosen {
+        match s {
+            "dies" => scenario_dies().await,
+            "stalls" => scenario_stalls().await,
+            "slow" => scenario_slow().await,
+            "flap" => scenario_flap().await,
+            "quiet" => scenario_quiet().await,
+            "scale" => scenario_scale().await,
+            "data-path" => scenario_data_path().await,
+            other => eprintln!("unknown scenario {other}; choose from {all:?}"),
+        }
+    }
+}
