@@ -131,9 +131,9 @@ fn config(sim: &SimPool, nginx: &PrivateNginx, dir: &Path, extra: &str) -> PathB
     }
     let cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
     text.push_str(&format!(
-        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"400ms\"\n[select]\nmax_lag = {MAX_LAG}\nrise = 2\nfall = {FALL}\nlag_grace = \"1s\"\n\
+        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"400ms\"\n{extra}\n[select]\nmax_lag = {MAX_LAG}\nrise = 2\nfall = {FALL}\nlag_grace = \"1s\"\n\
          [api]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{d}/state.json\"\n\
-         [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n{extra}\n",
+         [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n",
         nginx.upstream_file.display().to_string(),
         cmd.join(", "),
         nginx.pid_file.display().to_string(),
@@ -258,24 +258,29 @@ async fn pool() -> SimPool {
     .expect("sim")
 }
 
-/// Runs one fault scenario on one system; returns (samples, fault time, primary at fault).
+/// Runs one fault scenario on one system (`extra`: more `[probe]` keys for chain-co); returns (samples, fault time, primary at fault).
 async fn fault_run(
     sys_chain_co: bool,
     op: Op,
     watch: Duration,
 ) -> (Vec<Sample>, Instant, String, System, SimPool) {
+    let name = if sys_chain_co {
+        "chain-co + nginx"
+    } else {
+        "plain nginx"
+    };
+    fault_run_with(name, sys_chain_co, "", op, watch).await
+}
+
+async fn fault_run_with(
+    name: &'static str,
+    sys_chain_co: bool,
+    extra: &str,
+    op: Op,
+    watch: Duration,
+) -> (Vec<Sample>, Instant, String, System, SimPool) {
     let sim = pool().await;
-    let sys = start(
-        if sys_chain_co {
-            "chain-co + nginx"
-        } else {
-            "plain nginx"
-        },
-        &sim,
-        sys_chain_co,
-        "",
-    )
-    .await;
+    let sys = start(name, &sim, sys_chain_co, extra).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (samples, tasks) = load(sys.nginx.rpc_url(), 4, stop.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -366,8 +371,13 @@ async fn scenario_stalls() {
     println!("\n## 2. Primary stalls (answers, head stops); stale = height more than max_lag ({MAX_LAG}) below the best seen; block delay {}s", BLOCK.as_secs());
     println!("| system | stale answers (share, 20 s after the stall) | last stale answer after the stall | nginx's primary moved after |");
     println!("|---|---|---|---|");
-    for with in [true, false] {
-        let (s, t0, _victim, sys, sim) = fault_run(with, Op::Stall, Duration::from_secs(20)).await;
+    for (name, with, extra) in [
+        ("chain-co + nginx (push)", true, ""),
+        ("chain-co + nginx (polling only)", true, "push = false"),
+        ("plain nginx", false, ""),
+    ] {
+        let (s, t0, _victim, sys, sim) =
+            fault_run_with(name, with, extra, Op::Stall, Duration::from_secs(20)).await;
         let mut best = 0;
         let mut stale = 0;
         let mut last_stale = None;

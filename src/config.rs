@@ -37,6 +37,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
     pub ha: Option<crate::ha::RoleSource>,
+    /// `[haproxy]`: drive HAProxy's runtime API instead of writing an nginx upstream.
+    pub haproxy: Option<crate::apply::haproxy::HaproxyConfig>,
 }
 
 /// The status API, from `[api]`.
@@ -175,6 +177,19 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     ha: RawHa,
+    haproxy: Option<RawHaproxy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHaproxy {
+    socket: PathBuf,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    servers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    primary_weight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +377,12 @@ impl Config {
         let nginx = check_nginx(&mut ck, raw.nginx, base);
         let api = check_api(&mut ck, raw.api, base);
         let ha = check_ha(&mut ck, raw.ha, base);
+        let haproxy = raw.haproxy.map(|h| crate::apply::haproxy::HaproxyConfig {
+            socket: resolve(base, &h.socket),
+            backend: h.backend.unwrap_or_else(|| "filecoin".into()),
+            servers: h.servers,
+            primary_weight: h.primary_weight.unwrap_or(100).clamp(1, 256),
+        });
         if ck.problems.is_empty() {
             Ok(Config {
                 nodes,
@@ -371,6 +392,7 @@ impl Config {
                 nginx: nginx.expect("a missing nginx section is always reported as a problem"),
                 api,
                 ha,
+                haproxy,
             })
         } else {
             Err(ck.problems)

@@ -21,8 +21,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::api::Shared;
-use crate::apply::nginx::{Applied, Nginx, NginxError};
+use crate::apply::nginx::Applied;
 use crate::apply::UpstreamPlan;
+use crate::apply::{ApplyError, Target as ApplyTarget};
 use crate::clock::{ClockEvent, SteadyClock};
 use crate::config::Config;
 use crate::ha::{read_role, Role};
@@ -74,7 +75,7 @@ pub struct Daemon {
     config: Config,
     config_path: Option<PathBuf>,
     prober: Prober,
-    nginx: Nginx,
+    target: ApplyTarget,
     state: SelectState,
     shared: Arc<Shared>,
     reports: watch::Sender<Option<Report>>,
@@ -102,7 +103,7 @@ pub struct Daemon {
     clock: SteadyClock,
 }
 
-fn parts(config: &Config) -> Result<(Prober, Nginx), DaemonError> {
+fn parts(config: &Config) -> Result<(Prober, ApplyTarget), DaemonError> {
     let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)
         .map_err(DaemonError::Client)?;
     let prober = Prober::new(
@@ -110,8 +111,8 @@ fn parts(config: &Config) -> Result<(Prober, Nginx), DaemonError> {
         config.nodes.iter().map(Target::from).collect(),
         config.probe.sync_checks,
     );
-    let nginx = Nginx::new(config.nginx.clone()).map_err(DaemonError::Nginx)?;
-    Ok((prober, nginx))
+    let target = ApplyTarget::from_config(config).map_err(DaemonError::Apply)?;
+    Ok((prober, target))
 }
 
 impl Daemon {
@@ -121,7 +122,7 @@ impl Daemon {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<(Self, Arc<Shared>), DaemonError> {
-        let (prober, nginx) = parts(&config)?;
+        let (prober, target) = parts(&config)?;
         let overrides = Overrides::load(&config.api.state_file)
             .map_err(|e| DaemonError::State(e.to_string()))?;
         let (tx, rx) = watch::channel(None);
@@ -139,7 +140,7 @@ impl Daemon {
             config,
             config_path,
             prober,
-            nginx,
+            target,
             state: SelectState::default(),
             shared: shared.clone(),
             reports: tx,
@@ -165,7 +166,7 @@ impl Daemon {
 
     /// Checks the environment before the first round.
     pub fn preflight(&self) -> Result<(), DaemonError> {
-        self.nginx.preflight().map_err(DaemonError::Nginx)
+        self.target.preflight().map_err(DaemonError::Apply)
     }
 
     /// Runs until `shutdown` is cancelled. Each message on `reload` re-reads the config file.
@@ -175,7 +176,7 @@ impl Daemon {
         info!(
             nodes = self.config.nodes.len(),
             interval = %humantime::format_duration(self.config.probe.interval),
-            output = %self.nginx.output().display(),
+            target = %self.target.describe(),
             "chain-co running"
         );
         loop {
@@ -384,7 +385,7 @@ impl Daemon {
 
     /// Switches to `config`, keeping the hysteresis of nodes whose name and URL did not change.
     pub fn reconfigure(&mut self, config: Config) -> Result<(), DaemonError> {
-        let (prober, nginx) = parts(&config)?;
+        let (prober, target) = parts(&config)?;
         let unchanged: Vec<&str> = config
             .nodes
             .iter()
@@ -408,7 +409,7 @@ impl Daemon {
             self.state.primary = None;
         }
         self.prober = prober;
-        self.nginx = nginx;
+        self.target = target;
         self.config = config;
         Ok(())
     }
@@ -493,7 +494,7 @@ impl Daemon {
             None => ApplyRecord::Held {
                 reason: "no healthy node; the last published upstream stays".into(),
             },
-            Some(plan) => match self.nginx.apply(&plan).await {
+            Some(plan) => match self.target.apply(&plan).await {
                 Ok(Applied::Unchanged) => {
                     self.published_primary = Some(plan.primary.name.clone());
                     self.last_error = None;
@@ -508,8 +509,8 @@ impl Daemon {
                     info!(
                         primary = %plan.primary.name,
                         backups = ?backups,
-                        output = %self.nginx.output().display(),
-                        "nginx upstream updated and reloaded"
+                        target = %self.target.describe(),
+                        "upstream updated (nginx reloaded, or HAProxy servers set)"
                     );
                     ApplyRecord::Reloaded
                 }
@@ -613,7 +614,7 @@ impl Daemon {
     }
 
     /// The same failure every round is logged once, not every interval.
-    fn log_apply_error(&mut self, e: &NginxError) {
+    fn log_apply_error(&mut self, e: &ApplyError) {
         let msg = e.to_string();
         if self.last_error.as_deref() != Some(msg.as_str()) {
             error!(error = %msg, "apply failed");
@@ -627,7 +628,7 @@ pub enum DaemonError {
     #[error("cannot build the HTTP client: {0}")]
     Client(RpcError),
     #[error("{0}")]
-    Nginx(NginxError),
+    Apply(ApplyError),
     #[error("{0}")]
     State(String),
 }

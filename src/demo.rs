@@ -115,6 +115,7 @@ pub async fn demo() -> anyhow::Result<()> {
             ..ApiConfig::default()
         },
         ha: None,
+        haproxy: None,
         nginx: nginx_cfg,
     };
     let (daemon, shared) = Daemon::new(config, None)?;

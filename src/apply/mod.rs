@@ -4,12 +4,65 @@
 //! shared by every target, and it cannot be empty: a decision without a primary yields no plan,
 //! so no target can ever be handed "zero servers" (fail static is enforced by the type).
 
+pub mod haproxy;
 pub mod nginx;
 
 use serde::Serialize;
 
-use crate::config::NodeConfig;
+use crate::config::{Config, NodeConfig};
 use crate::select::Decision;
+use haproxy::{Haproxy, HaproxyError};
+use nginx::{Applied, Nginx, NginxError};
+
+/// Where the choice is applied: one module per target, behind this small enum.
+pub enum Target {
+    Nginx(Nginx),
+    /// HAProxy, and the node names whose servers it sets.
+    Haproxy(Haproxy, Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Nginx(#[from] NginxError),
+    #[error(transparent)]
+    Haproxy(#[from] HaproxyError),
+}
+
+impl Target {
+    /// `[haproxy]` when configured, else nginx.
+    pub fn from_config(config: &Config) -> Result<Target, ApplyError> {
+        Ok(match &config.haproxy {
+            Some(h) => Target::Haproxy(
+                Haproxy::new(h.clone()),
+                config.nodes.iter().map(|n| n.name.clone()).collect(),
+            ),
+            None => Target::Nginx(Nginx::new(config.nginx.clone())?),
+        })
+    }
+
+    pub fn preflight(&self) -> Result<(), ApplyError> {
+        match self {
+            Target::Nginx(n) => Ok(n.preflight()?),
+            Target::Haproxy(..) => Ok(()),
+        }
+    }
+
+    pub async fn apply(&mut self, plan: &UpstreamPlan) -> Result<Applied, ApplyError> {
+        match self {
+            Target::Nginx(n) => Ok(n.apply(plan).await?),
+            Target::Haproxy(h, nodes) => Ok(h.apply(plan, nodes).await?),
+        }
+    }
+
+    /// For logs: what is being written.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Nginx(n) => format!("nginx {}", n.output().display()),
+            Target::Haproxy(h, _) => h.describe(),
+        }
+    }
+}
 
 /// One server of the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
