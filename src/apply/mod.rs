@@ -16,7 +16,7 @@ use nginx::{Applied, Nginx, NginxError};
 
 /// Where the choice is applied: one module per target, behind this small enum.
 pub enum Target {
-    Nginx(Nginx),
+    Nginx(Box<Nginx>),
     /// HAProxy, and the node names whose servers it sets.
     Haproxy(Haproxy, Vec<String>),
 }
@@ -37,7 +37,7 @@ impl Target {
                 Haproxy::new(h.clone()),
                 config.nodes.iter().map(|n| n.name.clone()).collect(),
             ),
-            None => Target::Nginx(Nginx::new(config.nginx.clone())?),
+            None => Target::Nginx(Box::new(Nginx::new(config.nginx.clone())?)),
         })
     }
 
