@@ -179,6 +179,30 @@ impl Haproxy {
         }
     }
 
+    /// The runtime API commands a plan means, for `chain-co check` (nothing is sent).
+    pub fn plan_text(&self, plan: &UpstreamPlan, nodes: &[String]) -> String {
+        let mut out = format!("# HAProxy runtime API ({}):\n", self.cfg.socket.display());
+        let b = &self.cfg.backend;
+        let primary = self.server(&plan.primary.name);
+        out.push_str(&format!(
+            "set server {b}/{primary} weight {}\n",
+            self.cfg.primary_weight
+        ));
+        out.push_str(&format!("set server {b}/{primary} state ready\n"));
+        for node in nodes.iter().filter(|n| **n != plan.primary.name) {
+            let state = if plan.backups.iter().any(|x| &x.name == node) {
+                "drain"
+            } else {
+                "maint"
+            };
+            out.push_str(&format!(
+                "set server {b}/{} state {state}\n",
+                self.server(node)
+            ));
+        }
+        out
+    }
+
     /// Sets every configured node's server to its role; `Unchanged` when all already are.
     pub async fn apply(
         &mut self,
