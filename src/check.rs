@@ -106,14 +106,8 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         })
         .collect();
     let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.nodes) {
-        Some(plan) => match &config.haproxy {
-            Some(h) => {
-                let names: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
-                (
-                    Some(crate::apply::haproxy::Haproxy::new(h.clone()).plan_text(&plan, &names)),
-                    None,
-                )
-            }
+        Some(plan) => match crate::apply::Target::from_config(config)?.plan_text(&plan) {
+            Some(text) => (Some(text), None),
             None => match nginx.render(&plan) {
                 Ok(text) => (Some(text), None),
                 Err(e) => (None, Some(e.to_string())),

@@ -196,6 +196,7 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                     crate::daemon::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
                     crate::daemon::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
                     crate::daemon::ApplyRecord::Held { reason } => format!("held: {reason}"),
+                    crate::daemon::ApplyRecord::Standby { reason } => format!("standby: {reason}"),
                     crate::daemon::ApplyRecord::Unchanged => "unchanged".to_string(),
                 },
                 a.at

@@ -42,6 +42,10 @@ pub enum ApplyRecord {
     Held {
         reason: String,
     },
+    /// This host is not the VRRP master: the shared target is left to the master.
+    Standby {
+        reason: String,
+    },
     Unchanged,
     Reloaded,
     Failed {
@@ -489,7 +493,16 @@ impl Daemon {
             && self
                 .last_reload_at
                 .is_some_and(|t| t.elapsed() < self.config.probe.interval);
+        // Only the master writes a shared target; a host that lost the VIP stops at once.
+        let standby = self.target.is_shared() && role.is_some_and(|r| !r.may_change_shared_state());
         let apply = match UpstreamPlan::from_decision(&decision, &self.config.nodes) {
+            _ if standby => ApplyRecord::Standby {
+                reason: format!(
+                    "VRRP role {}: the master pushes to {}",
+                    role.map_or("unknown".into(), |r| r.to_string()),
+                    self.target.describe()
+                ),
+            },
             _ if too_soon => ApplyRecord::Unchanged,
             None => ApplyRecord::Held {
                 reason: "no healthy node; the last published upstream stays".into(),

@@ -116,6 +116,7 @@ pub async fn demo() -> anyhow::Result<()> {
         },
         ha: None,
         haproxy: None,
+        slb: None,
         nginx: nginx_cfg,
     };
     let (daemon, shared) = Daemon::new(config, None)?;

@@ -6,6 +6,7 @@
 
 pub mod haproxy;
 pub mod nginx;
+pub mod slb;
 
 use serde::Serialize;
 
@@ -13,12 +14,15 @@ use crate::config::{Config, NodeConfig};
 use crate::select::Decision;
 use haproxy::{Haproxy, HaproxyError};
 use nginx::{Applied, Nginx, NginxError};
+use slb::{Slb, SlbError};
 
 /// Where the choice is applied: one module per target, behind this small enum.
 pub enum Target {
     Nginx(Box<Nginx>),
     /// HAProxy, and the node names whose servers it sets.
     Haproxy(Haproxy, Vec<String>),
+    /// Alibaba Cloud SLB, and the node names whose weights it sets.
+    Slb(Slb, Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,24 +31,40 @@ pub enum ApplyError {
     Nginx(#[from] NginxError),
     #[error(transparent)]
     Haproxy(#[from] HaproxyError),
+    #[error(transparent)]
+    Slb(#[from] SlbError),
 }
 
 impl Target {
     /// `[haproxy]` when configured, else nginx.
     pub fn from_config(config: &Config) -> Result<Target, ApplyError> {
-        Ok(match &config.haproxy {
-            Some(h) => Target::Haproxy(
-                Haproxy::new(h.clone()),
-                config.nodes.iter().map(|n| n.name.clone()).collect(),
-            ),
-            None => Target::Nginx(Box::new(Nginx::new(config.nginx.clone())?)),
+        let names = || config.nodes.iter().map(|n| n.name.clone()).collect();
+        Ok(match (&config.slb, &config.haproxy) {
+            (Some(s), _) => Target::Slb(Slb::new(s.clone()), names()),
+            (None, Some(h)) => Target::Haproxy(Haproxy::new(h.clone()), names()),
+            (None, None) => Target::Nginx(Box::new(Nginx::new(config.nginx.clone())?)),
         })
     }
 
     pub fn preflight(&self) -> Result<(), ApplyError> {
         match self {
             Target::Nginx(n) => Ok(n.preflight()?),
-            Target::Haproxy(..) => Ok(()),
+            Target::Haproxy(..) | Target::Slb(..) => Ok(()),
+        }
+    }
+
+    /// A target other hosts share (a cloud load balancer): only the VRRP master may write it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Target::Slb(..))
+    }
+
+    /// What an apply of `plan` would do, for `chain-co check`; `None` for nginx, whose
+    /// rendered file `check` prints itself.
+    pub fn plan_text(&self, plan: &UpstreamPlan) -> Option<String> {
+        match self {
+            Target::Nginx(_) => None,
+            Target::Haproxy(h, nodes) => Some(h.plan_text(plan, nodes)),
+            Target::Slb(s, nodes) => Some(s.plan_text(plan, nodes)),
         }
     }
 
@@ -52,6 +72,7 @@ impl Target {
         match self {
             Target::Nginx(n) => Ok(n.apply(plan).await?),
             Target::Haproxy(h, nodes) => Ok(h.apply(plan, nodes).await?),
+            Target::Slb(s, nodes) => Ok(s.apply(plan, nodes).await?),
         }
     }
 
@@ -60,6 +81,7 @@ impl Target {
         match self {
             Target::Nginx(n) => format!("nginx {}", n.output().display()),
             Target::Haproxy(h, _) => h.describe(),
+            Target::Slb(s, _) => s.describe(),
         }
     }
 }
