@@ -313,14 +313,15 @@ impl Daemon {
                 let Some(state) = hub.get(&o.node) else {
                     return false;
                 };
-                let (Some(pushed), Some(at), Ok(known)) =
-                    (&state.head, state.received_at, &o.result)
-                else {
+                let (Some(pushed), Ok(known)) = (&state.head, &o.result) else {
                     return false;
                 };
+                // The last pushed head is two block delays old while polls show a newer one:
+                // the subscription missed a whole epoch, not just the one being delivered.
+                let pushed_at = std::time::UNIX_EPOCH + Duration::from_secs(pushed.timestamp);
                 state.status == PushStatus::Subscribed
                     && known.weight > pushed.weight
-                    && now.duration_since(at).unwrap_or_default() > block_delay
+                    && now.duration_since(pushed_at).unwrap_or_default() > block_delay * 2
             })
             .map(|o| o.node.clone())
             .collect()
@@ -328,7 +329,7 @@ impl Daemon {
 
     /// Merges pushed heads into the last polled round, and says how fresh each head is: a live
     /// subscription vouches for its node's head up to now; otherwise the head is as old as the
-    /// poll. Returns the round and the nodes whose subscription missed a head the poll saw.
+    /// poll.
     fn with_pushed_heads(&self, mut round: Round) -> Round {
         for o in &mut round.observations {
             o.observed_at = Some(round.at);

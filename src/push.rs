@@ -160,7 +160,11 @@ impl PushHub {
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(max_frame))
-            .max_frame_size(Some(max_frame));
+            .max_frame_size(Some(max_frame))
+            // One subscription per node: keep the idle buffers small (the default read buffer
+            // is 128 KiB), they grow when a large frame arrives.
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0);
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connect)
             .await

@@ -231,7 +231,9 @@ impl RpcClient {
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.max_reply_bytes))
-            .max_frame_size(Some(self.max_reply_bytes));
+            .max_frame_size(Some(self.max_reply_bytes))
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0);
         let limit = self.max_reply_bytes;
         let ws_error = |e: WsError| match e {
             WsError::Http(resp) => RpcError::Http {

@@ -115,10 +115,12 @@ impl UpstreamPlan {
                 })
         };
         let primary = server(decision.primary.as_deref()?, false)?;
-        let backups = decision
-            .backups
+        // Backups in config order, not rank order: nginx balances over its backups anyway, and
+        // a rank that changes with every probe (a flapping node) must not change the file.
+        let backups = nodes
             .iter()
-            .filter_map(|b| server(b, true))
+            .filter(|n| decision.backups.contains(&n.name))
+            .filter_map(|n| server(&n.name, true))
             .collect();
         Some(UpstreamPlan { primary, backups })
     }
