@@ -346,15 +346,9 @@ async fn scenario_dies() {
             .find(|x| x.ok && x.node != victim)
             .map(|x| x.at.duration_since(t0) + x.latency);
         let moved = if with {
-            let st = status(&sys).await;
-            st["primary_since"]
-                .as_str()
-                .map(|_| "see status")
-                .unwrap_or("-")
-                .to_string();
-            format!("{} switches", st["switches"])
+            moved()
         } else {
-            "n/a (no chain-co)".into()
+            "n/a (round-robin, no primary)".into()
         };
         println!(
             "| {} | {failed} of {} | {} | {moved} |",
@@ -407,9 +401,9 @@ async fn scenario_stalls() {
 async fn scenario_slow() {
     println!("\n## 3. Primary slows down (every reply takes 2 s)");
     println!(
-        "| system | p50 / p99 before | p50 / p99 in the 10 s after | p50 / p99 from 10 s after |"
+        "| system | p50 / p99 before | p50 / p99 in the 10 s after | p50 / p99 from 10 s after | nginx's primary moved after |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for with in [true, false] {
         let (s, t0, _victim, sys, sim) = fault_run(
             with,
