@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chain_co::sim::{Op, Profile, SimPool, SimSpec};
-use chain_co::testbed::{find_nginx, upstream_servers, PrivateNginx};
+use chain_co::testbed::{find_nginx, rss_kib, upstream_servers, PrivateNginx};
 
 const BLOCK: Duration = Duration::from_secs(2);
 const INTERVAL_MS: u64 = 500;
@@ -512,15 +512,6 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
             .get(12)
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
 }
 
 async fn scenario_scale() {

@@ -13,22 +13,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use chain_co::testbed::{open_fds, rss_kib};
 use common::*;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
 
 /// A tiny deterministic generator, so a failing run can be replayed with the same seed.
 struct Rng(u64);
@@ -144,15 +130,7 @@ async fn chaos_soak_keeps_a_valid_upstream_on_a_healthy_node() {
     }
     let (rss1, fds1) = (rss_kib(pid), open_fds(pid));
     let (answered, failed) = load.stop().await;
-    let status: serde_json::Value = serde_json::from_str(
-        &reqwest::get(format!("{api}/status"))
-            .await
-            .expect("status")
-            .text()
-            .await
-            .expect("body"),
-    )
-    .expect("JSON");
+    let status: serde_json::Value = status_json(&api).await;
     println!("chaos soak, {secs}s, seed {seed:#x}:");
     println!("  faults injected: {injected:?}");
     println!(

@@ -98,15 +98,7 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
     let load = Load::start(url);
     // Only the primary answers now.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let s: serde_json::Value = serde_json::from_str(
-        &reqwest::get(format!("{api}/status"))
-            .await
-            .expect("status")
-            .text()
-            .await
-            .expect("body"),
-    )
-    .expect("json");
+    let s: serde_json::Value = status_json(&api).await;
     let primary = s["primary"].as_str().expect("primary").to_string();
     let only = wait_until(Duration::from_secs(5), || load.last_node() == primary).await;
     assert!(

@@ -326,3 +326,14 @@ pub fn others<'a>(sim: &'a Sim, not: &str) -> Vec<&'a str> {
         .filter(|n| *n != not)
         .collect()
 }
+
+/// `GET {api}/status` as JSON.
+pub async fn status_json(api: &str) -> serde_json::Value {
+    let body = reqwest::get(format!("{api}/status"))
+        .await
+        .expect("the status API answers")
+        .text()
+        .await
+        .expect("a body");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("status is not JSON ({e}): {body}"))
+}
