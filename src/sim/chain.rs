@@ -115,6 +115,11 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A deterministic spread of bits (for repeatable per-epoch variations in the simulator).
+pub fn spread(x: u64) -> u64 {
+    mix(x)
+}
+
 /// A string shaped like a CIDv1 (dag-cbor, blake2b-256) in base32: `bafy2bzace` + 52 chars.
 pub fn cid(seed: u64) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";

@@ -161,11 +161,19 @@ async fn list(State(nodes): State<Arc<BTreeMap<String, Arc<SimNode>>>>) -> Json<
     Json(nodes.values().map(|n| n.status()).collect())
 }
 
+/// Takes the op as JSON whatever the Content-Type says, so that `curl -d '{"op":"stall"}'`
+/// works as the docs show.
 async fn change(
     State(nodes): State<Arc<BTreeMap<String, Arc<SimNode>>>>,
     Path(name): Path<String>,
-    Json(op): Json<Op>,
+    body: axum::body::Bytes,
 ) -> Result<Json<NodeStatus>, (StatusCode, String)> {
+    let op: Op = serde_json::from_slice(&body).map_err(|e| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not an op ({e}); e.g. {{\"op\":\"stall\"}}\n"),
+        )
+    })?;
     let node = nodes
         .get(&name)
         .ok_or((StatusCode::NOT_FOUND, format!("no node named {name:?}\n")))?;

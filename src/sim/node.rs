@@ -67,6 +67,12 @@ pub enum Op {
     PushSilent,
     /// ChainNotify does not exist (method not found), as on a node without push.
     NoPush,
+    /// The node receives each new tipset up to this long after the network made it (a
+    /// different, repeatable delay per epoch): the arrival jitter of real gossip.
+    Jitter {
+        #[serde(with = "humantime_serde")]
+        max: Duration,
+    },
     /// Back to a healthy, following, fast, open node of the pool's network.
     Heal,
 }
@@ -96,6 +102,7 @@ struct Faults {
     token: Option<String>,
     required: bool,
     push: Push,
+    jitter: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +129,7 @@ impl Faults {
             required: profile.requires_token() && token.is_some(),
             token,
             push: Push::Normal,
+            jitter: Duration::ZERO,
         }
     }
 }
@@ -301,6 +309,7 @@ impl SimNode {
                 f.required = true;
             }
             Op::PushSilent => f.push = Push::Silent,
+            Op::Jitter { max } => f.jitter = max,
             Op::NoPush => f.push = Push::Unavailable,
             Op::Heal => *f = Faults::healthy(self.profile, self.shared.token.clone()),
             Op::Die | Op::Revive => {}
@@ -310,8 +319,24 @@ impl SimNode {
 
     fn height_with(&self, f: &Faults, now: SystemTime) -> u64 {
         f.stalled_at.unwrap_or_else(|| {
-            let wall = self.shared.clock.height_at(now) as i64;
-            (wall + f.offset).max(0) as u64
+            let mut wall = self.shared.clock.height_at(now);
+            // With jitter, epoch h reaches this node at its timestamp plus a delay of its own.
+            let max_ms = f.jitter.as_millis() as u64;
+            if max_ms > 0 {
+                let seed = u64::from(self.addr.port());
+                let now_ms = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                while wall > 0 {
+                    let delay = chain::spread(wall ^ seed.rotate_left(17)) % max_ms;
+                    if self.shared.clock.timestamp(wall) * 1000 + delay <= now_ms {
+                        break;
+                    }
+                    wall -= 1;
+                }
+            }
+            (wall as i64 + f.offset).max(0) as u64
         })
     }
 
