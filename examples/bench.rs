@@ -101,15 +101,71 @@ struct System {
     nginx: PrivateNginx,
     chain_co: Option<Child>,
     api: Option<String>,
+    /// Where clients send requests (nginx, or HAProxy for the third system).
+    url: String,
+    haproxy: Option<Child>,
 }
 
 impl Drop for System {
     fn drop(&mut self) {
-        if let Some(c) = self.chain_co.as_mut() {
+        for c in [self.chain_co.as_mut(), self.haproxy.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// The systems compared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ChainCo,
+    PlainNginx,
+    /// HAProxy with active HTTP checks (a JSON-RPC POST every 500 ms, fall 2, rise 2).
+    Haproxy,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ChainCo => "chain-co + nginx",
+            Kind::PlainNginx => "plain nginx (passive checks)",
+            Kind::Haproxy => "HAProxy (active httpchk)",
+        }
+    }
+}
+
+/// HAProxy over the same nodes, checking each with a ChainHead POST.
+fn start_haproxy(sim: &SimPool, dir: &Path) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let servers: String = sim
+        .ready()
+        .nodes
+        .iter()
+        .map(|n| format!("    server {} {} check\n", n.name, n.addr))
+        .collect();
+    let cfg = format!(
+        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    retries 1\n    option redispatch\n\
+         frontend f\n    bind 127.0.0.1:{port}\n    default_backend b\n\
+         backend b\n    balance roundrobin\n    option httpchk\n\
+             http-check send meth POST uri /rpc/v1 hdr Content-Type application/json body \"{{\\\"jsonrpc\\\":\\\"2.0\\\",\\\"method\\\":\\\"Filecoin.ChainHead\\\",\\\"params\\\":[],\\\"id\\\":1}}\"\n\
+             http-check expect status 200\n    default-server inter 500ms fall 2 rise 2\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).expect("haproxy.cfg");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy (apt-get install -y haproxy)");
+    (child, format!("http://127.0.0.1:{port}/rpc/v1"))
 }
 
 fn chain_co_bin() -> PathBuf {
@@ -144,7 +200,8 @@ fn config(sim: &SimPool, nginx: &PrivateNginx, dir: &Path, extra: &str) -> PathB
     path
 }
 
-async fn start(name: &'static str, sim: &SimPool, with_chain_co: bool, extra: &str) -> System {
+async fn start(kind: Kind, name: &'static str, sim: &SimPool, extra: &str) -> System {
+    let with_chain_co = kind == Kind::ChainCo;
     let dir = tempfile::tempdir().expect("tempdir");
     let addrs: Vec<String> = sim
         .ready()
@@ -171,12 +228,21 @@ async fn start(name: &'static str, sim: &SimPool, with_chain_co: bool, extra: &s
         )
         .expect("reload");
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let (haproxy, url) = if kind == Kind::Haproxy {
+            let (child, url) = start_haproxy(sim, dir.path());
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            (Some(child), url)
+        } else {
+            (None, nginx.rpc_url())
+        };
         return System {
             name,
             _dir: dir,
+            url,
             nginx,
             chain_co: None,
             api: None,
+            haproxy,
         };
     }
     let cfg = config(sim, &nginx, dir.path(), extra);
@@ -209,9 +275,11 @@ async fn start(name: &'static str, sim: &SimPool, with_chain_co: bool, extra: &s
     System {
         name,
         _dir: dir,
+        url: nginx.rpc_url(),
         nginx,
         chain_co: Some(child),
         api: Some(api),
+        haproxy: None,
     }
 }
 
@@ -260,29 +328,25 @@ async fn pool() -> SimPool {
 
 /// Runs one fault scenario on one system (`extra`: more `[probe]` keys for chain-co); returns (samples, fault time, primary at fault).
 async fn fault_run(
-    sys_chain_co: bool,
+    kind: Kind,
     op: Op,
     watch: Duration,
 ) -> (Vec<Sample>, Instant, String, System, SimPool) {
-    let name = if sys_chain_co {
-        "chain-co + nginx"
-    } else {
-        "plain nginx"
-    };
-    fault_run_with(name, sys_chain_co, "", op, watch).await
+    fault_run_with(kind, kind.name(), "", op, watch).await
 }
 
 async fn fault_run_with(
+    kind: Kind,
     name: &'static str,
-    sys_chain_co: bool,
     extra: &str,
     op: Op,
     watch: Duration,
 ) -> (Vec<Sample>, Instant, String, System, SimPool) {
+    let sys_chain_co = kind == Kind::ChainCo;
     let sim = pool().await;
-    let sys = start(name, &sim, sys_chain_co, extra).await;
+    let sys = start(kind, name, &sim, extra).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (samples, tasks) = load(sys.nginx.rpc_url(), 4, stop.clone());
+    let (samples, tasks) = load(sys.url.clone(), 4, stop.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The node that takes the traffic: chain-co's primary, or (round-robin) node a.
     let victim = match upstream_servers(&sys.nginx.upstream_file)
@@ -337,8 +401,9 @@ async fn scenario_dies() {
     println!("\n## 1. Primary dies (port closed); 4 clients, one request each every 20 ms");
     println!("| system | failed requests after the death | requests to other nodes resumed after | chain-co moved nginx's primary after |");
     println!("|---|---|---|---|");
-    for with in [true, false] {
-        let (s, t0, victim, sys, sim) = fault_run(with, Op::Die, Duration::from_secs(6)).await;
+    for kind in [Kind::ChainCo, Kind::PlainNginx, Kind::Haproxy] {
+        let with = kind == Kind::ChainCo;
+        let (s, t0, victim, sys, sim) = fault_run(kind, Op::Die, Duration::from_secs(6)).await;
         let after: Vec<&Sample> = s.iter().filter(|x| x.at >= t0).collect();
         let failed = after.iter().filter(|x| !x.ok).count();
         let resumed = after
@@ -365,13 +430,19 @@ async fn scenario_stalls() {
     println!("\n## 2. Primary stalls (answers, head stops); stale = height more than max_lag ({MAX_LAG}) below the best seen; block delay {}s", BLOCK.as_secs());
     println!("| system | stale answers (share, 20 s after the stall) | last stale answer after the stall | nginx's primary moved after |");
     println!("|---|---|---|---|");
-    for (name, with, extra) in [
-        ("chain-co + nginx (push)", true, ""),
-        ("chain-co + nginx (polling only)", true, "push = false"),
-        ("plain nginx", false, ""),
+    for (name, kind, extra) in [
+        ("chain-co + nginx (push)", Kind::ChainCo, ""),
+        (
+            "chain-co + nginx (polling only)",
+            Kind::ChainCo,
+            "push = false",
+        ),
+        (Kind::PlainNginx.name(), Kind::PlainNginx, ""),
+        (Kind::Haproxy.name(), Kind::Haproxy, ""),
     ] {
+        let with = kind == Kind::ChainCo;
         let (s, t0, _victim, sys, sim) =
-            fault_run_with(name, with, extra, Op::Stall, Duration::from_secs(20)).await;
+            fault_run_with(kind, name, extra, Op::Stall, Duration::from_secs(20)).await;
         let mut best = 0;
         let mut stale = 0;
         let mut last_stale = None;
@@ -404,9 +475,10 @@ async fn scenario_slow() {
         "| system | p50 / p99 before | p50 / p99 in the 10 s after | p50 / p99 from 10 s after | nginx's primary moved after |"
     );
     println!("|---|---|---|---|---|");
-    for with in [true, false] {
+    for kind in [Kind::ChainCo, Kind::PlainNginx, Kind::Haproxy] {
+        let with = kind == Kind::ChainCo;
         let (s, t0, _victim, sys, sim) = fault_run(
-            with,
+            kind,
             Op::Slow {
                 delay: Duration::from_secs(2),
             },
@@ -443,7 +515,7 @@ async fn scenario_flap() {
     println!("| system | nginx reloads per minute | primary switches per minute |");
     println!("|---|---|---|");
     let sim = pool().await;
-    let sys = start("chain-co + nginx", &sim, true, "").await;
+    let sys = start(Kind::ChainCo, "chain-co + nginx", &sim, "").await;
     let before = status(&sys).await;
     let t0 = Instant::now();
     let mut bad = false;
@@ -471,7 +543,7 @@ async fn scenario_flap() {
 async fn scenario_quiet() {
     println!("\n## 5. Quiet period (healthy pool, 60 s)");
     let sim = pool().await;
-    let sys = start("chain-co + nginx", &sim, true, "").await;
+    let sys = start(Kind::ChainCo, "chain-co + nginx", &sim, "").await;
     let log = sys._dir.path().join("chain-co.log");
     let lines0 = std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -622,7 +694,7 @@ async fn scenario_data_path() {
         pct(d.clone(), 0.5).as_micros(),
         pct(d, 0.99).as_micros()
     );
-    let plain = start("plain nginx", &sim, false, "").await;
+    let plain = start(Kind::PlainNginx, "plain nginx", &sim, "").await;
     let p = measure(plain.nginx.rpc_url()).await;
     println!(
         "| client → nginx → daemon (no chain-co) | {:.0} µs | {:.0} µs |",
@@ -630,7 +702,7 @@ async fn scenario_data_path() {
         pct(p, 0.99).as_micros()
     );
     drop(plain);
-    let with = start("chain-co + nginx", &sim, true, "").await;
+    let with = start(Kind::ChainCo, "chain-co + nginx", &sim, "").await;
     let c = measure(with.nginx.rpc_url()).await;
     println!(
         "| client → nginx → daemon (chain-co running) | {:.0} µs | {:.0} µs |",
