@@ -196,7 +196,7 @@ pub async fn demo() -> anyhow::Result<()> {
         .context("the primary did not move off the stalled node within 30s")?;
     let b = moved.decision.primary.clone().expect("checked");
     say(&format!(
-        "<<< {a} stalled → primary {b} after {:.1}s (3 block delays of lag + 2 bad probes)",
+        "<<< {a} stalled → primary {b} after {:.1}s (its peers moved on; it stayed behind longer than lag_grace)",
         t0.elapsed().as_secs_f64()
     ));
 
