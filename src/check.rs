@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::apply::nginx::Nginx;
 use crate::apply::UpstreamPlan;
 use crate::config::Config;
 use crate::overrides::Overrides;
@@ -64,7 +63,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         config.nodes.iter().map(Target::from).collect(),
         config.probe.sync_checks,
     );
-    let nginx = Nginx::new(config.nginx.clone())?;
+    let target = crate::apply::Target::from_config(config)?;
     // The operator's drains and preference, as `run` would see them.
     let overrides = Overrides::load(&config.api.state_file).unwrap_or_default();
     let mut state = SelectState::default();
@@ -106,12 +105,9 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         })
         .collect();
     let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.nodes) {
-        Some(plan) => match crate::apply::Target::from_config(config)?.plan_text(&plan) {
-            Some(text) => (Some(text), None),
-            None => match nginx.render(&plan) {
-                Ok(text) => (Some(text), None),
-                Err(e) => (None, Some(e.to_string())),
-            },
+        Some(plan) => match target.preview(&plan) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (None, Some(e.to_string())),
         },
         None => (
             None,

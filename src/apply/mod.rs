@@ -58,13 +58,13 @@ impl Target {
         matches!(self, Target::Slb(..))
     }
 
-    /// What an apply of `plan` would do, for `chain-co check`; `None` for nginx, whose
-    /// rendered file `check` prints itself.
-    pub fn plan_text(&self, plan: &UpstreamPlan) -> Option<String> {
+    /// What an apply of `plan` would write or send, for `chain-co check`: nginx's rendered
+    /// file, or the HAProxy commands, or the SLB weights. Nothing is written or sent.
+    pub fn preview(&self, plan: &UpstreamPlan) -> Result<String, ApplyError> {
         match self {
-            Target::Nginx(_) => None,
-            Target::Haproxy(h, nodes) => Some(h.plan_text(plan, nodes)),
-            Target::Slb(s, nodes) => Some(s.plan_text(plan, nodes)),
+            Target::Nginx(n) => Ok(n.render(plan)?),
+            Target::Haproxy(h, nodes) => Ok(h.plan_text(plan, nodes)),
+            Target::Slb(s, nodes) => Ok(s.plan_text(plan, nodes)),
         }
     }
 
