@@ -59,6 +59,20 @@ pub struct Status {
     pub overrides: Overrides,
     /// The VRRP role, when chain-co runs in a keepalived pair.
     pub role: Option<String>,
+    /// How sessions leave a node that stops being primary (`destroy`,
+    /// `worker_shutdown_timeout`, ...).
+    #[serde(default)]
+    pub session_mode: Option<crate::apply::SessionMode>,
+    /// Session moves waiting for a drain's grace period.
+    #[serde(default)]
+    pub pending_session_moves: Vec<PendingMove>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingMove {
+    pub node: String,
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +130,8 @@ impl Status {
                 switches: 0,
                 overrides: overrides.clone(),
                 role: None,
+                session_mode: None,
+                pending_session_moves: vec![],
             };
         };
         let d = &r.decision;
@@ -167,6 +183,15 @@ impl Status {
             switches: r.switches,
             overrides: overrides.clone(),
             role: r.role.map(|r| r.to_string()),
+            session_mode: Some(r.session_mode),
+            pending_session_moves: r
+                .pending_moves
+                .iter()
+                .map(|(node, after)| PendingMove {
+                    node: node.clone(),
+                    after: Duration::from_secs(after.as_secs()),
+                })
+                .collect(),
         }
     }
 }
@@ -286,12 +311,20 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 pub struct MarkRequest {
     #[serde(default)]
     pub by: String,
+    /// For a drain: how long its sessions may stay before they are moved.
+    #[serde(with = "humantime_serde", default)]
+    pub grace: Option<std::time::Duration>,
+}
+
+fn body_mark(body: &[u8]) -> MarkRequest {
+    serde_json::from_slice::<MarkRequest>(body).unwrap_or(MarkRequest {
+        by: String::new(),
+        grace: None,
+    })
 }
 
 fn body_by(body: &[u8]) -> String {
-    serde_json::from_slice::<MarkRequest>(body)
-        .map(|m| m.by)
-        .unwrap_or_default()
+    body_mark(body).by
 }
 
 /// Applies a change to the marks and saves them; on a failed save the change is undone.
@@ -349,7 +382,7 @@ async fn drain(
     if !nodes.contains_key(&name) {
         return (StatusCode::NOT_FOUND, format!("no node named {name:?}\n")).into_response();
     }
-    let by = body_by(&body);
+    let request = body_mark(&body);
     change(&shared, |o| {
         let others = nodes
             .values()
@@ -361,8 +394,18 @@ async fn drain(
                 format!("refused: {name} is the last healthy node not drained; drain it once another node is healthy"),
             ));
         }
-        o.drained.insert(name.clone(), Mark::now(&by));
-        Ok(format!("{name} drained"))
+        let mark = Mark {
+            grace: request.grace,
+            ..Mark::now(&request.by)
+        };
+        o.drained.insert(name.clone(), mark);
+        Ok(match request.grace {
+            Some(g) => format!(
+                "{name} drained; its sessions move in {}",
+                humantime::format_duration(g)
+            ),
+            None => format!("{name} drained"),
+        })
     })
 }
 

@@ -68,11 +68,16 @@ impl ApiClient {
         method: reqwest::Method,
         path: &str,
         by: &str,
+        grace: Option<std::time::Duration>,
     ) -> anyhow::Result<String> {
+        let mut body = json!({ "by": by });
+        if let Some(g) = grace {
+            body["grace"] = json!(humantime::format_duration(g).to_string());
+        }
         let resp = self
             .request(method, path)?
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json!({ "by": by }).to_string())
+            .body(body.to_string())
             .send()
             .await
             .with_context(|| format!("cannot reach chain-co at {}", self.base))?;
@@ -194,6 +199,9 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                 "last apply: {} at {}",
                 match &a.record {
                     crate::daemon::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
+                    crate::daemon::ApplyRecord::Written => {
+                        "rewrote the file (backups only), nginx not reloaded".to_string()
+                    }
                     crate::daemon::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
                     crate::daemon::ApplyRecord::Held { reason } => format!("held: {reason}"),
                     crate::daemon::ApplyRecord::Standby { reason } => format!("standby: {reason}"),
@@ -211,6 +219,17 @@ pub fn render_status(s: &Status, colour: bool) -> String {
         "reloads {}, failed applies {}, primary switches {}",
         s.reloads, s.failed_applies, s.switches
     );
+    if let Some(mode) = s.session_mode {
+        let _ = writeln!(out, "sessions leave an old primary by: {mode}");
+    }
+    for m in &s.pending_session_moves {
+        let _ = writeln!(
+            out,
+            "sessions of {} move in {}",
+            m.node,
+            humantime::format_duration(m.after)
+        );
+    }
     for (node, m) in &s.overrides.drained {
         let _ = writeln!(out, "drained: {node} by {} at {}", m.by, m.at);
     }

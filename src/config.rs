@@ -110,6 +110,9 @@ pub struct NginxConfig {
     pub test_cmd: Vec<String>,
     pub reload: Reload,
     pub upstream_name: String,
+    /// At a switch, end nginx's connections to the old primary so that its long-lived
+    /// sessions (miners' websockets) reconnect to the new one at once.
+    pub move_sessions: bool,
 }
 
 /// How nginx is told to read its configuration again.
@@ -277,6 +280,7 @@ struct RawSelect {
     min_peers: Option<u64>,
     max_clock_skew: Option<Spanned<HumanDuration>>,
     lag_grace: Option<Spanned<HumanDuration>>,
+    hold_down: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +291,7 @@ struct RawNginx {
     test_cmd: Option<Spanned<Vec<String>>>,
     reload: Option<Spanned<RawReload>>,
     upstream_name: Option<Spanned<String>>,
+    move_sessions: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -859,6 +864,8 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
     let stale_after = positive(raw.stale_after, "stale_after");
     let max_clock_skew = positive(raw.max_clock_skew, "max_clock_skew");
     let lag_grace = positive(raw.lag_grace, "lag_grace");
+    // Zero is meaningful here: no hold-down.
+    let hold_down = raw.hold_down.map(|v| **v.get_ref());
     SelectRules {
         max_lag: raw.max_lag.map_or(defaults::MAX_LAG, |v| *v.get_ref()),
         rise,
@@ -867,6 +874,7 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
         min_peers: raw.min_peers.unwrap_or(defaults::MIN_PEERS),
         max_clock_skew: max_clock_skew.unwrap_or(defaults::MAX_CLOCK_SKEW),
         lag_grace,
+        hold_down,
     }
 }
 
@@ -965,6 +973,7 @@ fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConf
         test_cmd,
         reload,
         upstream_name,
+        move_sessions: raw.move_sessions.unwrap_or(true),
     })
 }
 

@@ -22,8 +22,8 @@ use tracing::{error, info, warn};
 
 use crate::api::Shared;
 use crate::apply::nginx::Applied;
-use crate::apply::UpstreamPlan;
-use crate::apply::{ApplyError, Target as ApplyTarget};
+use crate::apply::{ApplyError, SessionMode, Target as ApplyTarget};
+use crate::apply::{UpstreamPlan, UpstreamServer};
 use crate::clock::{ClockEvent, SteadyClock};
 use crate::config::Config;
 use crate::ha::{read_role, Role};
@@ -48,6 +48,9 @@ pub enum ApplyRecord {
     },
     Unchanged,
     Reloaded,
+    /// Only backups changed: the file was rewritten and validated, nginx not reloaded (a
+    /// reload would cut every session).
+    Written,
     Failed {
         error: String,
     },
@@ -72,6 +75,12 @@ pub struct Report {
     pub role: Option<Role>,
     /// Per node: the ChainNotify subscription's state and the age of its last pushed head.
     pub push: BTreeMap<String, (PushStatus, Option<Duration>)>,
+    /// How sessions leave a node that stops being primary.
+    pub session_mode: SessionMode,
+    /// Connections ended this round to move sessions off nodes that lost their place.
+    pub sessions_moved: u64,
+    /// Session moves waiting for a drain's grace period: node and seconds left.
+    pub pending_moves: Vec<(String, Duration)>,
 }
 
 /// The parts of a running chain-co, built from a config.
@@ -99,8 +108,12 @@ pub struct Daemon {
     /// The last probe round, which pushed heads refresh between rounds.
     last_round: Option<Round>,
     last_reload_at: Option<std::time::Instant>,
-    /// The primary of the upstream last written.
-    published_primary: Option<String>,
+    /// The plan last applied: where sessions go now.
+    published: Option<UpstreamPlan>,
+    /// Sessions to move once a drain's grace period has passed.
+    pending_moves: Vec<(UpstreamServer, tokio::time::Instant)>,
+    /// Whether the fallback from destroying sockets has been logged.
+    session_fallback_logged: bool,
     /// When a node that is behind will have been behind for lag_grace: evaluate again then,
     /// without waiting for the next push or poll.
     recheck_at: Option<tokio::time::Instant>,
@@ -161,7 +174,9 @@ impl Daemon {
             tasks: TaskTracker::new(),
             last_round: None,
             last_reload_at: None,
-            published_primary: None,
+            published: None,
+            pending_moves: Vec::new(),
+            session_fallback_logged: false,
             recheck_at: None,
             clock: SteadyClock::new(Duration::from_secs(60)),
         };
@@ -214,6 +229,15 @@ impl Daemon {
                         let report = self.step(round, Trigger::Push).await;
                         self.reports.send_replace(Some(report));
                     }
+                    continue;
+                }
+                _ = async {
+                    match self.pending_moves.iter().map(|(_, at)| *at).min() {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.move_due_sessions().await;
                     continue;
                 }
                 _ = pushed => {
@@ -489,13 +513,15 @@ impl Daemon {
         // At most one reload per probe interval: a burst of pushed heads must not make nginx
         // reload in a loop. A deferred change is applied at the next evaluation.
         // A new primary is never deferred: that is what push is for.
+        let published_primary = self.published.as_ref().map(|p| p.primary.name.clone());
         let too_soon = trigger == Trigger::Push
-            && decision.primary == self.published_primary
+            && decision.primary == published_primary
             && self
                 .last_reload_at
                 .is_some_and(|t| t.elapsed() < self.config.probe.interval);
         // Only the master writes a shared target; a host that lost the VIP stops at once.
         let standby = self.target.is_shared() && role.is_some_and(|r| !r.may_change_shared_state());
+        let mut sessions_moved = 0;
         let apply = match UpstreamPlan::from_decision(&decision, &self.config.nodes) {
             _ if standby => ApplyRecord::Standby {
                 reason: format!(
@@ -509,26 +535,43 @@ impl Daemon {
                 reason: "no healthy node; the last published upstream stays".into(),
             },
             Some(plan) => match self.target.apply(&plan).await {
-                Ok(Applied::Unchanged) => {
-                    self.published_primary = Some(plan.primary.name.clone());
+                Ok(applied) => {
                     self.last_error = None;
-                    ApplyRecord::Unchanged
-                }
-                Ok(Applied::Reloaded) => {
-                    self.published_primary = Some(plan.primary.name.clone());
-                    self.reloads += 1;
-                    self.last_reload_at = Some(std::time::Instant::now());
-                    self.last_error = None;
-                    let backups: Vec<&str> = plan.backups.iter().map(|b| b.name.as_str()).collect();
-                    info!(
-                        primary = %plan.primary.name,
-                        backups = ?backups,
-                        target = %self.target.describe(),
-                        "upstream updated (nginx reloaded, or HAProxy servers set)"
-                    );
-                    ApplyRecord::Reloaded
+                    let record = match applied {
+                        Applied::Unchanged => ApplyRecord::Unchanged,
+                        Applied::Reloaded => {
+                            self.reloads += 1;
+                            self.last_reload_at = Some(std::time::Instant::now());
+                            let backups: Vec<&str> =
+                                plan.backups.iter().map(|b| b.name.as_str()).collect();
+                            info!(
+                                primary = %plan.primary.name,
+                                backups = ?backups,
+                                target = %self.target.describe(),
+                                "upstream updated (nginx reloaded, or HAProxy servers set)"
+                            );
+                            ApplyRecord::Reloaded
+                        }
+                        Applied::Written => {
+                            let backups: Vec<&str> =
+                                plan.backups.iter().map(|b| b.name.as_str()).collect();
+                            info!(
+                                primary = %plan.primary.name,
+                                backups = ?backups,
+                                target = %self.target.describe(),
+                                "backups changed: file rewritten and validated, nginx not reloaded (a reload would cut every session)"
+                            );
+                            ApplyRecord::Written
+                        }
+                    };
+                    let leaving = leaving(self.published.as_ref(), &plan);
+                    self.published = Some(plan);
+                    sessions_moved = self.move_sessions(leaving).await;
+                    record
                 }
                 Err(e) => {
+                    // A refused file or a failed reload: nginx still sends sessions where it
+                    // did, so none is moved.
                     self.failed_applies += 1;
                     self.log_apply_error(&e);
                     ApplyRecord::Failed {
@@ -537,7 +580,10 @@ impl Daemon {
                 }
             },
         };
-        if matches!(apply, ApplyRecord::Reloaded | ApplyRecord::Failed { .. }) {
+        if matches!(
+            apply,
+            ApplyRecord::Reloaded | ApplyRecord::Written | ApplyRecord::Failed { .. }
+        ) {
             self.last_apply = Some((SystemTime::now(), apply.clone()));
         }
         let probes: Vec<(String, Duration, Option<&RpcError>)> = round
@@ -579,6 +625,9 @@ impl Daemon {
                         .collect()
                 })
                 .unwrap_or_default(),
+            session_mode: self.target.session_mode(),
+            sessions_moved,
+            pending_moves: self.pending_list(),
         };
         // Probe figures come from probe rounds only; a pushed head re-evaluates the same round.
         let probes = if trigger == Trigger::Probe {
@@ -588,6 +637,87 @@ impl Daemon {
         };
         self.shared.metrics.observe(&report, &probes);
         report
+    }
+
+    /// Moves the sessions of nodes that lost their place now, or after their drain's grace.
+    async fn move_sessions(&mut self, leaving: Vec<UpstreamServer>) -> u64 {
+        let overrides = self
+            .shared
+            .overrides
+            .lock()
+            .expect("overrides lock")
+            .clone();
+        let mut now = Vec::new();
+        for server in leaving {
+            // A node that comes back cancels nothing here: moving its sessions once more costs
+            // a reconnect, and it is no longer where sessions go anyway.
+            match overrides.drained.get(&server.name).and_then(|m| m.grace) {
+                Some(grace) if !grace.is_zero() => {
+                    info!(node = %server.name, grace = %humantime::format_duration(grace), "sessions move after the drain's grace period");
+                    self.pending_moves.retain(|(s, _)| s.name != server.name);
+                    self.pending_moves
+                        .push((server, tokio::time::Instant::now() + grace));
+                }
+                _ => now.push(server),
+            }
+        }
+        self.move_now(now).await
+    }
+
+    /// Runs the moves whose grace period has passed.
+    async fn move_due_sessions(&mut self) {
+        let due_at = tokio::time::Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_moves)
+            .into_iter()
+            .partition(|(_, at)| *at <= due_at);
+        self.pending_moves = later;
+        let servers = due.into_iter().map(|(s, _)| s).collect();
+        self.move_now(servers).await;
+    }
+
+    async fn move_now(&mut self, servers: Vec<UpstreamServer>) -> u64 {
+        let mut moved = 0;
+        for server in servers {
+            // The primary again (a drain undone, a node back first): its sessions stay.
+            if self
+                .published
+                .as_ref()
+                .is_some_and(|p| p.primary.name == server.name)
+            {
+                continue;
+            }
+            match self.target.move_sessions(&server).await {
+                Ok(n) => {
+                    let n = n.map_or(0, |n| n as u64);
+                    moved += n;
+                    // A node that died took its sessions with it: nothing to say then.
+                    if n > 0 || self.target.session_mode() != SessionMode::Destroy {
+                        info!(node = %server.name, connections = n, mode = %self.target.session_mode(), "sessions moved off the node");
+                    } else {
+                        tracing::debug!(node = %server.name, "no session to move");
+                    }
+                }
+                Err(e) => {
+                    let fallback = self.target.session_mode() == SessionMode::WorkerShutdownTimeout;
+                    if fallback && !self.session_fallback_logged {
+                        warn!(node = %server.name, error = %e, "sessions of the old primary are left to nginx's worker_shutdown_timeout");
+                        self.session_fallback_logged = true;
+                    } else if !fallback {
+                        self.log_apply_error(&e);
+                    }
+                }
+            }
+        }
+        self.shared.metrics.sessions_moved(moved);
+        moved
+    }
+
+    fn pending_list(&self) -> Vec<(String, Duration)> {
+        let now = tokio::time::Instant::now();
+        self.pending_moves
+            .iter()
+            .map(|(s, at)| (s.name.clone(), at.saturating_duration_since(now)))
+            .collect()
     }
 
     /// State changes only: a primary switch, a node going up or down, a warning. Never per tick.
@@ -635,6 +765,26 @@ impl Daemon {
             self.last_error = Some(msg);
         }
     }
+}
+
+/// The servers whose sessions must move when `next` replaces `prev`: the old primary when it
+/// is not primary any more, and every node that left the upstream (sessions reach a backup only
+/// when the primary failed a request; once the backup is unhealthy or drained, they belong on
+/// the primary).
+fn leaving(prev: Option<&UpstreamPlan>, next: &UpstreamPlan) -> Vec<UpstreamServer> {
+    let Some(prev) = prev else {
+        return Vec::new();
+    };
+    prev.servers()
+        .filter(|s| {
+            let still = next.servers().find(|n| n.name == s.name && n.address == s.address);
+            match still {
+                None => true,
+                Some(n) => s.name == prev.primary.name && n.backup,
+            }
+        })
+        .cloned()
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]

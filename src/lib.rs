@@ -32,5 +32,6 @@ pub mod push;
 pub mod rpc;
 pub mod secret;
 pub mod select;
+pub mod sessions;
 pub mod sim;
 pub mod testbed;

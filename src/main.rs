@@ -128,6 +128,10 @@ enum Command {
         /// Who asks (shown in status).
         #[arg(long, env = "USER", default_value = "")]
         by: String,
+        /// Leave the node's open sessions (miners' websockets) on it this long before moving
+        /// them to the primary, e.g. "30s"; by default they move at once.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
     },
     /// Bring a drained node back (after `rise` good probes).
     Undrain {
@@ -306,12 +310,18 @@ async fn dispatch(command: Command) -> ExitCode {
             report(run(config, config_path).await)
         }
         Command::Status { api, json, watch } => report(status(api, json, watch).await),
-        Command::Drain { node, api, by } => report(
+        Command::Drain {
+            node,
+            api,
+            by,
+            grace,
+        } => report(
             mark(
                 &api,
                 reqwest::Method::POST,
                 &format!("/nodes/{node}/drain"),
                 &by,
+                grace,
             )
             .await,
         ),
@@ -321,6 +331,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 reqwest::Method::POST,
                 &format!("/nodes/{node}/undrain"),
                 "",
+                None,
             )
             .await,
         ),
@@ -330,13 +341,14 @@ async fn dispatch(command: Command) -> ExitCode {
             api,
             by,
         } => report(match (clear, node) {
-            (true, _) => mark(&api, reqwest::Method::DELETE, "/prefer", &by).await,
+            (true, _) => mark(&api, reqwest::Method::DELETE, "/prefer", &by, None).await,
             (false, Some(node)) => {
                 mark(
                     &api,
                     reqwest::Method::POST,
                     &format!("/nodes/{node}/prefer"),
                     &by,
+                    None,
                 )
                 .await
             }
@@ -547,8 +559,14 @@ async fn status(api: ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
     }
 }
 
-async fn mark(api: &ApiArgs, method: reqwest::Method, path: &str, by: &str) -> anyhow::Result<()> {
-    let answer = api.client()?.mark(method, path, by).await?;
+async fn mark(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    by: &str,
+    grace: Option<Duration>,
+) -> anyhow::Result<()> {
+    let answer = api.client()?.mark(method, path, by, grace).await?;
     println!("{answer}");
     Ok(())
 }

@@ -59,6 +59,7 @@ pub struct Metrics {
     primary: Family<NodeLabel, Gauge>,
     switches: Counter,
     reloads: Counter,
+    sessions_moved: Counter,
     failed_applies: Counter,
     rounds: Counter,
     round_seconds: FloatGauge,
@@ -91,6 +92,7 @@ impl Metrics {
             primary: Family::default(),
             switches: Counter::default(),
             reloads: Counter::default(),
+            sessions_moved: Counter::default(),
             failed_applies: Counter::default(),
             rounds: Counter::default(),
             round_seconds: FloatGauge::default(),
@@ -144,6 +146,11 @@ impl Metrics {
             "nginx_reloads",
             "nginx reloads after a new upstream",
             m.reloads.clone(),
+        );
+        registry.register(
+            "sessions_moved",
+            "Load-balancer connections ended to move their sessions to the primary",
+            m.sessions_moved.clone(),
         );
         registry.register(
             "apply_failures",
@@ -254,6 +261,11 @@ impl Metrics {
         self.warnings.set(report.decision.warnings.len() as i64);
         self.no_primary
             .set(i64::from(report.decision.primary.is_none()));
+    }
+
+    /// Counts connections ended to move sessions.
+    pub fn sessions_moved(&self, n: u64) {
+        self.sessions_moved.inc_by(n);
     }
 
     /// The text exposition format.

@@ -15,6 +15,14 @@ use serde::{Deserialize, Serialize};
 pub struct Mark {
     pub by: String,
     pub at: String,
+    /// For a drain: how long the node's sessions may stay before they are moved (a daemon
+    /// upgrade can let running calls finish first).
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grace: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +59,7 @@ impl Mark {
                 by.trim().chars().take(64).collect()
             },
             at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            grace: None,
         }
     }
 }

@@ -58,7 +58,14 @@ pub struct SelectRules {
     /// `None`: 0.4 block delays (12 s on mainnet: Lotus's PropagationDelaySecs of 10 s, the
     /// time a healthy node may legitimately take to receive and accept a tipset, plus margin).
     pub lag_grace: Option<Duration>,
+    /// Flap damping: how long a node that was dropped must stay up before it may become
+    /// primary again, doubled for each further drop within [`FLAP_WINDOW`]; `None`: two block
+    /// delays; zero: no hold-down.
+    pub hold_down: Option<Duration>,
 }
+
+/// How long a drop counts against a node for flap damping.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(3600);
 
 impl SelectRules {
     /// The foundation rules with the chain-aware defaults; handy in tests.
@@ -71,6 +78,7 @@ impl SelectRules {
             min_peers: crate::config::defaults::MIN_PEERS,
             max_clock_skew: crate::config::defaults::MAX_CLOCK_SKEW,
             lag_grace: None,
+            hold_down: None,
         }
     }
 }
@@ -149,6 +157,12 @@ pub struct Track {
     pub bad: u32,
     /// The best height when this node was first seen off the best chain, while it stays off.
     pub fork_since: Option<u64>,
+    /// When the node was dropped (went down), within the last [`FLAP_WINDOW`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<SystemTime>,
+    /// Flap damping: until then the node may serve as a backup but is not made primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<SystemTime>,
 }
 
 /// What [`select`] remembers between rounds.
@@ -196,6 +210,9 @@ pub struct NodeVerdict {
     /// Whether its head came from a ChainNotify push.
     #[serde(default)]
     pub via_push: bool,
+    /// Flap damping: how long the node is still kept from becoming primary.
+    #[serde(with = "humantime_serde", default)]
+    pub held_for: Option<Duration>,
     pub track: Track,
     /// Why, in words an operator can act on.
     pub reason: String,
@@ -503,6 +520,9 @@ pub fn select(
     let lag_grace = rules
         .lag_grace
         .unwrap_or(Duration::from_millis(exp.block_delay * 400));
+    let hold_down = rules
+        .hold_down
+        .unwrap_or(Duration::from_secs(2 * exp.block_delay));
 
     if let (Some(b), Some(exp_h)) = (best, expected_height) {
         let age = now_s.saturating_sub(b.timestamp);
@@ -576,6 +596,7 @@ pub fn select(
             };
         }
         // Rule 5: hysteresis.
+        let was_up = t.up;
         if trigger == Trigger::Push {
             if forced_down {
                 t.up = false;
@@ -593,8 +614,21 @@ pub fn select(
                 t.up = false;
             }
         }
+        damp_flaps(&mut t, was_up, hold_down, now);
         // Rule 6's conditions for promotion.
         let mut not_promoted = None;
+        let held_for = t
+            .held_until
+            .and_then(|u| u.duration_since(now).ok())
+            .filter(|d| !d.is_zero());
+        if let Some(left) = held_for {
+            not_promoted = Some(format!(
+                "held down for {} more after {} drop{} in the last hour (flap damping)",
+                fmt_secs(left.as_secs().max(1)),
+                t.drops.len(),
+                if t.drops.len() == 1 { "" } else { "s" }
+            ));
+        }
         if let Some(p) = o.peers.filter(|&p| p < rules.min_peers) {
             not_promoted = Some(format!("{p} peers (min {})", rules.min_peers));
         }
@@ -631,6 +665,7 @@ pub fn select(
             head_age: h.map(|h| Duration::from_secs(now_s.saturating_sub(h.timestamp))),
             behind: h.and_then(|h| behind_for(h, o.observed_at)),
             via_push: o.via_push,
+            held_for,
             track: t.clone(),
             reason,
         });
@@ -778,6 +813,31 @@ pub fn select(
         best_seen,
     };
     (decision, next)
+}
+
+/// Flap damping (after route-flap damping, RFC 2439): each drop is remembered for an hour;
+/// a node that comes back up after drops must stay up for `hold_down`, doubled for each
+/// further drop in that hour (at most an hour), before it may be primary again. A node late
+/// every epoch thus never pulls sessions back and forth, while one restart costs one short
+/// hold as a backup.
+fn damp_flaps(t: &mut Track, was_up: bool, hold_down: Duration, now: SystemTime) {
+    t.drops
+        .retain(|d| now.duration_since(*d).is_ok_and(|age| age < FLAP_WINDOW));
+    if was_up && !t.up {
+        t.drops.push(now);
+        // Enough to reach the cap; older ones add nothing.
+        if t.drops.len() > 16 {
+            t.drops.remove(0);
+        }
+    }
+    if !was_up && t.up && !t.drops.is_empty() && !hold_down.is_zero() {
+        let doublings = (t.drops.len() - 1).min(12) as u32;
+        let hold = hold_down.saturating_mul(1 << doublings).min(FLAP_WINDOW);
+        t.held_until = Some(now + hold);
+    }
+    if t.held_until.is_some_and(|u| u <= now) {
+        t.held_until = None;
+    }
 }
 
 /// Describes a split between implementations: at some height, every node of one
@@ -1552,6 +1612,7 @@ mod tests {
         let mark = Mark {
             by: "alice".into(),
             at: "2026-11-25T10:00:00Z".into(),
+            grace: None,
         };
         let mut drain_a = Overrides::default();
         drain_a.drained.insert("a".into(), mark.clone());

@@ -140,6 +140,7 @@ impl PrivateNginx {
             test_cmd: vec!["true".into()],
             reload: Reload::Command(vec!["true".into()]),
             upstream_name: "filecoin".into(),
+            move_sessions: true,
         }
     }
 

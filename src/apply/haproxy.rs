@@ -179,6 +179,27 @@ impl Haproxy {
         }
     }
 
+    /// Ends every session on `node`'s server: HAProxy never moves an established session by
+    /// itself (state changes only steer new ones), so without this a miner's websocket would
+    /// stay on the old primary until `timeout tunnel`.
+    pub async fn shutdown_sessions(&self, node: &str) -> Result<(), HaproxyError> {
+        let command = format!(
+            "shutdown sessions server {}/{}",
+            self.cfg.backend,
+            self.server(node)
+        );
+        let answer = self.command(&command).await?;
+        let a = answer.trim();
+        if a.is_empty() {
+            Ok(())
+        } else {
+            Err(HaproxyError::Refused {
+                command,
+                answer: a.to_string(),
+            })
+        }
+    }
+
     /// The runtime API commands a plan means, for `chain-co check` (nothing is sent).
     pub fn plan_text(&self, plan: &UpstreamPlan, nodes: &[String]) -> String {
         let mut out = format!("# HAProxy runtime API ({}):\n", self.cfg.socket.display());

@@ -76,6 +76,32 @@ impl Target {
         }
     }
 
+    /// How this target moves sessions off a node that stops being primary.
+    pub fn session_mode(&self) -> SessionMode {
+        match self {
+            Target::Nginx(n) => n.session_mode(),
+            Target::Haproxy(..) => SessionMode::HaproxyShutdown,
+            Target::Slb(..) => SessionMode::ListenerDrain,
+        }
+    }
+
+    /// Ends the sessions the target holds to `server`, so that their clients reconnect to the
+    /// primary. Returns how many were ended, where the target says. SLB: nothing to do here;
+    /// the listener's connection draining decides (see the README).
+    pub async fn move_sessions(
+        &mut self,
+        server: &UpstreamServer,
+    ) -> Result<Option<usize>, ApplyError> {
+        match self {
+            Target::Nginx(n) => Ok(Some(n.move_sessions(&server.address).await?)),
+            Target::Haproxy(h, _) => {
+                h.shutdown_sessions(&server.name).await?;
+                Ok(None)
+            }
+            Target::Slb(..) => Ok(None),
+        }
+    }
+
     /// For logs: what is being written.
     pub fn describe(&self) -> String {
         match self {
@@ -83,6 +109,36 @@ impl Target {
             Target::Haproxy(h, _) => h.describe(),
             Target::Slb(s, _) => s.describe(),
         }
+    }
+}
+
+/// How sessions leave a node that stops being primary (shown in status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// nginx: its connections to the node are destroyed (netlink SOCK_DESTROY), clients
+    /// reconnect to the new primary at once.
+    Destroy,
+    /// nginx without CAP_NET_ADMIN (or a kernel without socket destroy): the sessions end when
+    /// the old workers reach `worker_shutdown_timeout`.
+    WorkerShutdownTimeout,
+    /// HAProxy: `shutdown sessions server` on the runtime API.
+    HaproxyShutdown,
+    /// Alibaba SLB: the listener's connection draining decides.
+    ListenerDrain,
+    /// `[nginx] move_sessions = false`.
+    Off,
+}
+
+impl std::fmt::Display for SessionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionMode::Destroy => "destroy (SOCK_DESTROY)",
+            SessionMode::WorkerShutdownTimeout => "worker_shutdown_timeout (no CAP_NET_ADMIN)",
+            SessionMode::HaproxyShutdown => "haproxy shutdown sessions",
+            SessionMode::ListenerDrain => "listener connection drain",
+            SessionMode::Off => "off",
+        })
     }
 }
 

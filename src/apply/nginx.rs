@@ -14,18 +14,28 @@
 //!   to know.
 //! - Nothing is written when the rendered text equals the file: no rewrite and no reload at
 //!   steady state. A file changed by hand differs, so it is put back at the next round.
+//! - nginx is reloaded only when the reload changes where sessions go: when the file differs
+//!   from what nginx runs in more than its `backup` servers. Every reload hands the open
+//!   connections — every miner's websocket — to old workers that close them at
+//!   `worker_shutdown_timeout`, so a reload for a backup that came or went would cut every
+//!   session for nothing. A backup-only change is written, validated and left for the next
+//!   reload ([`Applied::Written`]). What nginx runs is remembered in a hidden file beside the
+//!   output, so a restart of chain-co does not reload either.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 use tera::{Context, Tera};
 
-use super::UpstreamPlan;
-use crate::config::{error_chain, NginxConfig, Reload};
+use super::{SessionMode, UpstreamPlan};
+use crate::config::{defaults, error_chain, NginxConfig, Reload};
+use crate::sessions::{self, DestroyError, Owners};
 
 /// How long `test_cmd` and a reload command may run. `nginx -t` takes milliseconds; a hung one
 /// (e.g. resolving an unreachable host in the config) must not hold the loop.
@@ -45,6 +55,8 @@ pub enum NginxError {
     Rollback { path: PathBuf, message: String },
     #[error("reload failed: {0}; the new file is in place and the reload will be retried")]
     Reload(String),
+    #[error("cannot move sessions: {0}")]
+    Sessions(String),
 }
 
 /// What an apply did.
@@ -55,6 +67,22 @@ pub enum Applied {
     Unchanged,
     /// A new file was validated, swapped in and nginx reloaded.
     Reloaded,
+    /// A new file was validated and swapped in, but nginx was not signalled: only backups
+    /// changed, and a reload would cut every session for that. nginx reads the file at the
+    /// next reload (the next switch of primary, or an operator's reload).
+    Written,
+}
+
+/// What nginx runs, as far as chain-co knows: kept in a hidden file beside the output so that
+/// a restarted chain-co knows whether the file on disk is already in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct Loaded {
+    /// SHA-256 of the file chain-co last put in place; a file that no longer hashes to this
+    /// was changed by someone else, and what nginx runs is then unknown.
+    written_sha256: String,
+    /// SHA-256 of the routing part of the file nginx last reloaded: the file rendered without
+    /// backups.
+    routing_sha256: String,
 }
 
 /// The nginx target. Holds the compiled template and whether a reload is owed.
@@ -64,6 +92,13 @@ pub struct Nginx {
     /// Set when a valid file was put in place but the reload failed: the next apply reloads
     /// even though the file is unchanged.
     reload_owed: bool,
+    /// What nginx runs; `None` when unknown (first start, or the file was changed by hand).
+    loaded: Option<Loaded>,
+    /// The workers nginx had before the last reload: sessions are moved once they no longer
+    /// accept new connections, so that a client reconnecting at once reaches a new worker.
+    workers_before_reload: Vec<u32>,
+    /// How sessions leave a node: destroyed, or left to `worker_shutdown_timeout`.
+    session_mode: SessionMode,
 }
 
 #[derive(Serialize)]
@@ -81,15 +116,122 @@ impl Nginx {
                 template: cfg.template_name.clone(),
                 message: error_chain(&e),
             })?;
+        let loaded = std::fs::read(sibling(&cfg.output, ".chain-co.loaded", true))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let session_mode = if !cfg.move_sessions {
+            SessionMode::Off
+        } else if sessions::has_net_admin() {
+            SessionMode::Destroy
+        } else {
+            SessionMode::WorkerShutdownTimeout
+        };
         Ok(Nginx {
             cfg,
             tera,
             reload_owed: false,
+            loaded,
+            workers_before_reload: Vec::new(),
+            session_mode,
         })
+    }
+
+    pub fn session_mode(&self) -> SessionMode {
+        self.session_mode
+    }
+
+    /// nginx's master, from the pid file chain-co signals (or the stock one when it reloads
+    /// through a command).
+    fn master_pid(&self) -> Option<u32> {
+        let path = match &self.cfg.reload {
+            Reload::PidFile(p) => p.clone(),
+            Reload::Command(_) => PathBuf::from(defaults::PID_FILE),
+        };
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&p| p > 1)
+    }
+
+    /// Ends nginx's connections to `address` (a node's upstream address), so that the clients
+    /// holding them reconnect to the primary. Waits first for the last reload to take effect:
+    /// an old worker still accepting would take the reconnect back to the old node. Returns
+    /// how many connections were ended; in fallback mode, none (they end at
+    /// `worker_shutdown_timeout`).
+    pub async fn move_sessions(&mut self, address: &str) -> Result<usize, NginxError> {
+        if self.session_mode != SessionMode::Destroy {
+            return Ok(0);
+        }
+        // A unix-socket upstream has no TCP connection to end.
+        if address.starts_with("unix:") {
+            return Ok(0);
+        }
+        let peers: Vec<std::net::SocketAddr> =
+            match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(address))
+                .await
+            {
+                Ok(Ok(addrs)) => addrs.collect(),
+                Ok(Err(e)) => {
+                    return Err(NginxError::Sessions(format!("cannot resolve {address}: {e}")))
+                }
+                Err(_) => {
+                    return Err(NginxError::Sessions(format!(
+                        "cannot resolve {address}: no answer within 2s"
+                    )))
+                }
+            };
+        let master = self.master_pid();
+        let old = std::mem::take(&mut self.workers_before_reload);
+        let deadline = tokio::time::Instant::now() + sessions::RELOAD_SETTLE;
+        while old.iter().any(|&w| {
+            sessions::title(w).is_some_and(|t| t.contains("worker process") && !t.contains("shutting down"))
+        }) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Sockets are owned by the user nginx's workers run as; nobody else's are touched.
+        let owners = Owners {
+            uids: master.map(|m| {
+                sessions::children(m)
+                    .into_iter()
+                    .filter_map(sessions::fs_uid)
+                    .collect()
+            }),
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            peers
+                .into_iter()
+                .map(|p| sessions::destroy_connections_to(p, &owners))
+                .sum::<Result<usize, DestroyError>>()
+        })
+        .await
+        .map_err(|e| NginxError::Sessions(e.to_string()))?;
+        match result {
+            Ok(n) => Ok(n),
+            Err(e @ (DestroyError::NotPermitted | DestroyError::Unsupported)) => {
+                self.session_mode = SessionMode::WorkerShutdownTimeout;
+                Err(NginxError::Sessions(format!(
+                    "{e}; sessions now end at nginx's worker_shutdown_timeout instead"
+                )))
+            }
+            Err(e) => Err(NginxError::Sessions(e.to_string())),
+        }
     }
 
     pub fn output(&self) -> &Path {
         &self.cfg.output
+    }
+
+    /// The part of the file that decides where new sessions go: the file rendered without
+    /// backups. Two plans with the same routing differ only in their backups.
+    fn routing(&self, plan: &UpstreamPlan) -> Result<String, NginxError> {
+        let primary_only = UpstreamPlan {
+            primary: plan.primary.clone(),
+            backups: Vec::new(),
+        };
+        Ok(sha256(self.render(&primary_only)?.as_bytes()))
     }
 
     /// The upstream file for a plan.
@@ -131,6 +273,7 @@ impl Nginx {
     /// Publishes `plan`, or explains why not. The previous file stays on any error.
     pub async fn apply(&mut self, plan: &UpstreamPlan) -> Result<Applied, NginxError> {
         let text = self.render(plan)?;
+        let routing = self.routing(plan)?;
         let output = self.cfg.output.clone();
         let current = match std::fs::read_to_string(&output) {
             Ok(t) => Some(t),
@@ -138,11 +281,30 @@ impl Nginx {
             // Unreadable (permissions, not UTF-8): treat as different and let the swap decide.
             Err(_) => None,
         };
+        // What nginx runs is known only while the file is the one chain-co left: a file edited
+        // by hand may have been loaded by hand too.
+        let ours = current
+            .as_deref()
+            .map(|c| sha256(c.as_bytes()))
+            .zip(self.loaded.as_ref())
+            .is_some_and(|(sha, l)| sha == l.written_sha256);
+        let same_routing = ours
+            && self
+                .loaded
+                .as_ref()
+                .is_some_and(|l| l.routing_sha256 == routing);
         if current.as_deref() == Some(text.as_str()) {
-            if self.reload_owed {
+            if self.reload_owed || (ours && !same_routing) {
                 self.reload().await?;
                 self.reload_owed = false;
+                self.remember(&text, Some(routing));
                 return Ok(Applied::Reloaded);
+            }
+            if !ours {
+                // First start with this file already in place (an earlier chain-co, or the
+                // operator's seed that happens to match): take it as what nginx runs, as the
+                // file is all nginx could have read.
+                self.remember(&text, Some(routing));
             }
             return Ok(Applied::Unchanged);
         }
@@ -198,16 +360,48 @@ impl Nginx {
                 },
             });
         }
+        if same_routing && !self.reload_owed {
+            self.remember(&text, None);
+            return Ok(Applied::Written);
+        }
         match self.reload().await {
             Ok(()) => {
                 self.reload_owed = false;
+                self.remember(&text, Some(routing));
                 Ok(Applied::Reloaded)
             }
             Err(e) => {
                 self.reload_owed = true;
+                // The file is ours; nginx still runs the old routing, which the owed reload
+                // will replace.
+                self.remember(&text, None);
                 Err(e)
             }
         }
+    }
+
+    /// Records the file now in place and, when nginx was reloaded, its routing; saved beside
+    /// the output. Best effort: a lost record costs one reload after a restart, nothing more.
+    fn remember(&mut self, text: &str, reloaded_routing: Option<String>) {
+        let routing_sha256 = match (reloaded_routing, &self.loaded) {
+            (Some(r), _) => r,
+            (None, Some(l)) => l.routing_sha256.clone(),
+            (None, None) => String::new(),
+        };
+        let loaded = Loaded {
+            written_sha256: sha256(text.as_bytes()),
+            routing_sha256,
+        };
+        let path = sibling(&self.cfg.output, ".chain-co.loaded", true);
+        let tmp = sibling(&self.cfg.output, ".chain-co.loaded.tmp", true);
+        let bytes = serde_json::to_vec(&loaded).expect("plain strings serialize");
+        if write_synced(&tmp, &bytes, 0o644)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        self.loaded = Some(loaded);
     }
 
     async fn test(&self) -> Result<(), NginxError> {
@@ -225,7 +419,11 @@ impl Nginx {
         }
     }
 
-    async fn reload(&self) -> Result<(), NginxError> {
+    async fn reload(&mut self) -> Result<(), NginxError> {
+        self.workers_before_reload = self
+            .master_pid()
+            .map(sessions::children)
+            .unwrap_or_default();
         match &self.cfg.reload {
             Reload::PidFile(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -261,6 +459,10 @@ impl Nginx {
             },
         }
     }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Runs a command with a deadline; returns whether it succeeded and its output on one line.
@@ -356,6 +558,7 @@ mod tests {
             test_cmd: test_cmd.iter().map(|s| s.to_string()).collect(),
             reload: Reload::Command(vec!["true".into()]),
             upstream_name: "filecoin".into(),
+            move_sessions: true,
         })
         .expect("template compiles")
     }
@@ -481,6 +684,105 @@ mod tests {
             std::fs::read_to_string(&out).expect("read"),
             "# last good\n"
         );
+    }
+
+    /// A reload command that counts its runs in a file.
+    fn counting(n: &mut Nginx, dir: &Path) -> PathBuf {
+        let count = dir.join("reloads");
+        n.cfg.reload = Reload::Command(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo x >> {}", count.display()),
+        ]);
+        count
+    }
+
+    fn reloads(count: &Path) -> usize {
+        std::fs::read_to_string(count).map_or(0, |t| t.lines().count())
+    }
+
+    fn with_backups(names: &[(&str, &str)]) -> UpstreamPlan {
+        let mut p = plan();
+        p.backups = names
+            .iter()
+            .map(|(name, address)| UpstreamServer {
+                name: name.to_string(),
+                address: address.to_string(),
+                backup: true,
+            })
+            .collect();
+        p
+    }
+
+    #[tokio::test]
+    async fn a_change_of_backups_alone_is_written_without_a_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["true"]);
+        let count = counting(&mut n, dir.path());
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(reloads(&count), 1);
+        // A backup leaves, another comes: the file follows, nginx is not signalled.
+        let fewer = with_backups(&[]);
+        assert_eq!(n.apply(&fewer).await, Ok(Applied::Written));
+        let text = std::fs::read_to_string(dir.path().join("upstream.conf")).expect("read");
+        assert!(!text.contains("10.0.0.12"), "{text}");
+        let more = with_backups(&[("lotus-b", "10.0.0.12:1234"), ("lotus-c", "10.0.0.13:1234")]);
+        assert_eq!(n.apply(&more).await, Ok(Applied::Written));
+        assert_eq!(n.apply(&more).await, Ok(Applied::Unchanged));
+        assert_eq!(reloads(&count), 1, "no reload for backups");
+        // A new primary is a reload.
+        let mut moved = more.clone();
+        std::mem::swap(&mut moved.primary, &mut moved.backups[0]);
+        moved.primary.backup = false;
+        moved.backups[0].backup = true;
+        assert_eq!(n.apply(&moved).await, Ok(Applied::Reloaded));
+        assert_eq!(reloads(&count), 2);
+    }
+
+    #[tokio::test]
+    async fn a_restarted_chain_co_knows_what_nginx_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["true"]);
+        let count = counting(&mut n, dir.path());
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(n.apply(&with_backups(&[])).await, Ok(Applied::Written));
+        // A new process reads the record beside the file.
+        let mut again = nginx(dir.path(), &["true"]);
+        again.cfg.reload = n.cfg.reload.clone();
+        assert_eq!(again.apply(&plan()).await, Ok(Applied::Written));
+        assert_eq!(reloads(&count), 1);
+        // A damaged record only costs a reload.
+        std::fs::write(dir.path().join(".upstream.conf.chain-co.loaded"), "{oops").expect("damage");
+        let mut third = nginx(dir.path(), &["true"]);
+        third.cfg.reload = n.cfg.reload.clone();
+        assert_eq!(third.apply(&with_backups(&[])).await, Ok(Applied::Reloaded));
+        assert_eq!(reloads(&count), 2);
+    }
+
+    #[tokio::test]
+    async fn a_hand_edited_file_is_put_back_with_a_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["true"]);
+        let count = counting(&mut n, dir.path());
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        // Same primary, other backups, but by hand: nginx may run anything, so reload.
+        std::fs::write(dir.path().join("upstream.conf"), "# edited\n").expect("edit");
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(reloads(&count), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_backup_change_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["true"]);
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        let before = std::fs::read_to_string(dir.path().join("upstream.conf")).expect("read");
+        n.cfg.test_cmd = vec!["false".into()];
+        n.apply(&with_backups(&[])).await.expect_err("refused");
+        let after = std::fs::read_to_string(dir.path().join("upstream.conf")).expect("read");
+        assert_eq!(before, after);
+        n.cfg.test_cmd = vec!["true".into()];
+        assert_eq!(n.apply(&plan()).await, Ok(Applied::Unchanged));
     }
 
     #[tokio::test]

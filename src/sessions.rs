@@ -1,0 +1,427 @@
+//! Moving clients' sessions off a daemon: ending the load balancer's TCP connections to it.
+//!
+//! A miner (lotus-miner, boost, curio) holds one websocket for hours, and nginx pins it to the
+//! daemon chosen when it was opened. After a reload, the old workers keep serving it until
+//! `worker_shutdown_timeout`: the miner stays on a stalled daemon that chain-co has already
+//! left. Destroying nginx's upstream connection to that daemon makes nginx close the client's
+//! side; the miner reconnects at once and lands on the new primary.
+//!
+//! The kernel does this through netlink `SOCK_DESTROY` (what `ss -K` does): dump the TCP
+//! sockets whose peer is the daemon's address, keep those owned by nginx's workers, destroy each
+//! by its exact id. It needs `CAP_NET_ADMIN` and a kernel built with `CONFIG_INET_DIAG_DESTROY`;
+//! without either the caller falls back to `worker_shutdown_timeout` and says so
+//! ([`DestroyError::NotPermitted`], [`DestroyError::Unsupported`]).
+//!
+//! Only sockets owned by the given users are touched, and never one of chain-co's own (its
+//! probes and ChainNotify subscriptions to the same daemon): those inodes are skipped.
+//!
+//! Layouts: linux/netlink.h (`nlmsghdr`), linux/inet_diag.h (`inet_diag_req_v2`,
+//! `inet_diag_msg`), linux/sock_diag.h (`SOCK_DIAG_BY_FAMILY` 20, `SOCK_DESTROY` 21).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const IPPROTO_TCP: u8 = 6;
+/// TCP states worth ending: established, SYN_SENT (a connect in progress), CLOSE_WAIT. Not
+/// listeners, and not TIME_WAIT (nothing left to end).
+const STATES: u32 = (1 << 1) | (1 << 2) | (1 << 8);
+const HEADER: usize = 16;
+const SOCKID: usize = 48;
+const REQ: usize = 8 + SOCKID;
+const DIAG_MSG: usize = 4 + SOCKID + 20;
+/// `CAP_NET_ADMIN` (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestroyError {
+    #[error("not permitted to destroy sockets (needs CAP_NET_ADMIN)")]
+    NotPermitted,
+    #[error("the kernel cannot destroy sockets (CONFIG_INET_DIAG_DESTROY is off)")]
+    Unsupported,
+    #[error("netlink sock_diag: {0}")]
+    Io(String),
+}
+
+/// Whose connections may be ended.
+#[derive(Debug, Clone, Default)]
+pub struct Owners {
+    /// Socket owner uids; `None`: any owner.
+    pub uids: Option<HashSet<u32>>,
+}
+
+/// One TCP socket as the kernel's dump reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DiagSocket {
+    family: u8,
+    /// The raw `inet_diag_sockid`, handed back as is to destroy exactly this socket.
+    id: [u8; SOCKID],
+    peer: SocketAddr,
+    uid: u32,
+    inode: u32,
+}
+
+/// Whether this process holds `CAP_NET_ADMIN` in its effective set, from /proc/self/status.
+pub fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Ends every TCP connection to `peer` owned by `owners`, except this process's own. Returns
+/// how many were ended. Blocking (netlink round trips of a few milliseconds): call it from
+/// `spawn_blocking`.
+pub fn destroy_connections_to(peer: SocketAddr, owners: &Owners) -> Result<usize, DestroyError> {
+    let fd = open()?;
+    let family = match peer.ip() {
+        IpAddr::V4(_) => libc_af(AddressFamily::Inet),
+        IpAddr::V6(_) => libc_af(AddressFamily::Inet6),
+    };
+    let found = dump(&fd, family)?;
+    // Read after the dump: any socket of ours in the dump is still open now, or already gone.
+    let ours = own_socket_inodes();
+    let mut ended = 0;
+    for s in found.iter().filter(|s| same_peer(s.peer, peer)) {
+        if ours.contains(&s.inode) {
+            continue;
+        }
+        if owners.uids.as_ref().is_some_and(|u| !u.contains(&s.uid)) {
+            continue;
+        }
+        match destroy(&fd, s) {
+            Ok(()) => ended += 1,
+            // Closed between the dump and now: nothing left to end.
+            Err(DestroyError::Io(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ended)
+}
+
+/// An IPv4 daemon may be reached through an IPv4-mapped IPv6 socket too.
+fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    a.port() == b.port() && canon(a.ip()) == canon(b.ip())
+}
+
+fn libc_af(f: AddressFamily) -> u8 {
+    f as i32 as u8
+}
+
+fn open() -> Result<OwnedFd, DestroyError> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .map_err(|e| DestroyError::Io(format!("cannot open a netlink socket: {e}")))?;
+    // No reply may hold the loop: the kernel answers at once, or something is badly wrong.
+    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(2, 0))
+        .map_err(|e| DestroyError::Io(e.to_string()))?;
+    Ok(fd)
+}
+
+fn header(len: usize, kind: u16, flags: u16, seq: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&(len as u32).to_ne_bytes());
+    b.extend_from_slice(&kind.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b
+}
+
+fn request(kind: u16, flags: u16, seq: u32, family: u8, states: u32, id: &[u8; SOCKID]) -> Vec<u8> {
+    let mut b = header(HEADER + REQ, kind, flags, seq);
+    b.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
+    b.extend_from_slice(&states.to_ne_bytes());
+    b.extend_from_slice(id);
+    b
+}
+
+fn send(fd: &OwnedFd, msg: &[u8]) -> Result<(), DestroyError> {
+    sendto(
+        fd.as_raw_fd(),
+        msg,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .map(|_| ())
+    .map_err(|e| DestroyError::Io(format!("send: {e}")))
+}
+
+/// Calls `each(type, payload)` for every message of the replies until `NLMSG_DONE`, an error
+/// message, or (`single`) the first datagram.
+fn receive(
+    fd: &OwnedFd,
+    single: bool,
+    mut each: impl FnMut(u16, &[u8]) -> Result<bool, DestroyError>,
+) -> Result<(), DestroyError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    // A dump of a busy host is many datagrams; bound it anyway.
+    for _ in 0..10_000 {
+        let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => return Err(DestroyError::Io("no answer within 2s".into())),
+            Err(e) => return Err(DestroyError::Io(format!("recv: {e}"))),
+        };
+        let mut off = 0;
+        while off + HEADER <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
+            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2 bytes"));
+            if len < HEADER || off + len > n {
+                return Err(DestroyError::Io("malformed netlink message".into()));
+            }
+            if kind == NLMSG_DONE {
+                return Ok(());
+            }
+            if !each(kind, &buf[off + HEADER..off + len])? {
+                return Ok(());
+            }
+            // Messages are aligned to 4 bytes.
+            off += (len + 3) & !3;
+        }
+        if single {
+            return Ok(());
+        }
+    }
+    Err(DestroyError::Io("the socket dump did not end".into()))
+}
+
+fn errno_of(payload: &[u8]) -> i32 {
+    payload
+        .get(..4)
+        .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+}
+
+fn dump(fd: &OwnedFd, family: u8) -> Result<Vec<DiagSocket>, DestroyError> {
+    send(
+        fd,
+        &request(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+            family,
+            STATES,
+            &[0; SOCKID],
+        ),
+    )?;
+    let mut out = Vec::new();
+    receive(fd, false, |kind, payload| {
+        match kind {
+            NLMSG_ERROR => {
+                let e = errno_of(payload);
+                return Err(DestroyError::Io(format!(
+                    "dump refused: {}",
+                    Errno::from_raw(-e)
+                )));
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(s) = parse_diag(payload) {
+                    out.push(s);
+                }
+            }
+            _ => {}
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+fn parse_diag(p: &[u8]) -> Option<DiagSocket> {
+    if p.len() < DIAG_MSG {
+        return None;
+    }
+    let family = p[0];
+    let id: [u8; SOCKID] = p[4..4 + SOCKID].try_into().ok()?;
+    let dport = u16::from_be_bytes([id[2], id[3]]);
+    let dst = &id[20..36];
+    let ip = if family == libc_af(AddressFamily::Inet) {
+        IpAddr::from([dst[0], dst[1], dst[2], dst[3]])
+    } else {
+        IpAddr::from(<[u8; 16]>::try_from(dst).ok()?)
+    };
+    let word = |at: usize| u32::from_ne_bytes(p[at..at + 4].try_into().expect("4 bytes"));
+    Some(DiagSocket {
+        family,
+        id,
+        peer: SocketAddr::new(ip, dport),
+        uid: word(4 + SOCKID + 12),
+        inode: word(4 + SOCKID + 16),
+    })
+}
+
+fn destroy(fd: &OwnedFd, s: &DiagSocket) -> Result<(), DestroyError> {
+    send(
+        fd,
+        &request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, 2, s.family, !0, &s.id),
+    )?;
+    let mut result = Err(DestroyError::Io("no acknowledgement".into()));
+    receive(fd, true, |kind, payload| {
+        if kind == NLMSG_ERROR {
+            result = match errno_of(payload) {
+                0 => Ok(()),
+                e => Err(match Errno::from_raw(-e) {
+                    Errno::EPERM | Errno::EACCES => DestroyError::NotPermitted,
+                    Errno::EOPNOTSUPP => DestroyError::Unsupported,
+                    other => DestroyError::Io(other.to_string()),
+                }),
+            };
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    result
+}
+
+/// The inodes of this process's sockets, from /proc/self/fd.
+fn own_socket_inodes() -> HashSet<u32> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    l.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The child processes of `pid` (nginx's workers, for its master), from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The filesystem uid of a process: the owner of the sockets it creates.
+pub fn fs_uid(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// A process's title (nginx sets "nginx: worker process is shutting down" on old workers).
+pub fn title(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim()
+            .to_string(),
+    )
+}
+
+/// How long to wait for a reload to take effect before moving sessions anyway.
+pub const RELOAD_SETTLE: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn peers_match_across_mapped_addresses() {
+        let v4: SocketAddr = "127.0.0.1:1234".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:1234".parse().expect("addr");
+        assert!(same_peer(v4, mapped));
+        assert!(!same_peer(v4, "127.0.0.1:1235".parse().expect("addr")));
+    }
+
+    #[test]
+    fn request_layout_matches_the_kernel_structs() {
+        let r = request(SOCK_DESTROY, NLM_F_REQUEST, 7, 2, STATES, &[9; SOCKID]);
+        assert_eq!(r.len(), 16 + 56);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().expect("4")), 72);
+        assert_eq!(u16::from_ne_bytes(r[4..6].try_into().expect("2")), 21);
+        assert_eq!(r[16], 2);
+        assert_eq!(r[17], IPPROTO_TCP);
+        assert_eq!(&r[24..], &[9; SOCKID]);
+    }
+
+    /// Ends a connection held by a thread of this test: as root (CI) it must be cut; without
+    /// CAP_NET_ADMIN the error says so. Our own sockets are skipped, so the connection is made
+    /// by a child process.
+    #[test]
+    fn ends_a_connection_to_a_peer_or_says_why_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let peer = listener.local_addr().expect("addr");
+        // A child process holds the client side, so that it is not one of our own sockets.
+        let mut child = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/127.0.0.1/{}; echo up; cat <&3; echo closed",
+                    peer.port()
+                ),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("bash runs");
+        let child = &mut child;
+        let (_server_side, _) = listener.accept().expect("accept");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 3];
+        out.read_exact(&mut first).expect("up");
+        // Our own connection to the same peer must survive.
+        let mine = TcpStream::connect(peer).expect("connect");
+        let (_mine_server, _) = listener.accept().expect("accept");
+        match destroy_connections_to(peer, &Owners::default()) {
+            Ok(n) => {
+                assert_eq!(n, 1, "exactly the child's connection");
+                let mut rest = String::new();
+                out.read_to_string(&mut rest).expect("read");
+                assert!(rest.contains("closed"), "{rest}");
+                mine.set_nonblocking(true).expect("nonblocking");
+                let mut b = [0u8; 1];
+                assert!(
+                    matches!((&mine).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                    "our own socket is untouched"
+                );
+            }
+            Err(e) => {
+                assert!(!has_net_admin(), "with CAP_NET_ADMIN it must work: {e}");
+                assert_eq!(e, DestroyError::NotPermitted);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
