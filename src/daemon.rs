@@ -777,7 +777,9 @@ fn leaving(prev: Option<&UpstreamPlan>, next: &UpstreamPlan) -> Vec<UpstreamServ
     };
     prev.servers()
         .filter(|s| {
-            let still = next.servers().find(|n| n.name == s.name && n.address == s.address);
+            let still = next
+                .servers()
+                .find(|n| n.name == s.name && n.address == s.address);
             match still {
                 None => true,
                 Some(n) => s.name == prev.primary.name && n.backup,
@@ -795,4 +797,59 @@ pub enum DaemonError {
     Apply(ApplyError),
     #[error("{0}")]
     State(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, backup: bool) -> UpstreamServer {
+        UpstreamServer {
+            name: name.into(),
+            address: format!("10.0.0.{}:1234", name.len()),
+            backup,
+        }
+    }
+
+    fn plan(primary: &str, backups: &[&str]) -> UpstreamPlan {
+        UpstreamPlan {
+            primary: server(primary, false),
+            backups: backups.iter().map(|b| server(b, true)).collect(),
+        }
+    }
+
+    fn names(v: Vec<UpstreamServer>) -> Vec<String> {
+        v.into_iter().map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn sessions_leave_the_old_primary_and_nodes_that_left_only() {
+        // (before, after, whose sessions move)
+        let rows: Vec<(Option<UpstreamPlan>, UpstreamPlan, Vec<&str>)> = vec![
+            (None, plan("a", &["bb"]), vec![]),
+            (Some(plan("a", &["bb"])), plan("a", &["bb"]), vec![]),
+            (Some(plan("a", &["bb"])), plan("a", &["bb", "ccc"]), vec![]),
+            (
+                Some(plan("a", &["bb", "ccc"])),
+                plan("a", &["bb"]),
+                vec!["ccc"],
+            ),
+            (
+                Some(plan("a", &["bb", "ccc"])),
+                plan("bb", &["ccc"]),
+                vec!["a"],
+            ),
+            // Preferred elsewhere: the old primary stays a backup, its sessions still move.
+            (Some(plan("a", &["bb"])), plan("bb", &["a"]), vec!["a"]),
+            // The new primary's sessions never move.
+            (Some(plan("a", &["bb"])), plan("bb", &[]), vec!["a"]),
+        ];
+        for (before, after, moved) in rows {
+            assert_eq!(
+                names(leaving(before.as_ref(), &after)),
+                moved,
+                "{before:?} → {after:?}"
+            );
+        }
+    }
 }

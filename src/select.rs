@@ -1189,6 +1189,99 @@ mod tests {
         }
     }
 
+    /// Flap damping: a node that was dropped serves as a backup at once but becomes primary
+    /// only after its hold-down, which doubles with each drop in the hour.
+    #[test]
+    fn a_dropped_node_is_held_down_before_it_can_be_primary_again() {
+        use A::*;
+        let rules = SelectRules::basic(2, 1, 1);
+        let names = ["a", "b", "c"];
+        let rounds: Vec<(u64, Vec<A>)> = vec![
+            (10, vec![H(10), H(10), H(10)]),
+            (11, vec![Timeout, H(11), H(11)]),
+            (12, vec![H(12), H(12), H(12)]),
+            (13, vec![H(13), Timeout, H(13)]),
+            (15, vec![H(15), H(15), H(15)]),
+            (16, vec![Timeout, H(16), H(16)]),
+            (17, vec![H(17), H(17), H(17)]),
+            // More than an hour after both drops: they no longer count.
+            (138, vec![Timeout, H(138), H(138)]),
+            (139, vec![H(139), H(139), H(139)]),
+        ];
+        let mut state = SelectState::default();
+        let d: Vec<Decision> = rounds
+            .iter()
+            .map(|(clock, answers)| {
+                let (d, next) = select(
+                    &rules,
+                    &ChainConfig::default(),
+                    &Overrides::default(),
+                    &state,
+                    &observe(&names, answers),
+                    at_height(*clock),
+                    Trigger::Probe,
+                );
+                state = next;
+                d
+            })
+            .collect();
+        let held = |d: &Decision, n: &str| d.verdict(n).and_then(|v| v.held_for);
+        assert_eq!(d[0].primary.as_deref(), Some("a"));
+        assert_eq!(held(&d[0], "a"), None, "a first rise is not held");
+        assert_eq!(d[1].primary.as_deref(), Some("b"));
+        // Back up: a backup at once, held for two block delays.
+        assert!(d[2].backups.contains(&"a".to_string()));
+        assert_eq!(held(&d[2], "a"), Some(Duration::from_secs(60)));
+        assert!(
+            reason(&d[2], "a").contains("held down for 1m more after 1 drop"),
+            "{}",
+            reason(&d[2], "a")
+        );
+        // The primary fails while a is held: c, although a ranks first.
+        assert_eq!(d[3].primary.as_deref(), Some("c"));
+        assert_eq!(held(&d[3], "a"), Some(Duration::from_secs(30)));
+        assert_eq!(held(&d[4], "a"), None, "the hold has passed");
+        assert_eq!(d[4].primary.as_deref(), Some("c"), "the primary stays");
+        // A second drop within the hour doubles the hold.
+        assert_eq!(held(&d[6], "a"), Some(Duration::from_secs(120)));
+        assert_eq!(held(&d[8], "a"), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_held_node_is_still_used_when_it_is_the_only_one_up() {
+        use A::*;
+        let rules = SelectRules::basic(2, 1, 1);
+        let d = run(
+            &rules,
+            &["a", "b"],
+            &[
+                vec![H(10), H(10)],
+                vec![Timeout, H(11)],
+                vec![H(12), H(12)],
+                vec![H(12), Timeout],
+            ],
+        );
+        assert!(d[3].verdict("a").and_then(|v| v.held_for).is_some());
+        assert_eq!(
+            d[3].primary.as_deref(),
+            Some("a"),
+            "better held than nothing"
+        );
+    }
+
+    #[test]
+    fn a_zero_hold_down_turns_damping_off() {
+        use A::*;
+        let mut rules = SelectRules::basic(2, 1, 1);
+        rules.hold_down = Some(Duration::ZERO);
+        let d = run(
+            &rules,
+            &["a", "b"],
+            &[vec![H(10), H(10)], vec![Timeout, H(11)], vec![H(12), H(12)]],
+        );
+        assert_eq!(d[2].verdict("a").and_then(|v| v.held_for), None);
+    }
+
     #[test]
     fn one_node_pool() {
         let d = run(&rules(), &["solo"], &[vec![A::H(5)], vec![A::H(6)]]);

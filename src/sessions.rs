@@ -278,7 +278,14 @@ fn parse_diag(p: &[u8]) -> Option<DiagSocket> {
 fn destroy(fd: &OwnedFd, s: &DiagSocket) -> Result<(), DestroyError> {
     send(
         fd,
-        &request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, 2, s.family, !0, &s.id),
+        &request(
+            SOCK_DESTROY,
+            NLM_F_REQUEST | NLM_F_ACK,
+            2,
+            s.family,
+            !0,
+            &s.id,
+        ),
     )?;
     let mut result = Err(DestroyError::Io("no acknowledgement".into()));
     receive(fd, true, |kind, payload| {

@@ -174,7 +174,9 @@ impl Nginx {
             {
                 Ok(Ok(addrs)) => addrs.collect(),
                 Ok(Err(e)) => {
-                    return Err(NginxError::Sessions(format!("cannot resolve {address}: {e}")))
+                    return Err(NginxError::Sessions(format!(
+                        "cannot resolve {address}: {e}"
+                    )))
                 }
                 Err(_) => {
                     return Err(NginxError::Sessions(format!(
@@ -186,7 +188,8 @@ impl Nginx {
         let old = std::mem::take(&mut self.workers_before_reload);
         let deadline = tokio::time::Instant::now() + sessions::RELOAD_SETTLE;
         while old.iter().any(|&w| {
-            sessions::title(w).is_some_and(|t| t.contains("worker process") && !t.contains("shutting down"))
+            sessions::title(w)
+                .is_some_and(|t| t.contains("worker process") && !t.contains("shutting down"))
         }) && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
