@@ -192,6 +192,10 @@ impl Daemon {
     pub async fn run(mut self, shutdown: CancellationToken, mut reload: mpsc::Receiver<()>) {
         let mut ticker = self.ticker();
         self.start_push(&shutdown);
+        if self.target.session_mode() == SessionMode::WorkerShutdownTimeout {
+            warn!("no CAP_NET_ADMIN: at a switch the old primary's sessions (miners' websockets) stay on it until nginx's worker_shutdown_timeout; grant the capability (see deploy/systemd) to move them at once");
+            self.session_fallback_logged = true;
+        }
         info!(
             nodes = self.config.nodes.len(),
             interval = %humantime::format_duration(self.config.probe.interval),
@@ -688,13 +692,19 @@ impl Daemon {
             }
             match self.target.move_sessions(&server).await {
                 Ok(n) => {
-                    let n = n.map_or(0, |n| n as u64);
-                    moved += n;
-                    // A node that died took its sessions with it: nothing to say then.
-                    if n > 0 || self.target.session_mode() != SessionMode::Destroy {
-                        info!(node = %server.name, connections = n, mode = %self.target.session_mode(), "sessions moved off the node");
-                    } else {
-                        tracing::debug!(node = %server.name, "no session to move");
+                    moved += n.map_or(0, |n| n as u64);
+                    match n {
+                        Some(0) => {
+                            // A node that died took its sessions with it; in fallback mode the
+                            // start said it once. Nothing to say per switch.
+                            tracing::debug!(node = %server.name, "no session to move");
+                        }
+                        Some(n) => {
+                            info!(node = %server.name, connections = n, "sessions moved off the node")
+                        }
+                        None => {
+                            info!(node = %server.name, mode = %self.target.session_mode(), "sessions moved off the node")
+                        }
                     }
                 }
                 Err(e) => {

@@ -47,11 +47,23 @@ impl PrivateNginx {
     /// Starts nginx in `dir` with an upstream of `seed` addresses (the first one primary), as
     /// an operator's nginx would already have before chain-co starts.
     pub fn start(binary: &Path, dir: &Path, seed: &[String]) -> io::Result<PrivateNginx> {
+        Self::start_with(binary, dir, seed, Duration::from_secs(10))
+    }
+
+    /// As [`PrivateNginx::start`], with this `worker_shutdown_timeout`: how long old workers
+    /// keep the connections they hold after a reload (websocket tests want it long, so that
+    /// only chain-co's session moves can explain a cut).
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        seed: &[String],
+        worker_shutdown_timeout: Duration,
+    ) -> io::Result<PrivateNginx> {
         // The port is found free, released, then bound by nginx: another process may take it in
         // between. Try again with another port a few times.
         let mut last = None;
         for _ in 0..3 {
-            match Self::start_once(binary, dir, seed) {
+            match Self::start_once(binary, dir, seed, worker_shutdown_timeout) {
                 Ok(n) => return Ok(n),
                 Err(e) => last = Some(e),
             }
@@ -59,7 +71,12 @@ impl PrivateNginx {
         Err(last.expect("tried at least once"))
     }
 
-    fn start_once(binary: &Path, dir: &Path, seed: &[String]) -> io::Result<PrivateNginx> {
+    fn start_once(
+        binary: &Path,
+        dir: &Path,
+        seed: &[String],
+        worker_shutdown_timeout: Duration,
+    ) -> io::Result<PrivateNginx> {
         for sub in ["conf.d", "tmp", "logs"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -79,7 +96,16 @@ impl PrivateNginx {
             &upstream_file,
             format!("upstream filecoin {{\n{servers}}}\n"),
         )?;
-        std::fs::write(&conf, private_conf(dir, addr))?;
+        std::fs::write(
+            &conf,
+            private_conf(dir, addr).replace(
+                "worker_shutdown_timeout 10s;",
+                &format!(
+                    "worker_shutdown_timeout {}s;",
+                    worker_shutdown_timeout.as_secs().max(1)
+                ),
+            ),
+        )?;
         let child = Command::new(binary)
             .arg("-p")
             .arg(dir)
