@@ -1,5 +1,6 @@
 //! HAProxy as the target, through its runtime API, with the real haproxy: the primary is the
-//! only ready server, a stalled primary loses the traffic, and HAProxy is never reloaded.
+//! only ready server, a stalled primary loses the traffic and its websocket sessions (`shutdown
+//! sessions server`), and HAProxy is never reloaded.
 
 mod common;
 
@@ -105,6 +106,16 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
         only.is_some(),
         "requests do not reach the primary {primary}"
     );
+    // A miner's websocket, pinned to the primary: HAProxy never moves it by itself.
+    let session = Session::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let on = wait_until(Duration::from_secs(10), || session.log().heads.len() >= 2).await;
+    assert!(
+        on.is_some(),
+        "the session never got going: {:?}",
+        session.log()
+    );
+    assert_eq!(session.log().upstream(), Some(primary.as_str()));
+    let stalled_at = session.log().max_height();
     sim.op(&primary, r#"{"op":"stall"}"#).await;
     let moved = wait_until(Duration::from_secs(15), || {
         let n = load.last_node();
@@ -113,6 +124,27 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
     .await
     .unwrap_or_else(|| panic!("traffic stayed on the stalled node; log:\n{}", run.stderr()));
     println!("haproxy: requests left the stalled primary after {moved:?}");
+    let switch_at = std::time::Instant::now();
+    let fresh = wait_until(Duration::from_secs(5), || {
+        session
+            .log()
+            .first_head_above(switch_at, stalled_at + 1)
+            .is_some()
+    })
+    .await;
+    assert!(
+        fresh.is_some(),
+        "the websocket stayed on the stalled daemon: {:?}\n{}",
+        session.log(),
+        run.stderr()
+    );
+    println!(
+        "haproxy: session fresh again {} ms after the switch",
+        fresh.expect("checked").as_millis()
+    );
+    let log = session.stop().await;
+    assert_eq!(log.cuts.len(), 1, "one cut at the switch: {log:?}");
+    assert_ne!(log.upstream(), Some(primary.as_str()));
     let (_, failed) = load.stop().await;
     assert_eq!(
         failed, 0,

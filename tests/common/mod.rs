@@ -396,9 +396,11 @@ impl Session {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
+                // nginx-examples name the daemon by address, haproxy-examples by server name.
                 let upstream = resp
                     .headers()
                     .get("x-upstream-addr")
+                    .or_else(|| resp.headers().get("x-upstream-server"))
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
