@@ -1,6 +1,9 @@
 //! High availability of chain-co itself: two sidecar hosts (nginx + chain-co + keepalived) share
-//! a virtual IP in network namespaces this test creates; a client sends requests to the VIP
-//! while the test kills chain-co, then nginx, then keepalived on the master.
+//! a virtual IP in network namespaces this test creates; a client sends requests to the VIP and
+//! a miner-like client holds a websocket through it, while the test kills chain-co, then nginx,
+//! then keepalived on the master, then cuts its link. Each fault hits the current master, and
+//! each failure and recovery must move the VIP exactly once (deploy/keepalived has
+//! `nopreempt`): the recovered host does not take it back.
 //!
 //! Needs root, `ip netns` and keepalived (CI installs it); elsewhere it prints why it is skipped.
 //! Everything it creates — namespaces, veths, a bridge, processes — is removed when it ends,
@@ -16,7 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -414,6 +417,48 @@ fn client(ns: String, stop: Arc<AtomicBool>, seen: Timeline) -> std::thread::Joi
     })
 }
 
+/// A miner's session from namespace `ns`: one websocket to the VIP, a `ChainHead` every
+/// 250 ms, a reconnect 200 ms after a cut; counts the cuts.
+fn ws_session(
+    ns: String,
+    stop: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    use tokio_tungstenite::tungstenite::{client, Message};
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let addr: SocketAddr = format!("{VIP}:1234").parse().expect("addr");
+        let call = r#"{"jsonrpc":"2.0","method":"Filecoin.ChainHead","params":[],"id":1}"#;
+        while !stop.load(Ordering::SeqCst) {
+            let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let Ok((mut ws, _)) = client(format!("ws://{VIP}:1234/rpc/v1"), stream) else {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            let cut = loop {
+                if stop.load(Ordering::SeqCst) {
+                    break false;
+                }
+                if ws.send(Message::Text(call.into())).is_err() || ws.read().is_err() {
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            };
+            if !cut {
+                let _ = ws.close(None);
+                break;
+            }
+            cuts.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
 /// Sends one HTTP POST from inside namespace `ns` (a thread that enters it); returns the status
 /// line.
 fn post_from(ns: &str, addr: &str, path: &str, body: &str) -> String {
@@ -546,6 +591,8 @@ fn the_vip_moves_when_chain_co_nginx_or_keepalived_dies_on_the_master() {
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Timeline = Arc::default();
     let load = client(topo.ns("cl"), stop.clone(), seen.clone());
+    let session_cuts = Arc::new(AtomicUsize::new(0));
+    let session = ws_session(topo.ns("cl"), stop.clone(), session_cuts.clone());
     assert!(
         wait(Duration::from_secs(10), || seen
             .lock()
@@ -563,84 +610,150 @@ fn the_vip_moves_when_chain_co_nginx_or_keepalived_dies_on_the_master() {
 
     // The primary daemon dies: nginx's backup servers carry every request; the VIP stays.
     let t0 = Instant::now();
+    let cuts0 = session_cuts.load(Ordering::SeqCst);
     let control = format!("{POOL_IP}:7000");
     assert!(post_from(&topo.ns("cl"), &control, "/nodes/a", r#"{"op":"die"}"#).contains("200"));
     std::thread::sleep(Duration::from_secs(3));
     let (daemon_failed, _) = outcome(&seen, t0, "s1");
     let mut rows = vec![format!(
-        "{:<22} VIP stays on s1{:>40}  failed requests {daemon_failed}",
-        "primary daemon killed", ""
+        "{:<22} VIP stays on s1{:>40}  failed requests {daemon_failed:>3}  VIP moves 0  session cuts {}",
+        "primary daemon killed",
+        "",
+        session_cuts.load(Ordering::SeqCst) - cuts0
     )];
     assert!(post_from(&topo.ns("cl"), &control, "/nodes/a", r#"{"op":"revive"}"#).contains("200"));
     assert!(topo.has_vip("s1") && !topo.has_vip("s2"));
+    // Who holds the VIP, sampled every 20 ms: the moves of each case are counted from this.
+    let holders: Arc<Mutex<Vec<(Instant, &'static str)>>> = Arc::default();
+    let watcher = {
+        let (holders, stop) = (holders.clone(), stop.clone());
+        let (n1, n2) = (topo.ns("s1"), topo.ns("s2"));
+        std::thread::spawn(move || {
+            let has = |ns: &str| {
+                Command::new("ip")
+                    .args(["-n", ns, "-o", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
+                    .unwrap_or(false)
+            };
+            while !stop.load(Ordering::SeqCst) {
+                let h = match (has(&n1), has(&n2)) {
+                    (true, false) => "s1",
+                    (false, true) => "s2",
+                    (true, true) => "both",
+                    (false, false) => "none",
+                };
+                let mut v = holders.lock().expect("lock");
+                if v.last().is_none_or(|(_, last)| *last != h) {
+                    v.push((Instant::now(), h));
+                }
+                drop(v);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let moves_since = |t0: Instant| {
+        holders
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(t, h)| *t > t0 && (*h == "s1" || *h == "s2"))
+            .count()
+    };
+    // The first sample is where the VIP is now, not a move.
+    assert!(wait(Duration::from_secs(2), || !holders
+        .lock()
+        .expect("lock")
+        .is_empty())
+    .is_some());
+    // Each fault hits the current master; after the heal the VIP must stay where it went
+    // (nopreempt): one move per failure and recovery.
+    let mut master = 0usize;
+    let mut moves = Vec::new();
     let mut case = |name: &str,
                     sides: &mut Vec<Sidecar>,
+                    master: &mut usize,
                     fault: &dyn Fn(&mut Sidecar),
                     heal: &dyn Fn(&mut Sidecar)| {
+        let (m, o) = (*master, 1 - *master);
+        let (mh, oh) = (sides[m].host.clone(), sides[o].host.clone());
         let t0 = Instant::now();
-        fault(&mut sides[0]);
-        let moved = wait(Duration::from_secs(30), || topo.has_vip("s2")).map(|_| t0.elapsed());
+        let cuts0 = session_cuts.load(Ordering::SeqCst);
+        fault(&mut sides[m]);
+        let moved = wait(Duration::from_secs(30), || topo.has_vip(&oh)).map(|_| t0.elapsed());
         let served = wait(Duration::from_secs(10), || {
-            outcome(&seen, t0, "s2").1.is_some()
+            outcome(&seen, t0, &oh).1.is_some()
         });
-        let (failed, first) = outcome(&seen, t0, "s2");
-        rows.push(format!(
-            "{name:<22} VIP on s2 after {:>8}  requests on s2 after {:>8}  failed requests {failed}",
-            moved.map_or("never".into(), |d| format!("{:.2}s", d.as_secs_f64())),
-            first.map_or("never".into(), |d| format!("{:.2}s", d.as_secs_f64()))
-        ));
+        let (failed, first) = outcome(&seen, t0, &oh);
         assert!(
             moved.is_some() && served.is_some(),
             "{name}: no failover\n{}",
             logs(sides)
         );
-        heal(&mut sides[0]);
+        heal(&mut sides[m]);
+        // The healed host is eligible again after its check's rise (2 s) plus a few adverts:
+        // give preemption every chance to happen, then check it did not.
+        std::thread::sleep(Duration::from_secs(6));
+        let n = moves_since(t0);
+        let cuts = session_cuts.load(Ordering::SeqCst) - cuts0;
+        rows.push(format!(
+            "{name:<22} VIP on {oh} after {:>8}  requests on {oh} after {:>8}  failed requests {failed:>3}  VIP moves {n}  session cuts {cuts}",
+            moved.map_or("never".into(), |d| format!("{:.2}s", d.as_secs_f64())),
+            first.map_or("never".into(), |d| format!("{:.2}s", d.as_secs_f64()))
+        ));
         assert!(
-            wait(Duration::from_secs(30), || topo.has_vip("s1")
-                && !topo.has_vip("s2")
-                && outcome(
-                    &seen,
-                    Instant::now() - Duration::from_millis(300),
-                    "s1"
-                )
-                .1
-                .is_some())
-            .is_some(),
-            "{name}: s1 did not take the VIP back\n{}",
+            topo.has_vip(&oh) && !topo.has_vip(&mh),
+            "{name}: after {mh} recovered the VIP did not stay on {oh}\n{}",
             logs(sides)
         );
+        moves.push((name.to_string(), n, cuts));
+        *master = o;
         failed
     };
     let f1 = case(
         "chain-co killed",
         &mut sides,
+        &mut master,
         &|s| s.chain_co.as_mut().expect("running").kill(),
         &|s| s.start_chain_co(),
     );
     let f2 = case(
         "nginx killed",
         &mut sides,
+        &mut master,
         &|s| s.nginx.as_mut().expect("running").kill(),
         &|s| s.start_nginx(),
     );
-    // A SIGKILLed keepalived leaves its VIP behind on s1 (until the namespace goes); s2's
-    // gratuitous ARP moves the client. Heal: restart keepalived, which takes the VIP back.
+    // A SIGKILLed keepalived leaves its VIP behind (until the namespace goes); the other
+    // host's gratuitous ARP moves the client. Heal: restart keepalived, which removes the
+    // stale VIP as it starts as BACKUP.
     let f3 = case(
         "keepalived killed",
         &mut sides,
+        &mut master,
         &|s| s.kill_keepalived(),
         &|s| s.start_keepalived(),
     );
-    // The master's link goes down: s2 stops hearing adverts and takes over.
-    let s1_ns = topo.ns("s1");
+    // The master's link goes down: the other stops hearing adverts and takes over.
     let f4 = case(
         "master's link down",
         &mut sides,
-        &|_| sh(&["ip", "-n", &s1_ns, "link", "set", "eth0", "down"]),
-        &|_| sh(&["ip", "-n", &s1_ns, "link", "set", "eth0", "up"]),
+        &mut master,
+        &|s| sh(&["ip", "-n", &s.ns, "link", "set", "eth0", "down"]),
+        &|s| sh(&["ip", "-n", &s.ns, "link", "set", "eth0", "up"]),
     );
     stop.store(true, Ordering::SeqCst);
     let _ = load.join();
+    let _ = watcher.join();
+    let _ = session.join();
+    for (name, n, _) in &moves {
+        assert_eq!(
+            *n,
+            1,
+            "{name}: the VIP moved {n} times for one failure and its recovery\n{}",
+            rows.join("\n")
+        );
+    }
 
     println!("keepalived failover (advert_int {advert}s, check interval 1s, fall 2):");
     for r in &rows {
