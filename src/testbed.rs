@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -287,6 +288,136 @@ http {{
 }}
 "#
     )
+}
+
+/// What a websocket session saw, as a miner would: connects (with the daemon nginx chose),
+/// cuts, and heads from `ChainHead` calls and from its ChainNotify subscription.
+#[derive(Debug, Default, Clone)]
+pub struct SessionLog {
+    /// When a connection was made, and the daemon address nginx reports (X-Upstream-Addr).
+    pub connects: Vec<(Instant, String)>,
+    pub cuts: Vec<Instant>,
+    /// Heights answered to `ChainHead` calls.
+    pub heads: Vec<(Instant, u64)>,
+    /// Heights pushed by ChainNotify.
+    pub notified: Vec<(Instant, u64)>,
+}
+
+impl SessionLog {
+    pub fn upstream(&self) -> Option<&str> {
+        self.connects.last().map(|(_, a)| a.as_str())
+    }
+
+    pub fn max_height(&self) -> u64 {
+        self.heads.iter().map(|(_, h)| *h).max().unwrap_or(0)
+    }
+
+    /// The first `ChainHead` answer after `since` higher than `above`.
+    pub fn first_head_above(&self, since: Instant, above: u64) -> Option<Instant> {
+        self.heads
+            .iter()
+            .find(|(t, h)| *t >= since && *h > above)
+            .map(|(t, _)| *t)
+    }
+}
+
+/// A miner-like client: one websocket through nginx to `/rpc/v1`, a ChainNotify subscription,
+/// a `ChainHead` call every 250 ms, and a reconnect 200 ms after a cut.
+pub struct Session {
+    pub log: Arc<Mutex<SessionLog>>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    pub fn start(addr: SocketAddr) -> Session {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let log = Arc::new(Mutex::new(SessionLog::default()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (l, s) = (log.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let url = format!("ws://{addr}/rpc/v1");
+            while !s.is_cancelled() {
+                let connected = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio_tungstenite::connect_async(url.as_str()),
+                )
+                .await;
+                let Ok(Ok((mut ws, resp))) = connected else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                // nginx-examples name the daemon by address, haproxy-examples by server name.
+                let upstream = resp
+                    .headers()
+                    .get("x-upstream-addr")
+                    .or_else(|| resp.headers().get("x-upstream-server"))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                l.lock()
+                    .expect("lock")
+                    .connects
+                    .push((Instant::now(), upstream));
+                let notify =
+                    r#"{"jsonrpc":"2.0","method":"Filecoin.ChainNotify","params":[],"id":1}"#;
+                let _ = ws.send(Message::Text(notify.into())).await;
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                let mut id = 1u64;
+                let cut = loop {
+                    tokio::select! {
+                        _ = s.cancelled() => break false,
+                        _ = tick.tick() => {
+                            id += 1;
+                            let call = format!(r#"{{"jsonrpc":"2.0","method":"Filecoin.ChainHead","params":[],"id":{id}}}"#);
+                            if ws.send(Message::Text(call.into())).await.is_err() {
+                                break true;
+                            }
+                        }
+                        m = ws.next() => {
+                            let text = match m {
+                                Some(Ok(Message::Text(t))) => t.to_string(),
+                                Some(Ok(_)) => continue,
+                                _ => break true,
+                            };
+                            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                            let now = Instant::now();
+                            if v["method"] == "xrpc.ch.val" {
+                                if let Some(h) = v["params"][1].as_array().and_then(|c| c.last()).and_then(|c| c["Val"]["Height"].as_u64()) {
+                                    l.lock().expect("lock").notified.push((now, h));
+                                }
+                            } else if let Some(h) = v["result"]["Height"].as_u64() {
+                                l.lock().expect("lock").heads.push((now, h));
+                            }
+                        }
+                    }
+                };
+                if !cut {
+                    let _ = ws.close(None).await;
+                    break;
+                }
+                l.lock().expect("lock").cuts.push(Instant::now());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Session { log, stop, task }
+    }
+
+    pub fn log(&self) -> SessionLog {
+        self.log.lock().expect("lock").clone()
+    }
+
+    pub fn cuts(&self) -> usize {
+        self.log().cuts.len()
+    }
+
+    pub async fn stop(self) -> SessionLog {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let log = self.log.lock().expect("lock").clone();
+        log
+    }
 }
 
 /// Resident memory of a process, in KiB (from /proc), for tests and benchmarks.

@@ -12,6 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use chain_co::testbed::Session;
 use common::*;
 
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
