@@ -4,7 +4,7 @@
 //! Systems: (a) chain-co + nginx (primary + backups, push on); (b) plain nginx round-robin over
 //! the same nodes with passive checks (`max_fails=1 fail_timeout=10s`), no chain-co.
 //! Scenarios: primary dies, primary stalls, primary slows down, flapping node, quiet period,
-//! scale (10/100/1000 nodes), data-path cost.
+//! scale (10/100/1000 nodes), data-path cost, and miners' websocket sessions (`sessions`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chain_co::sim::{Op, Profile, SimPool, SimSpec};
-use chain_co::testbed::{find_nginx, rss_kib, upstream_servers, PrivateNginx};
+use chain_co::testbed::{find_nginx, rss_kib, upstream_servers, PrivateNginx, Session};
 
 const BLOCK: Duration = Duration::from_secs(2);
 const INTERVAL_MS: u64 = 500;
@@ -154,7 +154,7 @@ fn start_haproxy(sim: &SimPool, dir: &Path) -> (Child, String) {
          frontend f\n    bind 127.0.0.1:{port}\n    default_backend b\n\
          backend b\n    balance roundrobin\n    option httpchk\n\
              http-check send meth POST uri /rpc/v1 hdr Content-Type application/json body \"{{\\\"jsonrpc\\\":\\\"2.0\\\",\\\"method\\\":\\\"Filecoin.ChainHead\\\",\\\"params\\\":[],\\\"id\\\":1}}\"\n\
-             http-check expect status 200\n    default-server inter 500ms fall 2 rise 2\n{servers}"
+             http-check expect status 200\n    default-server inter 500ms fall 2 rise 2\n    http-response set-header X-Upstream-Server %s\n{servers}"
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).expect("haproxy.cfg");
@@ -727,6 +727,7 @@ async fn main() {
         "quiet",
         "scale",
         "data-path",
+        "sessions",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let chosen: Vec<&str> = if args.is_empty() {
@@ -749,7 +750,376 @@ async fn main() {
             "quiet" => scenario_quiet().await,
             "scale" => scenario_scale().await,
             "data-path" => scenario_data_path().await,
+            "sessions" => scenario_sessions().await,
             other => eprintln!("unknown scenario {other}; choose from {all:?}"),
         }
+    }
+}
+
+/// The systems a miner's websocket session is measured on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SessionSystem {
+    /// chain-co + nginx, sessions moved by SOCK_DESTROY; nginx-examples' worker_shutdown_timeout 1h.
+    ChainCoNginx,
+    /// chain-co + nginx without CAP_NET_ADMIN: sessions end at worker_shutdown_timeout (30 s).
+    ChainCoNginxFallback,
+    /// chain-co driving HAProxy's runtime API (`shutdown sessions server`).
+    ChainCoHaproxy,
+    PlainNginx,
+    HaproxyActive,
+}
+
+impl SessionSystem {
+    fn name(self) -> &'static str {
+        match self {
+            SessionSystem::ChainCoNginx => "chain-co + nginx (CAP_NET_ADMIN)",
+            SessionSystem::ChainCoNginxFallback => {
+                "chain-co + nginx, no CAP_NET_ADMIN (worker_shutdown_timeout 30s)"
+            }
+            SessionSystem::ChainCoHaproxy => "chain-co + HAProxy runtime API",
+            SessionSystem::PlainNginx => "plain nginx (passive checks)",
+            SessionSystem::HaproxyActive => "HAProxy (active httpchk)",
+        }
+    }
+}
+
+/// A system for the session scenarios: (system, the address sessions connect to).
+async fn start_session_system(
+    which: SessionSystem,
+    sim: &SimPool,
+) -> (System, std::net::SocketAddr) {
+    let addr_of = |url: &str| -> std::net::SocketAddr {
+        url.trim_start_matches("http://")
+            .trim_end_matches("/rpc/v1")
+            .parse()
+            .expect("host:port")
+    };
+    match which {
+        SessionSystem::PlainNginx | SessionSystem::HaproxyActive => {
+            let kind = if which == SessionSystem::PlainNginx {
+                Kind::PlainNginx
+            } else {
+                Kind::Haproxy
+            };
+            let sys = start(kind, which.name(), sim, "").await;
+            let addr = addr_of(&sys.url);
+            return (sys, addr);
+        }
+        _ => {}
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs: Vec<String> = sim
+        .ready()
+        .nodes
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect();
+    let shutdown = if which == SessionSystem::ChainCoNginxFallback {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(3600)
+    };
+    let nginx = PrivateNginx::start_with(
+        &find_nginx().expect("nginx"),
+        dir.path(),
+        &addrs[..1],
+        shutdown,
+    )
+    .expect("nginx");
+    let cfg = config(sim, &nginx, dir.path(), "");
+    let (haproxy, url) = if which == SessionSystem::ChainCoHaproxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let d = dir.path().display();
+        let servers: String = sim
+            .ready()
+            .nodes
+            .iter()
+            .map(|n| format!("    server {} {}\n", n.name, n.addr))
+            .collect();
+        // haproxy-examples' settings: timeouts of an hour for websockets, no httpchk.
+        std::fs::write(
+            dir.path().join("haproxy.cfg"),
+            format!(
+                "global\n    stats socket {d}/admin.sock mode 600 level admin\n\
+                 defaults\n    mode http\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout tunnel 1h\n\
+                 frontend f\n    bind 127.0.0.1:{port}\n    default_backend filecoin\n\
+                 backend filecoin\n    balance roundrobin\n    retries 1\n    option redispatch\n    http-response set-header X-Upstream-Server %s\n{servers}"
+            ),
+        )
+        .expect("haproxy.cfg");
+        let child = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(dir.path().join("haproxy.cfg"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (apt-get install -y haproxy)");
+        let sock = dir.path().join("admin.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut text = std::fs::read_to_string(&cfg).expect("config");
+        text.push_str(&format!("[haproxy]\nsocket = \"{d}/admin.sock\"\n"));
+        std::fs::write(&cfg, text).expect("config");
+        (Some(child), format!("http://127.0.0.1:{port}/rpc/v1"))
+    } else {
+        (None, nginx.rpc_url())
+    };
+    let log = dir.path().join("chain-co.log");
+    let mut cmd = if which == SessionSystem::ChainCoNginxFallback {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set", "-net_admin", "--"])
+            .arg(chain_co_bin());
+        c
+    } else {
+        Command::new(chain_co_bin())
+    };
+    let child = cmd
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("chain-co");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let api = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("status API listening")) {
+            break format!("http://{}", l.split("listen=").nth(1).expect("addr").trim());
+        }
+        assert!(Instant::now() < deadline, "chain-co did not start: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while reqwest::get(format!("{api}/healthz"))
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "chain-co never healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every node up and the first reload's old workers gone.
+    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 4)).await;
+    let addr = addr_of(&url);
+    (
+        System {
+            name: which.name(),
+            _dir: dir,
+            url,
+            nginx,
+            chain_co: Some(child),
+            api: Some(api),
+            haproxy,
+        },
+        addr,
+    )
+}
+
+/// The node a session is on, from the header its balancer set (an address or a server name).
+fn session_node(sim: &SimPool, s: &Session) -> String {
+    let up = s.log().upstream().unwrap_or("").to_string();
+    sim.ready()
+        .nodes
+        .iter()
+        .find(|n| n.addr.to_string() == up || n.name == up)
+        .map(|n| n.name.clone())
+        .unwrap_or(up)
+}
+
+async fn session_going(s: &Session) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.log().heads.len() < 2 || s.log().upstream().is_none() {
+        assert!(Instant::now() < deadline, "the session never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// When chain-co's primary left `victim`, watched until `limit`.
+async fn switch_after(
+    sys: &System,
+    victim: &str,
+    t0: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    sys.api.as_ref()?;
+    while t0.elapsed() < limit {
+        if status(sys).await["primary"]
+            .as_str()
+            .is_some_and(|p| p != victim)
+        {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+async fn scenario_sessions() {
+    let systems = [
+        SessionSystem::ChainCoNginx,
+        SessionSystem::ChainCoNginxFallback,
+        SessionSystem::ChainCoHaproxy,
+        SessionSystem::PlainNginx,
+        SessionSystem::HaproxyActive,
+    ];
+    let window = Duration::from_secs(40);
+    println!("\n## 8. A miner's websocket session (one websocket, a ChainNotify subscription, a ChainHead call every 250 ms, reconnect 200 ms after a cut)");
+    println!(
+        "\n### 8a. The session's daemon stalls ({} s watched)",
+        window.as_secs()
+    );
+    println!("| system | chain-co switched after | session fresh again after the switch | after the stall | stale answers | session cuts |");
+    println!("|---|---|---|---|---|---|");
+    for which in systems {
+        let sim = pool().await;
+        let (sys, addr) = start_session_system(which, &sim).await;
+        let s = Session::start(addr);
+        session_going(&s).await;
+        let victim = session_node(&sim, &s);
+        let t0 = Instant::now();
+        sim.apply(&victim, Op::Stall).await.expect("stall");
+        let switched = switch_after(&sys, &victim, t0, window).await;
+        let rest = window.saturating_sub(t0.elapsed());
+        tokio::time::sleep(rest).await;
+        let log = s.stop().await;
+        // The stalled daemon's head: the highest answer the session had until the switch (or
+        // a second after the stall, where nothing switches).
+        let stalled_at = log.max_height_before(t0 + switched.unwrap_or(Duration::from_secs(1)));
+        let fresh = log.first_head_above(t0, stalled_at).map(|t| t - t0);
+        // Stale: answered after the pool has moved max_lag+1 epochs on, still at the old head.
+        let stale_from = t0 + BLOCK * (MAX_LAG as u32 + 1);
+        let stale = log
+            .heads
+            .iter()
+            .filter(|(t, h)| *t >= stale_from && *h <= stalled_at)
+            .count();
+        let cuts = log.cuts.iter().filter(|t| **t >= t0).count();
+        println!(
+            "| {} | {} | {} | {} | {stale} | {cuts} |",
+            which.name(),
+            switched.map_or("n/a".into(), ms),
+            match (fresh, switched) {
+                (Some(f), Some(sw)) => ms(f.saturating_sub(sw)),
+                (None, _) => format!("never (> {} s)", window.as_secs()),
+                (Some(_), None) => "n/a".into(),
+            },
+            fresh.map_or(format!("never (> {} s)", window.as_secs()), ms),
+        );
+        drop(sys);
+        sim.shutdown().await;
+    }
+
+    println!("\n### 8b. The session's daemon dies (15 s watched)");
+    println!("| system | session cuts | session answered again after the death |");
+    println!("|---|---|---|");
+    for which in systems {
+        let sim = pool().await;
+        let (sys, addr) = start_session_system(which, &sim).await;
+        let s = Session::start(addr);
+        session_going(&s).await;
+        let victim = session_node(&sim, &s);
+        let t0 = Instant::now();
+        sim.apply(&victim, Op::Die).await.expect("die");
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let log = s.stop().await;
+        // A dead daemon answers nothing: the first answer after the death is from another.
+        let fresh = log.first_head_above(t0, 0).map(|t| t - t0);
+        let cuts = log.cuts.iter().filter(|t| **t >= t0).count();
+        println!(
+            "| {} | {cuts} | {} |",
+            which.name(),
+            fresh.map_or("never".into(), ms)
+        );
+        drop(sys);
+        sim.shutdown().await;
+    }
+
+    println!("\n### 8c. A backup falls 6 epochs behind and recovers, twice; the primary stays");
+    println!("| system | session cuts | nginx reloads |");
+    println!("|---|---|---|");
+    for which in [SessionSystem::ChainCoNginx, SessionSystem::ChainCoHaproxy] {
+        let sim = pool().await;
+        let (sys, addr) = start_session_system(which, &sim).await;
+        let s = Session::start(addr);
+        session_going(&s).await;
+        let on = session_node(&sim, &s);
+        let backup = ["a", "b", "c"]
+            .into_iter()
+            .find(|n| *n != on)
+            .expect("a backup")
+            .to_string();
+        let reloads0 = status(&sys).await["reloads"].as_u64().unwrap_or(0);
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            sim.apply(&backup, Op::Lag { epochs: 6 })
+                .await
+                .expect("lag");
+            wait_node(&sys, &backup, false).await;
+            sim.apply(&backup, Op::Heal).await.expect("heal");
+            wait_node(&sys, &backup, true).await;
+        }
+        let reloads = status(&sys).await["reloads"].as_u64().unwrap_or(0) - reloads0;
+        let log = s.stop().await;
+        let cuts = log.cuts.iter().filter(|t| **t >= t0).count();
+        let reloads = if which == SessionSystem::ChainCoNginx {
+            reloads.to_string()
+        } else {
+            "n/a (runtime API)".into()
+        };
+        println!("| {} | {cuts} | {reloads} |", which.name());
+        drop(sys);
+        sim.shutdown().await;
+    }
+
+    println!("\n### 8d. Sessions already on the new primary at a switch (chain-co + nginx)");
+    println!("| sessions elsewhere | cut by the switch (10 s watched) |");
+    println!("|---|---|");
+    {
+        let sim = pool().await;
+        let (sys, addr) = start_session_system(SessionSystem::ChainCoNginx, &sim).await;
+        let first = Session::start(addr);
+        session_going(&first).await;
+        let victim = session_node(&sim, &first);
+        // chain-co paused: nginx alone sends new sessions past the dead primary to backups.
+        let pid = nix::unistd::Pid::from_raw(sys.chain_co.as_ref().expect("chain-co").id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop");
+        sim.apply(&victim, Op::Die).await.expect("die");
+        let others: Vec<Session> = (0..4).map(|_| Session::start(addr)).collect();
+        for o in &others {
+            session_going(o).await;
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("cont");
+        let t0 = Instant::now();
+        let _ = switch_after(&sys, &victim, t0, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let mut cut = 0;
+        for o in others {
+            cut += o.stop().await.cuts.len();
+        }
+        first.stop().await;
+        println!("| 4 | {cut} |");
+        drop(sys);
+        sim.shutdown().await;
+    }
+}
+
+/// Waits (up to 20 s) until chain-co reports `node` healthy or not.
+async fn wait_node(sys: &System, node: &str, healthy: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let st = status(sys).await;
+        let is = st["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|v| v["name"] == node))
+            .and_then(|v| v["healthy"].as_bool());
+        if is == Some(healthy) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -312,6 +312,16 @@ impl SessionLog {
         self.heads.iter().map(|(_, h)| *h).max().unwrap_or(0)
     }
 
+    /// The highest `ChainHead` answer received before `t`.
+    pub fn max_height_before(&self, t: Instant) -> u64 {
+        self.heads
+            .iter()
+            .filter(|(at, _)| *at < t)
+            .map(|(_, h)| *h)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The first `ChainHead` answer after `since` higher than `above`.
     pub fn first_head_above(&self, since: Instant, above: u64) -> Option<Instant> {
         self.heads

@@ -116,7 +116,6 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
         session.log()
     );
     assert_eq!(session.log().upstream(), Some(primary.as_str()));
-    let stalled_at = session.log().max_height();
     sim.op(&primary, r#"{"op":"stall"}"#).await;
     let moved = wait_until(Duration::from_secs(15), || {
         let n = load.last_node();
@@ -126,10 +125,11 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
     .unwrap_or_else(|| panic!("traffic stayed on the stalled node; log:\n{}", run.stderr()));
     println!("haproxy: requests left the stalled primary after {moved:?}");
     let switch_at = std::time::Instant::now();
+    let stalled_at = session.log().max_height_before(switch_at);
     let fresh = wait_until(Duration::from_secs(5), || {
         session
             .log()
-            .first_head_above(switch_at, stalled_at + 1)
+            .first_head_above(switch_at, stalled_at)
             .is_some()
     })
     .await;

@@ -128,17 +128,16 @@ async fn a_stalled_primary_moves_its_session_at_once_and_only_once() {
     assert_eq!(status["session_mode"], "destroy", "{status}");
 
     p.sim.op(&primary, r#"{"op":"stall"}"#).await;
-    let stalled_at = s.log().max_height();
     let switched = wait_until(Duration::from_secs(15), || {
         primary_in(&p.nginx.upstream_file).is_some_and(|a| a != p.sim.addr(&primary))
     })
     .await;
     assert!(switched.is_some(), "no switch; log:\n{}", p.run.stderr());
     let switch_at = Instant::now();
+    // Until the switch the session was on the stalled daemon: its head is the stale one.
+    let stalled_at = s.log().max_height_before(switch_at);
     let fresh = wait_until(SLACK, || {
-        s.log()
-            .first_head_above(switch_at, stalled_at + 1)
-            .is_some()
+        s.log().first_head_above(switch_at, stalled_at).is_some()
     })
     .await;
     let log = s.log();
