@@ -325,3 +325,51 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// A switch whose apply nginx refuses moves no session: nginx still sends sessions to the old
+/// primary, so cutting them would only make them reconnect to it.
+#[tokio::test]
+async fn a_refused_apply_moves_no_session() {
+    let p = pool("", None).await;
+    let s = Session::start(p.nginx.addr);
+    let primary = p.session_on(&s).await;
+    // From now on every file is refused: a template nginx rejects, hot-reloaded.
+    let dir = p._dir.path();
+    std::fs::write(
+        dir.join("bad.tera"),
+        "upstream {{ upstream_name }} {\n{% for s in servers %}    server {{ s.address }} not_a_parameter;\n{% endfor %}}\n",
+    )
+    .expect("template");
+    let config = dir.join("chain-co.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("[nginx]\n", "[nginx]\ntemplate = \"bad.tera\"\n"),
+    )
+    .expect("config");
+    let pid = nix::unistd::Pid::from_raw(p.run.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    let reloaded = wait_until(Duration::from_secs(5), || {
+        p.run.stderr().contains("configuration reloaded")
+    })
+    .await;
+    assert!(reloaded.is_some(), "{}", p.run.stderr());
+    p.sim.op(&primary, r#"{"op":"stall"}"#).await;
+    let refused = wait_until(Duration::from_secs(15), || {
+        p.run.stderr().contains("nginx test rejected")
+    })
+    .await;
+    assert!(refused.is_some(), "{}", p.run.stderr());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = s.stop().await;
+    assert_eq!(
+        log.cuts.len(),
+        0,
+        "a refused apply cut the session: {log:?}"
+    );
+    assert!(
+        !p.run.stderr().contains("sessions moved"),
+        "{}",
+        p.run.stderr()
+    );
+}
