@@ -2,7 +2,8 @@
 # Failover of a keepalived pair of chain-co + nginx hosts, in network namespaces on this
 # machine (root; nginx, keepalived, iproute2 installed). For each fault on the master —
 # primary daemon killed, chain-co killed, nginx killed, keepalived killed, link down — prints
-# when the VIP moved, when the client's requests reached the backup, and how many failed
+# when the VIP moved, when the client's requests reached the backup, how many failed, how
+# often the VIP moved for the failure and its recovery, and how often a websocket session was cut
 # (one JSON-RPC request every 20 ms, 500 ms connect timeout), for the default advert interval
 # (1 s, VRRPv3) and a fast one (0.2 s).
 #

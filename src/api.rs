@@ -32,9 +32,24 @@ pub struct Shared {
     pub overrides: Mutex<Overrides>,
     pub metrics: Metrics,
     pub state_file: PathBuf,
-    pub token: Option<Secret>,
+    /// Swapped by a configuration reload: a rotated token never stays valid.
+    pub token: std::sync::RwLock<Option<Secret>>,
     /// A report older than this makes `/healthz` fail: the loop is stuck.
     pub max_report_age: Duration,
+    /// What an operator must know about chain-co's own setup (a damaged state file set aside,
+    /// a setting that needs a restart, an API open without a token), shown in `/status`.
+    pub notices: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    /// Adds a notice once.
+    pub fn notice(&self, text: impl Into<String>) {
+        let text = text.into();
+        let mut n = self.notices.lock().expect("notices lock");
+        if !n.contains(&text) {
+            n.push(text);
+        }
+    }
 }
 
 /// `GET /status`.
@@ -66,6 +81,10 @@ pub struct Status {
     /// Session moves waiting for a drain's grace period.
     #[serde(default)]
     pub pending_session_moves: Vec<PendingMove>,
+    /// chain-co's own setup: a damaged state file set aside, a setting that needs a restart,
+    /// an API open without a token.
+    #[serde(default)]
+    pub notices: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +151,7 @@ impl Status {
                 role: None,
                 session_mode: None,
                 pending_session_moves: vec![],
+                notices: vec![],
             };
         };
         let d = &r.decision;
@@ -192,19 +212,91 @@ impl Status {
                     after: Duration::from_secs(after.as_secs()),
                 })
                 .collect(),
+            notices: vec![],
         }
     }
 }
 
-/// Serves the API until `shutdown`.
+/// A client has this long to send its request headers (a half-sent request holds a socket).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer: an idle keep-alive connection is closed by then, and a client
+/// that wants more simply connects again.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// How many API connections may be open at once: half of what the file-descriptor limit leaves
+/// after the daemon's own work (probe and push connections per node, nginx, files), between 16
+/// and 1024. A flood of idle or half-sent connections then cannot take the descriptors the
+/// upstream write needs.
+pub fn connection_cap(nodes: usize) -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    let reserve = 64 + 4 * nodes as u64;
+    (soft.saturating_sub(reserve) / 2).clamp(16, 1024) as usize
+}
+
+/// Serves the API until `shutdown`, with at most `cap` connections. At the cap the oldest
+/// connection is closed to make room, so that a flood of idle or half-sent connections cannot
+/// keep keepalived's `/healthz` from being answered: a real request takes milliseconds and is
+/// never the oldest for long.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    cap: usize,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let app = router(shared);
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut live: std::collections::VecDeque<CancellationToken> = Default::default();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a connection reset before accept: wait a
+                    // moment instead of spinning; connections closing will free some.
+                    tracing::debug!(error = %e, "status API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        live.retain(|t| !t.is_cancelled());
+        while live.len() >= cap {
+            if let Some(oldest) = live.pop_front() {
+                oldest.cancel();
+            }
+        }
+        let done = CancellationToken::new();
+        live.push_back(done.clone());
+        let service = TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = done.cancelled() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+                _ = stop.cancelled() => {
+                    // Let a request in flight finish, briefly.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+            done.cancel();
+        });
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    Ok(())
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -232,23 +324,37 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// `Some(401 response)` when a token is configured and the request lacks it.
+/// The credentials of an `Authorization` header: the auth scheme is case-insensitive
+/// (RFC 7235 §2.1), so `bearer x` and `BEARER x` carry token `x` as `Bearer x` does.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start())
+}
+
+/// `Some(401 response)` when a token is configured and the request does not carry it. A
+/// missing token and a wrong one get different words: the first is a usage mistake, the
+/// second a stale or rotated token file.
 fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let token = shared.token.as_ref()?;
-    let given = headers
+    let token = shared.token.read().expect("token lock").clone()?;
+    let header = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if same(g, token.expose()) => None,
-        _ => Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required: chain-co status --token-file FILE\n",
-            )
-                .into_response(),
-        ),
-    }
+        .and_then(|v| v.to_str().ok());
+    let message = match header.map(bearer) {
+        Some(Some(g)) if same(g, token.expose()) => return None,
+        Some(Some(_)) => {
+            "the bearer token does not match [api] token_file of the running chain-co (rotated?)\n"
+        }
+        Some(None) => "the Authorization header must be `Bearer <token>`\n",
+        None => "a bearer token is required: chain-co status --token-file FILE\n",
+    };
+    let mut response = (StatusCode::UNAUTHORIZED, message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(response)
 }
 
 async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -257,7 +363,9 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     }
     let overrides = shared.overrides.lock().expect("overrides lock").clone();
     let report = shared.reports.borrow().clone();
-    Json(Status::build(report.as_ref(), &overrides)).into_response()
+    let mut status = Status::build(report.as_ref(), &overrides);
+    status.notices = shared.notices.lock().expect("notices lock").clone();
+    Json(status).into_response()
 }
 
 /// Healthy when the last round is recent, a primary is published and the last apply worked.
@@ -437,6 +545,15 @@ async fn prefer(
     }
     let by = body_by(&body);
     change(&shared, |o| {
+        if let Some(m) = o.drained.get(&name) {
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "refused: {name} is drained (by {} at {}); undrain it first",
+                    m.by, m.at
+                ),
+            ));
+        }
         o.preferred = Some(Preferred {
             node: name.clone(),
             mark: Mark::now(&by),

@@ -52,6 +52,16 @@ pub struct ApiConfig {
     pub token: Option<Secret>,
     /// Where drains and preferences are kept across restarts.
     pub state_file: PathBuf,
+    /// The operator accepts an API reachable from the network without a token.
+    pub allow_unauthenticated: bool,
+}
+
+impl ApiConfig {
+    /// Open to the network without a token: anyone who reaches the host can drain or prefer
+    /// nodes, which moves the miners' traffic.
+    pub fn is_open(&self) -> bool {
+        self.token.is_none() && !self.listen.ip().is_loopback()
+    }
 }
 
 impl Default for ApiConfig {
@@ -60,6 +70,7 @@ impl Default for ApiConfig {
             listen: defaults::API_LISTEN.parse().expect("valid default"),
             token: None,
             state_file: PathBuf::from(defaults::STATE_FILE),
+            allow_unauthenticated: false,
         }
     }
 }
@@ -234,6 +245,7 @@ struct RawApi {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
     state_file: Option<Spanned<PathBuf>>,
+    allow_unauthenticated: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +329,11 @@ pub mod defaults {
     /// Lotus accepts blocks up to 1 s ahead of its clock (AllowableClockDriftSecs); a few seconds
     /// more cover the skew between chain-co's host and the daemons'.
     pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3);
+    /// Longer probe intervals or timeouts than this are mistakes (and `"1e18s"` would
+    /// overflow the timers).
+    pub const MAX_PROBE_DURATION: Duration = Duration::from_secs(3600);
+    /// The same for the `[select]` durations: a day is far beyond any useful rule.
+    pub const MAX_SELECT_DURATION: Duration = Duration::from_secs(86_400);
     pub const OUTPUT: &str = "/etc/nginx/conf.d/filecoin-upstream.conf";
     pub const PID_FILE: &str = "/run/nginx.pid";
     pub const UPSTREAM_NAME: &str = "filecoin";
@@ -386,19 +403,36 @@ impl Config {
             source,
             problems: Vec::new(),
         };
-        let raw: RawConfig = match toml::from_str(source) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let position = e.span().map(|s| ck.position(s.clone()));
-                let key = e
-                    .span()
-                    .map(|s| key_at(source, s.start))
-                    .unwrap_or_default();
-                return Err(vec![Problem {
-                    position,
-                    key,
-                    message: e.message().trim().to_string(),
-                }]);
+        // serde stops at the first unknown key. To report every one at once, each is blanked
+        // out (same length, so positions stay right) and the text parsed again.
+        let mut text = source.to_string();
+        let raw: RawConfig = loop {
+            match toml::from_str(&text) {
+                Ok(raw) => break raw,
+                Err(e) => {
+                    let unknown = e.message().starts_with("unknown field");
+                    if !unknown && !ck.problems.is_empty() {
+                        // Blanking broke something (a multi-line value): the unknown keys
+                        // found so far are the answer.
+                        return Err(ck.problems);
+                    }
+                    let position = e.span().map(|s| ck.position(s.clone()));
+                    let key = e
+                        .span()
+                        .map(|s| key_at(source, s.start))
+                        .unwrap_or_default();
+                    ck.problems.push(Problem {
+                        position,
+                        key,
+                        message: e.message().trim().to_string(),
+                    });
+                    match e.span() {
+                        Some(span) if unknown && ck.problems.len() < 100 => {
+                            blank_entry(&mut text, span.start)
+                        }
+                        _ => return Err(ck.problems),
+                    }
+                }
             }
         };
         let nodes = check_nodes(&mut ck, raw.node, base);
@@ -431,6 +465,37 @@ impl Config {
             Err(ck.problems)
         }
     }
+}
+
+/// Blanks (with spaces, keeping every offset) the entry around `offset`: its line, or, for a
+/// table header, the whole table up to the next header.
+fn blank_entry(text: &mut String, offset: usize) {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let end = if text[start..line_end].trim_start().starts_with('[') {
+        // Up to the next header line.
+        let mut at = line_end;
+        loop {
+            if at >= text.len() {
+                break text.len();
+            }
+            let next = text[at + 1..].find('\n').map_or(text.len(), |i| at + 1 + i);
+            if text[at + 1..next].trim_start().starts_with('[') {
+                break at;
+            }
+            at = next;
+        }
+    } else {
+        line_end
+    };
+    let blanked: String = text[start..end]
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
+    // Same byte length only for ASCII; keep offsets exact by padding to the original length.
+    let pad = (end - start).saturating_sub(blanked.len());
+    text.replace_range(start..end, &format!("{blanked}{}", " ".repeat(pad)));
 }
 
 /// The dotted key written on the line holding `offset`, with its table: what a syntax error
@@ -553,7 +618,8 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
             let parsed = if field == "url" {
                 Url::parse(&text).map_err(|e| {
                     format!(
-                        "{text:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\""
+                        "{:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\"",
+                        crate::secret::redact_url(&text)
                     )
                 })
             } else {
@@ -770,6 +836,14 @@ fn check_chain(ck: &mut Checker, raw: RawChain) -> ChainConfig {
             );
             None
         }
+        Some(d) if **d.get_ref() > defaults::MAX_PROBE_DURATION => {
+            ck.at(
+                d.span(),
+                "chain.block_delay",
+                "is too long; at most 1h (mainnet's is 30s)",
+            );
+            None
+        }
         Some(d) => Some(**d.get_ref()),
         None => None,
     };
@@ -791,6 +865,8 @@ fn check_chain(ck: &mut Checker, raw: RawChain) -> ChainConfig {
 }
 
 fn check_probe(ck: &mut Checker, raw: RawProbe) -> ProbeConfig {
+    // `None`: the value was wrong (and reported); the default stands in, and no rule that
+    // compares it with another key is checked against a value nobody wrote.
     let mut duration = |v: Option<Spanned<HumanDuration>>, k: &str, default: Duration| match v {
         Some(v) if v.get_ref().is_zero() => {
             ck.at(
@@ -798,15 +874,27 @@ fn check_probe(ck: &mut Checker, raw: RawProbe) -> ProbeConfig {
                 format!("probe.{k}"),
                 "must be greater than zero, e.g. \"5s\"",
             );
-            default
+            (default, false)
         }
-        Some(v) => **v.get_ref(),
-        None => default,
+        Some(v) if **v.get_ref() > defaults::MAX_PROBE_DURATION => {
+            ck.at(
+                v.span(),
+                format!("probe.{k}"),
+                format!(
+                    "{} is too long; at most {}",
+                    humantime::format_duration(**v.get_ref()),
+                    humantime::format_duration(defaults::MAX_PROBE_DURATION)
+                ),
+            );
+            (default, false)
+        }
+        Some(v) => (**v.get_ref(), true),
+        None => (default, true),
     };
-    let interval = duration(raw.interval, "interval", defaults::INTERVAL);
+    let (interval, interval_ok) = duration(raw.interval, "interval", defaults::INTERVAL);
     let timeout_span = raw.timeout.as_ref().map(|t| t.span());
-    let timeout = duration(raw.timeout, "timeout", defaults::TIMEOUT);
-    if timeout > interval {
+    let (timeout, timeout_ok) = duration(raw.timeout, "timeout", defaults::TIMEOUT);
+    if interval_ok && timeout_ok && timeout > interval {
         let msg = format!(
             "{} is longer than probe.interval ({}); a probe must end before the next round starts",
             humantime::format_duration(timeout),
@@ -853,19 +941,31 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
     };
     let rise = at_least_one(raw.rise, "rise", defaults::RISE);
     let fall = at_least_one(raw.fall, "fall", defaults::FALL);
-    let mut positive = |v: Option<Spanned<HumanDuration>>, k: &str| match v {
-        Some(v) if v.get_ref().is_zero() => {
+    let mut positive = |v: Option<Spanned<HumanDuration>>, k: &str, zero_ok: bool| match v {
+        Some(v) if v.get_ref().is_zero() && !zero_ok => {
             ck.at(v.span(), format!("select.{k}"), "must be greater than zero");
+            None
+        }
+        Some(v) if **v.get_ref() > defaults::MAX_SELECT_DURATION => {
+            ck.at(
+                v.span(),
+                format!("select.{k}"),
+                format!(
+                    "{} is too long; at most {}",
+                    humantime::format_duration(**v.get_ref()),
+                    humantime::format_duration(defaults::MAX_SELECT_DURATION)
+                ),
+            );
             None
         }
         Some(v) => Some(**v.get_ref()),
         None => None,
     };
-    let stale_after = positive(raw.stale_after, "stale_after");
-    let max_clock_skew = positive(raw.max_clock_skew, "max_clock_skew");
-    let lag_grace = positive(raw.lag_grace, "lag_grace");
+    let stale_after = positive(raw.stale_after, "stale_after", false);
+    let max_clock_skew = positive(raw.max_clock_skew, "max_clock_skew", false);
+    let lag_grace = positive(raw.lag_grace, "lag_grace", false);
     // Zero is meaningful here: no hold-down.
-    let hold_down = raw.hold_down.map(|v| **v.get_ref());
+    let hold_down = positive(raw.hold_down, "hold_down", true);
     SelectRules {
         max_lag: raw.max_lag.map_or(defaults::MAX_LAG, |v| *v.get_ref()),
         rise,
@@ -1103,7 +1203,7 @@ fn check_ha(ck: &mut Checker, raw: RawHa, base: &Path) -> Option<crate::ha::Role
 
 fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {
     let mut api = ApiConfig::default();
-    if let Some(l) = raw.listen {
+    if let Some(l) = &raw.listen {
         match l.get_ref().parse() {
             Ok(addr) => api.listen = addr,
             Err(_) => ck.at(
@@ -1137,6 +1237,17 @@ fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {
     }
     if let Some(f) = raw.state_file {
         api.state_file = resolve(base, f.get_ref());
+    }
+    api.allow_unauthenticated = raw.allow_unauthenticated.unwrap_or(false);
+    if api.is_open() && !api.allow_unauthenticated {
+        let msg = format!(
+            "{} is reachable from the network and [api] has no token_file: anyone who reaches it could drain or prefer nodes and move the miners' traffic; set token_file, listen on 127.0.0.1, or set allow_unauthenticated = true to accept that",
+            api.listen
+        );
+        match &raw.listen {
+            Some(l) => ck.at(l.span(), "api.listen", msg),
+            None => ck.nowhere("api.listen", msg),
+        }
     }
     api
 }
@@ -1200,6 +1311,73 @@ url = "http://[::1]:2345/rpc/v1"
         .expect("valid");
         assert_eq!(c.nodes[0].upstream, "lotus.example:443");
         assert_eq!(c.nodes[1].upstream, "[::1]:2345");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_at_once() {
+        let text = "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ncolour = 1\n\n[probe]\ninterval = \"1s\"\nintervall = \"2s\"\n\n[bogus]\nx = 1\ny = 2\n\n[select]\nrise = 0\n";
+        let problems = parse(text).expect_err("bad");
+        let lines: Vec<(usize, String)> = problems
+            .iter()
+            .map(|p| (p.position.map_or(0, |p| p.0), p.message.clone()))
+            .collect();
+        for (line, words) in [
+            (4, "unknown field `colour`"),
+            (8, "unknown field `intervall`"),
+            (10, "unknown field `bogus`"),
+            (15, "must be at least 1"),
+        ] {
+            assert!(
+                lines.iter().any(|(l, m)| *l == line && m.contains(words)),
+                "{words} on line {line}: {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_have_bounds_and_a_zero_timeout_says_only_that() {
+        let base = "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n";
+        let p = parse(&format!("{base}[probe]\ninterval = \"1e18s\"\n"))
+            .or_else(|_| parse(&format!("{base}[probe]\ninterval = \"100000000h\"\n")));
+        let problems = p.expect_err("too long");
+        assert!(
+            problems.iter().any(|p| p.key == "probe.interval"),
+            "{problems:?}"
+        );
+        let problems =
+            parse(&format!("{base}[select]\nlag_grace = \"400d\"\n")).expect_err("too long");
+        assert!(
+            problems.iter().any(|p| p.message.contains("too long")),
+            "{problems:?}"
+        );
+        let problems = parse(&format!(
+            "{base}[probe]\ninterval = \"1s\"\ntimeout = \"0s\"\n"
+        ))
+        .expect_err("zero");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("greater than zero"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn an_api_open_to_the_network_needs_a_token_or_an_explicit_yes() {
+        let base = "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n";
+        let problems =
+            parse(&format!("{base}[api]\nlisten = \"0.0.0.0:9797\"\n")).expect_err("open");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "api.listen" && p.message.contains("allow_unauthenticated")),
+            "{problems:?}"
+        );
+        let c = parse(&format!(
+            "{base}[api]\nlisten = \"0.0.0.0:9797\"\nallow_unauthenticated = true\n"
+        ))
+        .expect("allowed");
+        assert!(c.api.is_open());
+        assert!(parse(&format!("{base}[api]\nlisten = \"[::1]:9797\"\n")).is_ok());
     }
 
     /// One row per mistake: the text, the line the error must name, and words it must contain.

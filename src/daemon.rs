@@ -140,15 +140,15 @@ impl Daemon {
         config_path: Option<PathBuf>,
     ) -> Result<(Self, Arc<Shared>), DaemonError> {
         let (prober, target) = parts(&config)?;
-        let overrides = Overrides::load(&config.api.state_file)
-            .map_err(|e| DaemonError::State(e.to_string()))?;
+        let (overrides, damaged) = Overrides::load_or_set_aside(&config.api.state_file);
         let (tx, rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             reports: rx,
             overrides: Mutex::new(overrides),
             metrics: Metrics::new(),
             state_file: config.api.state_file.clone(),
-            token: config.api.token.clone(),
+            token: std::sync::RwLock::new(config.api.token.clone()),
+            notices: Mutex::new(Vec::new()),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),
@@ -180,6 +180,19 @@ impl Daemon {
             recheck_at: None,
             clock: SteadyClock::new(Duration::from_secs(60)),
         };
+        if let Some(why) = damaged {
+            error!(file = %daemon.config.api.state_file.display(), "damaged state file: {why}");
+            shared.notice(format!("state file: {why}"));
+        }
+        if daemon.config.api.is_open() {
+            let text = format!(
+                "the status API listens on {} without a token (allow_unauthenticated): anyone who reaches it can drain or prefer nodes",
+                daemon.config.api.listen
+            );
+            warn!("{text}");
+            shared.notice(text);
+        }
+        daemon.check_marks();
         Ok((daemon, shared))
     }
 
@@ -404,15 +417,68 @@ impl Daemon {
                 return false;
             }
         };
+        let old_api = self.config.api.clone();
         match self.reconfigure(config) {
             Ok(()) => {
                 info!(file = %path.display(), nodes = self.config.nodes.len(), "configuration reloaded");
+                self.apply_api_change(&old_api);
+                self.check_marks();
+                let names: Vec<&str> = self.config.nodes.iter().map(|n| n.name.as_str()).collect();
+                self.shared.metrics.retain_nodes(&names);
                 true
             }
             Err(e) => {
                 error!(error = %e, "new configuration refused; the running one stays");
                 false
             }
+        }
+    }
+
+    /// `[api]` after a reload: a new token replaces the old one at once (a rotated token never
+    /// stays valid); a new listen address or state file needs a restart, said in the log and in
+    /// `/status`, and the running ones stay.
+    fn apply_api_change(&mut self, old: &crate::config::ApiConfig) {
+        let new = self.config.api.clone();
+        if new.token != old.token {
+            *self.shared.token.write().expect("token lock") = new.token.clone();
+            info!(
+                token = if new.token.is_some() { "set" } else { "none" },
+                "status API token replaced"
+            );
+        }
+        let mut needs_restart = Vec::new();
+        if new.listen != old.listen {
+            needs_restart.push(format!(
+                "[api] listen changed to {}: needs a restart; the API stays on {}",
+                new.listen, old.listen
+            ));
+        }
+        if new.state_file != old.state_file {
+            needs_restart.push(format!(
+                "[api] state_file changed to {}: needs a restart; marks stay in {}",
+                new.state_file.display(),
+                old.state_file.display()
+            ));
+        }
+        for text in needs_restart {
+            warn!("{text}");
+            self.shared.notice(text);
+        }
+        // Keep what is running for the parts that were not applied.
+        self.config.api.listen = old.listen;
+        self.config.api.state_file = old.state_file.clone();
+    }
+
+    /// Marks for nodes the configuration does not have: kept (the node may come back), said.
+    fn check_marks(&self) {
+        let known: Vec<&str> = self.config.nodes.iter().map(|n| n.name.as_str()).collect();
+        let overrides = self.shared.overrides.lock().expect("overrides lock");
+        for node in overrides.unknown_nodes(&known) {
+            let text = format!(
+                "the state file marks {node}, which is not configured; the mark is kept in case it returns (chain-co undrain/prefer --clear to remove it)"
+            );
+            warn!("{text}");
+            self.shared.notice(text);
         }
     }
 
@@ -456,6 +522,19 @@ impl Daemon {
         let silent = self.silent_subscriptions(&round);
         if trigger == Trigger::Probe {
             self.round += 1;
+            if self.round == 1 && round.observations.iter().all(|o| o.result.is_err()) {
+                // Nothing else would be said until a node is seen: say it once, now.
+                let why: Vec<String> = round
+                    .observations
+                    .iter()
+                    .filter_map(|o| o.result.as_ref().err().map(|e| format!("{}: {e}", o.node)))
+                    .collect();
+                error!(
+                    nodes = round.observations.len(),
+                    "no node answered the first probe round; nothing is published until one does ({})",
+                    why.join("; ")
+                );
+            }
         }
         let (now, clock_event) = self.clock.now();
         match clock_event {

@@ -256,8 +256,21 @@ async fn dispatch(command: Command) -> ExitCode {
     match command {
         Command::Validate { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: valid ({} nodes)", config.display(), c.nodes.len());
-                ExitCode::SUCCESS
+                // What `run` checks before its first round: the target's files must be
+                // writable here, or `run` would stop at start.
+                match chain_co::apply::Target::from_config(&c).and_then(|t| t.preflight()) {
+                    Ok(()) => {
+                        println!("{}: valid ({} nodes)", config.display(), c.nodes.len());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "{}: the file is valid, but on this host: {e}",
+                            config.display()
+                        );
+                        ExitCode::from(2)
+                    }
+                }
             }
             Err(e) => {
                 eprint!("{e}");
@@ -432,6 +445,7 @@ fn cancel_on_signal() -> CancellationToken {
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let listen = config.api.listen;
+    let nodes = config.nodes.len();
     let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
     daemon.preflight().context("preflight")?;
     let listener = chain_co::api::bind(listen)
@@ -462,8 +476,9 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     }
     let _watcher = watch_file(&path, reload_tx)?;
     let api_stop = shutdown.clone();
+    let cap = chain_co::api::connection_cap(nodes);
     tasks.spawn(async move {
-        if let Err(e) = chain_co::api::serve(listener, shared, api_stop).await {
+        if let Err(e) = chain_co::api::serve(listener, shared, api_stop, cap).await {
             error!("status API failed: {e}");
         }
     });

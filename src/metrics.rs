@@ -60,6 +60,8 @@ pub struct Metrics {
     switches: Counter,
     reloads: Counter,
     sessions_moved: Counter,
+    /// Node labels that have series, so that a node leaving the config takes them along.
+    nodes_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
     failed_applies: Counter,
     rounds: Counter,
     round_seconds: FloatGauge,
@@ -93,6 +95,7 @@ impl Metrics {
             switches: Counter::default(),
             reloads: Counter::default(),
             sessions_moved: Counter::default(),
+            nodes_seen: Default::default(),
             failed_applies: Counter::default(),
             rounds: Counter::default(),
             round_seconds: FloatGauge::default(),
@@ -191,6 +194,14 @@ impl Metrics {
         if !latencies.is_empty() {
             self.rounds.inc();
         }
+        {
+            let mut seen = self.nodes_seen.lock().expect("nodes lock");
+            for v in &report.decision.nodes {
+                if !seen.contains(&v.name) {
+                    seen.insert(v.name.clone());
+                }
+            }
+        }
         for v in &report.decision.nodes {
             let l = NodeLabel {
                 node: v.name.clone(),
@@ -261,6 +272,44 @@ impl Metrics {
         self.warnings.set(report.decision.warnings.len() as i64);
         self.no_primary
             .set(i64::from(report.decision.primary.is_none()));
+    }
+
+    /// Drops every per-node series of nodes that are no longer configured, so that a removed
+    /// node cannot linger as a second `chain_co_node_primary = 1` on a dashboard.
+    pub fn retain_nodes(&self, nodes: &[&str]) {
+        let mut seen = self.nodes_seen.lock().expect("nodes lock");
+        let gone: Vec<String> = seen
+            .iter()
+            .filter(|n| !nodes.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        for node in gone {
+            let l = NodeLabel { node: node.clone() };
+            self.height.remove(&l);
+            self.lag.remove(&l);
+            self.head_age.remove(&l);
+            self.probe_duration.remove(&l);
+            self.healthy.remove(&l);
+            self.behind.remove(&l);
+            self.pushed.remove(&l);
+            self.primary.remove(&l);
+            for reason in [
+                ErrorKind::timeout,
+                ErrorKind::connect,
+                ErrorKind::http,
+                ErrorKind::too_large,
+                ErrorKind::not_json,
+                ErrorKind::rpc,
+                ErrorKind::shape,
+                ErrorKind::transport,
+            ] {
+                self.probe_errors.remove(&ErrorLabel {
+                    node: node.clone(),
+                    reason,
+                });
+            }
+            seen.remove(&node);
+        }
     }
 
     /// Counts connections ended to move sessions.

@@ -80,22 +80,91 @@ impl Overrides {
         }
     }
 
-    /// Saves atomically (temp file and rename), so a crash never leaves half a file.
+    /// Reads the state file at start. A damaged one (empty after a power cut, edited by hand,
+    /// truncated) must not keep chain-co from watching the pool: it is renamed aside, and the
+    /// caller starts with no marks and says so (the returned text).
+    pub fn load_or_set_aside(path: &Path) -> (Overrides, Option<String>) {
+        match Overrides::load(path) {
+            Ok(o) => (o, None),
+            Err(e) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = path.with_extension(format!("json.damaged-{stamp}"));
+                let what = match std::fs::rename(path, &aside) {
+                    Ok(()) => format!("kept the damaged copy as {}", aside.display()),
+                    Err(r) => format!("could not set it aside ({r})"),
+                };
+                (
+                    Overrides::default(),
+                    Some(format!("{e}; started without drains or preference, {what}")),
+                )
+            }
+        }
+    }
+
+    /// Saves atomically and durably: temp file, fsync, rename, fsync of the directory, so that
+    /// neither a crash nor a power cut leaves half a file or an empty one.
     pub fn save(&self, path: &Path) -> Result<(), StateFileError> {
+        use std::io::Write;
         let err = |e: std::io::Error| StateFileError::Write {
             path: path.display().to_string(),
             message: e.to_string(),
         };
         let text = serde_json::to_string_pretty(self).expect("overrides serialize");
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Nodes the marks name that the configuration does not have (kept: the node may come
+    /// back with the next configuration).
+    pub fn unknown_nodes<'a>(&'a self, known: &[&str]) -> Vec<&'a str> {
+        let mut out: Vec<&str> = self
+            .drained
+            .keys()
+            .map(String::as_str)
+            .chain(self.preferred.as_ref().map(|p| p.node.as_str()))
+            .filter(|n| !known.contains(n))
+            .collect();
+        out.dedup();
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_file_is_set_aside_and_marks_start_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        for damaged in ["", "{\"drained\":", "not json", "{\"unknown\":1}"] {
+            std::fs::write(&path, damaged).expect("write");
+            let (o, why) = Overrides::load_or_set_aside(&path);
+            assert_eq!(o, Overrides::default());
+            let why = why.expect("said why");
+            assert!(why.contains("kept the damaged copy"), "{why}");
+            assert!(!path.exists(), "set aside");
+        }
+        let aside = std::fs::read_dir(dir.path()).expect("ls").count();
+        assert!(aside >= 1);
+        // A missing file is no damage.
+        let (_, why) = Overrides::load_or_set_aside(&dir.path().join("none.json"));
+        assert_eq!(why, None);
+    }
 
     #[test]
     fn saves_and_loads() {

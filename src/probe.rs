@@ -237,7 +237,7 @@ impl Prober {
             let ws = t.endpoint.with_transport(Transport::Ws);
             let retry = self.client.batch(&ws, calls).await;
             if matches!(&retry, Ok(r) if r[0].is_ok()) {
-                info!(url = %ws.url, "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
+                info!(url = %crate::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
                 learned.transport = Transport::Ws;
                 self.update(&t.name, |l| l.transport = Transport::Ws);
                 replies = retry;

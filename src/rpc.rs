@@ -366,6 +366,8 @@ impl RpcClient {
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> RpcError {
+    // reqwest puts the URL in its messages, with any user:password or ?token= in it.
+    let e = e.without_url();
     if e.is_timeout() {
         RpcError::Timeout(timeout)
     } else if e.is_connect() {

@@ -645,11 +645,15 @@ pub fn select(
                 Some(why) => format!("healthy, not promoted to primary: {why}"),
             },
             (None, false) => format!("rising: {} of {} good probes", t.good, rules.rise),
-            (Some(r), true) => format!(
-                "{r}; still in, dropped after {} more bad probe{}",
-                rules.fall - t.bad,
-                if rules.fall - t.bad == 1 { "" } else { "s" }
-            ),
+            (Some(r), true) => {
+                // Saturating: a hot reload may lower `fall` below the bad probes already
+                // counted; the node then goes at its next bad probe.
+                let left = rules.fall.saturating_sub(t.bad).max(1);
+                format!(
+                    "{r}; still in, dropped after {left} more bad probe{}",
+                    if left == 1 { "" } else { "s" }
+                )
+            }
             (Some(r), false) => r.clone(),
         };
         let id = o.identity.as_ref();
@@ -1280,6 +1284,48 @@ mod tests {
             &[vec![H(10), H(10)], vec![Timeout, H(11)], vec![H(12), H(12)]],
         );
         assert_eq!(d[2].verdict("a").and_then(|v| v.held_for), None);
+    }
+
+    /// A hot reload can lower `fall` below the bad probes a node that is still up has already
+    /// had. Between probe rounds (a pushed head) counters do not advance, so the node is still
+    /// up with more bad probes than `fall`: no underflow in the reason, and the next probe
+    /// drops it.
+    #[test]
+    fn a_smaller_fall_after_a_reload_does_not_underflow() {
+        use A::*;
+        let names = ["a", "b"];
+        let mut state = SelectState::default();
+        let mut step = |rules: &SelectRules, answers: &[A], trigger: Trigger| {
+            let obs = observe(&names, answers);
+            let (d, next) = select(
+                rules,
+                &ChainConfig::default(),
+                &Overrides::default(),
+                &state,
+                &obs,
+                now_for(&obs),
+                trigger,
+            );
+            state = next;
+            d
+        };
+        let five = SelectRules::basic(2, 1, 5);
+        step(&five, &[H(10), H(10)], Trigger::Probe);
+        for _ in 0..3 {
+            step(&five, &[Timeout, H(10)], Trigger::Probe);
+        }
+        // `fall` drops to 2 while a is up with 3 bad probes.
+        let two = SelectRules::basic(2, 1, 2);
+        let d = step(&two, &[Timeout, H(10)], Trigger::Push);
+        assert!(d.verdict("a").is_some_and(|v| v.healthy));
+        assert!(
+            reason(&d, "a").contains("dropped after 1 more bad probe;")
+                || reason(&d, "a").ends_with("dropped after 1 more bad probe"),
+            "{}",
+            reason(&d, "a")
+        );
+        let d = step(&two, &[Timeout, H(10)], Trigger::Probe);
+        assert!(!d.verdict("a").is_some_and(|v| v.healthy));
     }
 
     #[test]

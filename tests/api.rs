@@ -187,6 +187,10 @@ async fn drain_undrain_and_prefer_move_traffic_and_survive_a_restart() {
         "{err}"
     );
     assert_eq!(cli(&["undrain", b, "--url", &r.api]).0, Some(0));
+    // A drained node cannot be preferred: undrain it first.
+    let (code, _, err) = cli(&["prefer", &a, "--url", &r.api]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is drained"), "{err}");
 
     // Prefer c: it becomes primary while healthy.
     assert_eq!(cli(&["prefer", c, "--url", &r.api]).0, Some(0));
@@ -217,6 +221,23 @@ async fn drain_undrain_and_prefer_move_traffic_and_survive_a_restart() {
     assert_eq!(s["primary"], c);
     assert_eq!(cli(&["prefer", "--clear", "--url", &r.api]).0, Some(0));
     assert_eq!(cli(&["undrain", &a, "--url", &r.api]).0, Some(0));
+
+    // A mark for a node the config no longer has is kept, and said.
+    let _ = r.run.child.kill();
+    let _ = r.run.child.wait();
+    let text = std::fs::read_to_string(r.dir.join("state.json")).expect("state");
+    let mut state: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    state["drained"]["gone-node"] = serde_json::json!({"by": "bob", "at": "2026-11-26T00:00:00Z"});
+    std::fs::write(r.dir.join("state.json"), state.to_string()).expect("state");
+    r.run = start_run(&r.config);
+    r.api = api_url(&r.run).await;
+    let said = wait_until(Duration::from_secs(5), || {
+        r.run
+            .stderr()
+            .contains("marks gone-node, which is not configured")
+    })
+    .await;
+    assert!(said.is_some(), "{}", r.run.stderr());
 }
 
 #[tokio::test]
@@ -274,6 +295,24 @@ async fn config_changes_apply_without_a_restart_and_bad_ones_are_refused() {
         Some(r.sim.addr(&p)),
         "the primary stayed across the reload"
     );
+    // The removed node's series leave /metrics with it.
+    let gone_label = format!("node=\"{gone}\"");
+    let cleared = {
+        let mut ok = false;
+        for _ in 0..50 {
+            if !get(&format!("{}/metrics", r.api))
+                .await
+                .1
+                .contains(&gone_label)
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ok
+    };
+    assert!(cleared, "{}", get(&format!("{}/metrics", r.api)).await.1);
 }
 
 #[tokio::test]
@@ -313,4 +352,146 @@ async fn an_api_token_guards_everything_but_healthz() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!out.contains("s3cret-api-token"));
     assert!(!run.stderr().contains("s3cret-api-token"));
+
+    let with = |auth: Option<String>| {
+        let url = format!("{api}/status");
+        async move {
+            let mut req = reqwest::Client::new().get(url);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let r = req.send().await.expect("answers");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    // The scheme is case-insensitive (RFC 7235).
+    assert_eq!(with(Some("bearer s3cret-api-token".into())).await.0, 200);
+    assert_eq!(with(Some("BEARER s3cret-api-token".into())).await.0, 200);
+    // A wrong token is told apart from a missing one.
+    let (code, missing) = with(None).await;
+    assert_eq!(code, 401);
+    let (code, wrong) = with(Some("Bearer nope".into())).await;
+    assert_eq!(code, 401);
+    assert_ne!(missing, wrong);
+    assert!(wrong.contains("does not match"), "{wrong}");
+
+    // A rotated token replaces the old one at the reload; a new listen address needs a restart.
+    std::fs::write(&token, "rotated-api-token").expect("rotate");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\""),
+    )
+    .expect("config");
+    let pid = nix::unistd::Pid::from_raw(run.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    let rotated = wait_until(Duration::from_secs(5), || {
+        run.stderr().contains("status API token replaced")
+    })
+    .await;
+    assert!(rotated.is_some(), "{}", run.stderr());
+    assert_eq!(with(Some("Bearer s3cret-api-token".into())).await.0, 401);
+    let (code, body) = with(Some("Bearer rotated-api-token".into())).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("needs a restart"), "{body}");
+    assert!(run.stderr().contains("needs a restart"));
+    assert!(!run.stderr().contains("rotated-api-token"));
+}
+
+/// Thousands of idle, half-sent connections must not starve the API (keepalived's /healthz) nor
+/// take the descriptors chain-co needs, even with a low descriptor limit.
+#[tokio::test]
+async fn a_flood_of_half_sent_connections_does_not_starve_healthz() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        panic!("this test needs prlimit (util-linux)");
+    }
+    let sim = Sim::start(&["a", "b", "c"], "1s");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let nginx = start_nginx(dir, &[sim.addr("a")]);
+    let config = write_config(dir, &sim, &nginx, RULES);
+    let stderr_file = dir.join("run.stderr");
+    let child = Command::new("prlimit")
+        .args(["--nofile=128:128", "--"])
+        .arg(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("CHAIN_CO_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr"))
+        .spawn()
+        .expect("prlimit chain-co run");
+    let run = ChildGuard {
+        child,
+        stderr_file: Some(stderr_file),
+    };
+    let api = api_url(&run).await;
+    wait_healthy(&api, &run).await;
+    let addr = api.trim_start_matches("http://").to_string();
+    // 400 connections that never finish their request, far past the 128 descriptors.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        if let Ok(Ok(mut s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").await;
+            flood.push(s);
+        }
+    }
+    for i in 0..10 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(3),
+            reqwest::get(format!("{api}/healthz")),
+        )
+        .await;
+        let ok = matches!(&r, Ok(Ok(resp)) if resp.status().is_success());
+        assert!(ok, "healthz #{i} under the flood: {r:?}\n{}", run.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The daemon's own work goes on: a change is still applied.
+    let primary = primary_name(&sim, &nginx.upstream_file);
+    sim.op(&primary, r#"{"op":"die"}"#).await;
+    let moved = wait_until(Duration::from_secs(15), || {
+        primary_in(&nginx.upstream_file).is_some_and(|p| p != sim.addr(&primary))
+    })
+    .await;
+    drop(flood);
+    assert!(moved.is_some(), "{}", run.stderr());
+    assert!(
+        !run.stderr().contains("Too many open files"),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// A damaged state file (empty after a power cut) never stops `run`: it is set aside, chain-co
+/// starts without marks, and says so in the log and in /status.
+#[tokio::test]
+async fn a_damaged_state_file_is_set_aside_and_run_starts() {
+    let sim = Sim::start(&["a", "b"], "1s");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::write(dir.join("state.json"), "").expect("empty state");
+    let nginx = start_nginx(dir, &[sim.addr("a")]);
+    let config = write_config(dir, &sim, &nginx, RULES);
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    wait_healthy(&api, &run).await;
+    let status = status_json(&api).await;
+    let notices = status["notices"].to_string();
+    assert!(notices.contains("damaged copy"), "{status}");
+    assert!(
+        run.stderr().contains("damaged state file"),
+        "{}",
+        run.stderr()
+    );
+    let aside = std::fs::read_dir(dir)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("damaged"));
+    assert!(aside, "the bad copy is kept");
 }

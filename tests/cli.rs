@@ -198,3 +198,98 @@ fn completions_and_man_page_are_generated() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH chain-co"));
 }
+
+/// A password or token in a node's URL never reaches the screen: not in `check --json`, not in
+/// `validate`'s errors, not in `run`'s log.
+#[tokio::test]
+async fn secrets_in_node_urls_are_never_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[node]]\nname = \"a\"\nurl = \"http://miner:hunter2@127.0.0.1:1/rpc/v1?token=eyJsecret\"\n\
+         [probe]\ninterval = \"1s\"\ntimeout = \"300ms\"\n[nginx]\noutput = \"/nonexistent/chain-co/upstream.conf\"\n",
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .args(["check", "--json", "--config"])
+        .arg(&good)
+        .output()
+        .expect("check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("eyJsecret"),
+        "{text}"
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[node]]\nname = \"a\"\nurl = \"http://miner:hunter2@[bad/rpc/v1?token=eyJsecret\"\n",
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node[0].url"), "{err}");
+    assert!(
+        !err.contains("hunter2") && !err.contains("eyJsecret"),
+        "{err}"
+    );
+}
+
+/// `validate` checks what `run` will need on this host: a writable output directory.
+#[test]
+fn validate_refuses_an_output_directory_that_is_not_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[node]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/rpc/v1\"\n[nginx]\noutput = \"/nonexistent/chain-co/upstream.conf\"\n",
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not writable"), "{err}");
+}
+
+/// With every node down at start, `run` says so once instead of staying silent.
+#[tokio::test]
+async fn run_with_every_node_down_says_so_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[node]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/rpc/v1\"\n[[node]]\nname = \"b\"\nurl = \"http://127.0.0.1:2/rpc/v1\"\n\
+             [probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n[api]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{d}/state.json\"\n\
+             [nginx]\noutput = \"{d}/upstream.conf\"\ntest_cmd = [\"true\"]\nreload = {{ cmd = [\"true\"] }}\n",
+            d = dir.path().display()
+        ),
+    )
+    .expect("config");
+    let run = start_run(&path);
+    let said = wait_until(std::time::Duration::from_secs(10), || {
+        run.stderr()
+            .contains("no node answered the first probe round")
+    })
+    .await;
+    assert!(said.is_some(), "{}", run.stderr());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let log = run.stderr();
+    assert_eq!(log.matches("no node answered").count(), 1, "{log}");
+    assert!(log.contains("a: cannot connect"), "{log}");
+}
