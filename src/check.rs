@@ -53,6 +53,9 @@ pub struct CheckedNode {
     pub reason: String,
     #[serde(with = "humantime_serde")]
     pub latency: Option<Duration>,
+    /// Optional methods the node lacks; their checks are off for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<String>,
 }
 
 /// Probes `rounds` times and reports the last decision.
@@ -102,6 +105,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             role: v.role,
             reason: v.reason.clone(),
             latency: Some(round.latencies[i]),
+            unsupported: v.unsupported.clone(),
         })
         .collect();
     let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.nodes) {

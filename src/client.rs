@@ -161,7 +161,12 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                     Role::Backup => "backup".into(),
                     Role::Excluded => "excluded".into(),
                 },
-                v.reason.clone(),
+                if v.unsupported.is_empty() {
+                    v.reason.clone()
+                } else {
+                    // What the node lacks turns checks off: say which, beside the reason.
+                    format!("{} (lacks {})", v.reason, v.unsupported.join(", "))
+                },
             ]
         })
         .collect();

@@ -87,6 +87,8 @@ struct Learned {
     identity: Option<Identity>,
     transport: Transport,
     sync: SyncMethod,
+    /// Optional methods the node lacks; their checks are off for it (shown in status).
+    unsupported: std::collections::BTreeSet<&'static str>,
 }
 
 /// Probes a fixed set of targets, remembering what it learns about each between rounds.
@@ -99,7 +101,7 @@ pub struct Prober {
 }
 
 fn method_missing(r: &Result<Value, RpcError>) -> bool {
-    matches!(r, Err(RpcError::Rpc { code: -32601, .. }))
+    matches!(r, Err(e) if e.is_method_missing())
 }
 
 impl Prober {
@@ -113,6 +115,7 @@ impl Prober {
                         identity: None,
                         transport: t.endpoint.transport,
                         sync: SyncMethod::SyncState,
+                        unsupported: Default::default(),
                     },
                 )
             })
@@ -220,7 +223,8 @@ impl Prober {
         } else {
             None
         };
-        if self.sync_checks {
+        let asks_peers = self.sync_checks && !learned.unsupported.contains("Filecoin.NetPeers");
+        if asks_peers {
             calls.push(("Filecoin.NetPeers".into(), json!([])));
         }
         if let Some(m) = sync_method {
@@ -264,11 +268,19 @@ impl Prober {
             let version = replies.next().expect("asked");
             let network = replies.next().expect("asked");
             let genesis = replies.next().expect("asked");
+            if method_missing(&network) {
+                self.unsupported(
+                    &t.name,
+                    &mut learned,
+                    "Filecoin.StateNetworkName",
+                    "has no Filecoin.StateNetworkName; it is judged by its genesis block alone",
+                );
+            }
             if let Some(id) = identity(version, network, genesis) {
                 info!(
                     implementation = %id.implementation,
                     version = %id.version,
-                    network = %id.network,
+                    network = %id.network.as_deref().unwrap_or("(unnamed)"),
                     transport = %learned.transport,
                     "node identified"
                 );
@@ -286,11 +298,20 @@ impl Prober {
                 learned.identity = Some(id);
             }
         }
-        let peers = if self.sync_checks {
+        let peers = if asks_peers {
             match replies.next().expect("asked") {
                 Ok(Value::Array(a)) => Some(a.len() as u64),
                 // Forest writes an empty list as null.
                 Ok(Value::Null) => Some(0),
+                r if method_missing(&r) => {
+                    self.unsupported(
+                        &t.name,
+                        &mut learned,
+                        "Filecoin.NetPeers",
+                        "has no Filecoin.NetPeers; the min_peers rule does not apply to it",
+                    );
+                    None
+                }
                 _ => None,
             }
         } else {
@@ -331,7 +352,23 @@ impl Prober {
         obs.identity = learned.identity;
         obs.peers = peers;
         obs.syncing_to = syncing_to;
+        obs.unsupported = self
+            .learned(&t.name)
+            .unsupported
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
         (obs, latency)
+    }
+
+    /// Records once that a node lacks an optional method, and says so once.
+    fn unsupported(&self, name: &str, learned: &mut Learned, method: &'static str, why: &str) {
+        if learned.unsupported.insert(method) {
+            info!(node = %name, "{why}");
+            self.update(name, |l| {
+                l.unsupported.insert(method);
+            });
+        }
     }
 
     /// After a node was unreachable it may come back as another node: ask who it is again.
@@ -357,7 +394,12 @@ impl Prober {
                 "has neither Filecoin.SyncState nor Forest.SyncStatus; the catching-up rule does not apply to it"
             ),
         }
-        self.update(name, |l| l.sync = next);
+        self.update(name, |l| {
+            l.sync = next;
+            if next == SyncMethod::Unavailable {
+                l.unsupported.insert("Filecoin.SyncState");
+            }
+        });
     }
 }
 
@@ -372,7 +414,12 @@ fn identity(
     genesis: Result<Value, RpcError>,
 ) -> Option<Identity> {
     let version: VersionInfo = serde_json::from_value(version.ok()?).ok()?;
-    let network: String = serde_json::from_value(network.ok()?).ok()?;
+    // A node without the method is judged by its genesis; any other failure means: ask again.
+    let network: Option<String> = match network {
+        Ok(v) => Some(serde_json::from_value(v).ok()?),
+        Err(e) if e.is_method_missing() => None,
+        Err(_) => return None,
+    };
     let genesis: TipSet = serde_json::from_value(genesis.ok()?).ok()?;
     Some(Identity {
         implementation: version.implementation(),

@@ -41,6 +41,30 @@ pub enum RpcError {
     Transport(String),
 }
 
+impl RpcError {
+    /// The server does not have the method: JSON-RPC -32601, or (gateways and proxies that
+    /// send errors without a code) words that say so.
+    pub fn is_method_missing(&self) -> bool {
+        match self {
+            RpcError::Rpc { code: -32601, .. } => true,
+            RpcError::Rpc { message, .. } => {
+                let m = message.to_ascii_lowercase();
+                (m.contains("method") || m.contains("api"))
+                    && [
+                        "not found",
+                        "not supported",
+                        "not implemented",
+                        "unknown",
+                        "no such",
+                    ]
+                    .iter()
+                    .any(|w| m.contains(w))
+            }
+            _ => false,
+        }
+    }
+}
+
 fn hint_for_status(status: u16) -> &'static str {
     match status {
         401 => " (token missing or rejected)",
@@ -126,9 +150,95 @@ struct Response<'a> {
 
 #[derive(Deserialize)]
 struct ErrorObject {
+    /// Some servers (gateways, proxies) send an error without a code: 0 then.
+    #[serde(default, deserialize_with = "loose::i64")]
     code: i64,
     #[serde(default)]
     message: String,
+}
+
+/// Numbers as gateways and other Lotus-API servers send them: integers, floats (floored) and
+/// numeric strings are all accepted wherever the Lotus API has a number, so that one loosely
+/// typed field does not exclude an otherwise healthy node.
+pub mod loose {
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    fn number(v: &Value) -> Option<f64> {
+        match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        }
+    }
+
+    /// Exact for integers of any size (weights exceed f64's 53 bits), floored for fractions.
+    fn integer_text(v: &Value) -> Option<String> {
+        let text = match v {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.trim().to_string(),
+            _ => return None,
+        };
+        let digits = text.strip_prefix('-').unwrap_or(&text);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(text);
+        }
+        let f = number(v)?;
+        (f.is_finite() && f.abs() < 1e30).then(|| format!("{}", f.floor() as i128))
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let v = Value::deserialize(d)?;
+        integer_text(&v)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| D::Error::custom(format!("expected a number, got {v}")))
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let v = Value::deserialize(d)?;
+        integer_text(&v)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| D::Error::custom(format!("expected a non-negative number, got {v}")))
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let n = u64(d)?;
+        u32::try_from(n).map_err(|_| D::Error::custom(format!("{n} is too large")))
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let v = Value::deserialize(d)?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        integer_text(&v)
+            .and_then(|t| t.parse().ok())
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected a non-negative number, got {v}")))
+    }
+
+    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let v = Value::deserialize(d)?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        integer_text(&v)
+            .and_then(|t| t.parse().ok())
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected a number, got {v}")))
+    }
+
+    /// A big integer as text (ParentWeight is a string in Lotus; some servers send a number).
+    /// Anything else is passed on as is, for the caller's precise complaint.
+    pub fn big_integer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let v = Value::deserialize(d)?;
+        Ok(match &v {
+            Value::String(s) => integer_text(&v).unwrap_or_else(|| s.clone()),
+            Value::Number(_) => integer_text(&v).unwrap_or_else(|| v.to_string()),
+            other => other.to_string(),
+        })
+    }
 }
 
 impl RpcClient {
@@ -481,7 +591,9 @@ pub struct Cid {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct BlockHeader {
+    #[serde(deserialize_with = "loose::big_integer")]
     pub parent_weight: String,
+    #[serde(deserialize_with = "loose::u64")]
     pub timestamp: u64,
     #[serde(default)]
     pub miner: Option<String>,
@@ -493,6 +605,7 @@ pub struct BlockHeader {
 pub struct TipSet {
     pub cids: Vec<Cid>,
     pub blocks: Vec<BlockHeader>,
+    #[serde(deserialize_with = "loose::i64")]
     pub height: i64,
 }
 
@@ -568,9 +681,9 @@ fn parse_weight(s: &str) -> Result<u128, RpcError> {
 #[serde(rename_all = "PascalCase")]
 pub struct VersionInfo {
     pub version: String,
-    #[serde(rename = "APIVersion", default)]
+    #[serde(rename = "APIVersion", default, deserialize_with = "loose::u32")]
     pub api_version: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "loose::opt_u64")]
     pub block_delay: Option<u64>,
     #[serde(default)]
     pub agent: Option<String>,
@@ -582,7 +695,9 @@ pub struct VersionInfo {
 pub struct Identity {
     pub implementation: Implementation,
     pub version: String,
-    pub network: String,
+    /// `StateNetworkName`; `None` where the node lacks the method (gateways): it is then
+    /// judged by its genesis alone.
+    pub network: Option<String>,
     /// CID of the genesis block.
     pub genesis: String,
     /// Unix seconds of the genesis block.
@@ -602,6 +717,7 @@ pub struct SyncState {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ActiveSync {
+    #[serde(deserialize_with = "loose::i64")]
     pub stage: i64,
     #[serde(default)]
     pub target: Option<TipSet>,
@@ -625,7 +741,7 @@ impl SyncState {
 #[serde(rename_all = "camelCase")]
 pub struct ForestSyncStatus {
     pub status: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "loose::opt_i64")]
     pub network_head_epoch: Option<i64>,
 }
 
@@ -771,12 +887,12 @@ mod tests {
                 "negative height",
             ),
             (
-                r#"{"jsonrpc":"2.0","id":1,"result":{"Cids":[{"/":"a"}],"Blocks":[{"ParentWeight":12,"Timestamp":1}],"Height":5}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"result":{"Cids":[{"/":"a"}],"Blocks":[{"ParentWeight":true,"Timestamp":1}],"Height":5}}"#,
                 200,
-                "wrong shape",
+                "not a decimal integer",
             ),
             (
-                r#"{"jsonrpc":"2.0","id":1,"result":{"Cids":[{"/":"a"}],"Blocks":[{"ParentWeight":"1","Timestamp":1}],"Height":"5"}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"result":{"Cids":[{"/":"a"}],"Blocks":[{"ParentWeight":"1","Timestamp":1}],"Height":{"n":5}}}"#,
                 200,
                 "wrong shape",
             ),
@@ -806,6 +922,32 @@ mod tests {
             let err = head(body, *status).expect_err(body).to_string();
             assert!(err.contains(words), "{body}: got {err:?}, want {words:?}");
         }
+    }
+
+    #[test]
+    fn loosely_typed_numbers_are_accepted() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"Cids":[{"/":"bafyA"}],"Height":"120","Blocks":[{"ParentWeight":12345678901234567890,"Timestamp":1598306400.75,"Miner":"f01"}]}}"#;
+        let h = head(body, 200).expect("loose head");
+        assert_eq!(h.height, 120);
+        assert_eq!(h.timestamp, 1_598_306_400);
+        // Exact up to u64; larger JSON numbers come as f64 from the parser (Lotus itself sends
+        // weights as strings, which stay exact at any size).
+        assert_eq!(h.weight, 12_345_678_901_234_567_890);
+        let v: VersionInfo = serde_json::from_str(
+            r#"{"Version":"1.28.1+gateway","APIVersion":131840.0,"BlockDelay":"30"}"#,
+        )
+        .expect("loose version");
+        assert_eq!((v.api_version, v.block_delay), (131_840, Some(30)));
+        // An error without a code, worded as gateways word it, is a missing method.
+        let e = decode_reply::<serde_json::Value>(
+            br#"{"jsonrpc":"2.0","id":1,"error":{"message":"method Filecoin.NetPeers not supported by this gateway"}}"#,
+            StatusCode::OK,
+        )
+        .expect_err("error");
+        assert!(e.is_method_missing(), "{e}");
+        // Still refused: a negative timestamp, a word where a number belongs.
+        assert!(head(r#"{"jsonrpc":"2.0","id":1,"result":{"Cids":[{"/":"a"}],"Height":1,"Blocks":[{"ParentWeight":"1","Timestamp":-5}]}}"#, 200).is_err());
+        assert!(head(r#"{"jsonrpc":"2.0","id":1,"result":{"Cids":[{"/":"a"}],"Height":"ten","Blocks":[{"ParentWeight":"1","Timestamp":5}]}}"#, 200).is_err());
     }
 
     #[test]

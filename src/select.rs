@@ -127,6 +127,8 @@ pub struct Observation {
     pub syncing_to: Option<u64>,
     /// The head came from a ChainNotify push, fresher than the last poll.
     pub via_push: bool,
+    /// Optional methods the node lacks (their checks are off for it).
+    pub unsupported: Vec<String>,
     /// When the head was known to be the node's head; `None`: now (a poll just made, or a live
     /// subscription that would have pushed a change). Lag in time is only counted up to here:
     /// after it, the node may have caught up unseen.
@@ -142,6 +144,7 @@ impl Observation {
             peers: None,
             syncing_to: None,
             via_push: false,
+            unsupported: Vec::new(),
             observed_at: None,
         }
     }
@@ -210,6 +213,9 @@ pub struct NodeVerdict {
     /// Whether its head came from a ChainNotify push.
     #[serde(default)]
     pub via_push: bool,
+    /// Optional methods the node lacks, whose checks are off for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<String>,
     /// Flap damping: how long the node is still kept from becoming primary.
     #[serde(with = "humantime_serde", default)]
     pub held_for: Option<Duration>,
@@ -289,9 +295,9 @@ fn expected_chain(chain: &ChainConfig, observations: &[Observation]) -> Expected
         .iter()
         .filter_map(|o| o.identity.as_ref())
         .collect();
-    let (network, tie) = match &chain.network {
+    let (network, mut tie) = match &chain.network {
         Some(n) => (Some(n.clone()), None),
-        None => match majority(ids.iter().map(|i| i.network.as_str())) {
+        None => match majority(ids.iter().filter_map(|i| i.network.as_deref())) {
             None => (None, None),
             Some(Ok(n)) => (Some(n), None),
             Some(Err(tied)) => (
@@ -306,15 +312,32 @@ fn expected_chain(chain: &ChainConfig, observations: &[Observation]) -> Expected
     let known = network
         .as_deref()
         .and_then(|n| KNOWN_NETWORKS.iter().find(|k| k.name == n));
+    // Nodes without a network name (gateways lacking StateNetworkName) are judged by their
+    // genesis alone, so they count with every network here.
     let on_network: Vec<&&Identity> = ids
         .iter()
-        .filter(|i| Some(i.network.as_str()) == network.as_deref())
+        .filter(|i| i.network.is_none() || i.network.as_deref() == network.as_deref())
         .collect();
+    let genesis_majority = majority(on_network.iter().map(|i| i.genesis.as_str()));
     let genesis = chain
         .genesis
         .clone()
         .or_else(|| known.map(|k| k.genesis.to_string()))
-        .or_else(|| majority(on_network.iter().map(|i| i.genesis.as_str())).and_then(|m| m.ok()));
+        .or_else(|| genesis_majority.clone().and_then(|m| m.ok()));
+    if let (None, None, Some(Err(tied))) = (&genesis, &tie, &genesis_majority) {
+        // No network name to go by and an even split of genesis blocks: two chains.
+        tie = Some(format!(
+            "the pool splits evenly between genesis blocks {}; set [chain] genesis",
+            tied.join(" and ")
+        ));
+    }
+    // A chain chain-co knows, recognised by its genesis when no node names it.
+    let known = known.or_else(|| {
+        genesis
+            .as_deref()
+            .and_then(|g| KNOWN_NETWORKS.iter().find(|k| k.genesis == g))
+    });
+    let network = network.or_else(|| known.map(|k| k.name.to_string()));
     let genesis_timestamp = chain
         .genesis_timestamp
         .or_else(|| known.map(|k| k.genesis_timestamp))
@@ -370,12 +393,9 @@ fn ineligible(
             "identity unknown: Version, StateNetworkName or ChainGetGenesis did not answer".into(),
         );
     };
-    if let Some(net) = &exp.network {
-        if &id.network != net {
-            return Some(format!(
-                "on network {:?}, the pool is on {net:?}",
-                id.network
-            ));
+    if let (Some(net), Some(own)) = (&exp.network, &id.network) {
+        if own != net {
+            return Some(format!("on network {own:?}, the pool is on {net:?}"));
         }
     }
     if let Some(g) = &exp.genesis {
@@ -661,7 +681,7 @@ pub fn select(
             name: o.node.clone(),
             implementation: id.map(|i| i.implementation.to_string()),
             version: id.map(|i| i.version.clone()),
-            network: id.map(|i| i.network.clone()),
+            network: id.and_then(|i| i.network.clone()),
             role: Role::Excluded,
             healthy: t.up,
             height: h.map(|h| h.height),
@@ -669,6 +689,7 @@ pub fn select(
             head_age: h.map(|h| Duration::from_secs(now_s.saturating_sub(h.timestamp))),
             behind: h.and_then(|h| behind_for(h, o.observed_at)),
             via_push: o.via_push,
+            unsupported: o.unsupported.clone(),
             held_for,
             track: t.clone(),
             reason,
@@ -916,7 +937,7 @@ mod tests {
         Identity {
             implementation,
             version: "1.28.1+mainnet+git.1".into(),
-            network: "testnet".into(),
+            network: Some("testnet".into()),
             genesis: "bafyGenesis".into(),
             genesis_timestamp: GENESIS_TS,
             block_delay: Some(30),
@@ -1461,7 +1482,7 @@ mod tests {
             node("a", 100),
             node("b", 100),
             on(node("c", 500), |o| {
-                o.identity.as_mut().expect("id").network = "calibrationnet".into()
+                o.identity.as_mut().expect("id").network = Some("calibrationnet".into())
             }),
         ];
         let d = run_at(
@@ -1478,7 +1499,7 @@ mod tests {
     #[test]
     fn an_even_network_split_is_refused_unless_configured() {
         let calib = |o: &mut Observation| {
-            o.identity.as_mut().expect("id").network = "calibrationnet".into()
+            o.identity.as_mut().expect("id").network = Some("calibrationnet".into())
         };
         let round = vec![node("a", 100), on(node("b", 100), calib)];
         let d = run_obs(
@@ -1503,7 +1524,7 @@ mod tests {
     fn a_known_network_brings_its_genesis() {
         // The nodes say "mainnet" but carry another genesis: they are not on mainnet.
         let round = vec![on(node("a", 100), |o| {
-            o.identity.as_mut().expect("id").network = "mainnet".into()
+            o.identity.as_mut().expect("id").network = Some("mainnet".into())
         })];
         let d = run_obs(&rules(), &ChainConfig::default(), &[round]);
         assert!(reason(&d[0], "a")

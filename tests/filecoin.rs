@@ -241,3 +241,58 @@ async fn a_node_catching_up_or_without_peers_is_not_made_primary() {
         reason("b")
     );
 }
+
+/// Gateways and other Lotus-API servers implement less of the API and type it loosely (no
+/// StateNetworkName, NetPeers or SyncState; numbers as floats and strings; errors without a
+/// code). A pool of them is used, and what they lack is shown, never held against them.
+#[test]
+fn a_pool_of_minimal_daemons_is_used() {
+    let sim = Sim::start_args(&[
+        "--nodes",
+        "m1:minimal,m2:minimal,m3:minimal",
+        "--block-delay",
+        "1s",
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, json) = check(&config(dir.path(), &sim, false, ""), 2);
+    assert_eq!(code, Some(0), "{json:#}");
+    for name in ["m1", "m2", "m3"] {
+        let n = node(&json, name);
+        assert_eq!(n["healthy"], true, "{n:#}");
+        let unsupported = n["unsupported"].to_string();
+        for m in ["StateNetworkName", "NetPeers", "SyncState"] {
+            assert!(unsupported.contains(m), "{n:#}");
+        }
+    }
+    assert_eq!(json["backups"].as_array().expect("backups").len(), 2);
+}
+
+/// Without network names, nodes on different chains are told apart by their genesis block.
+#[tokio::test]
+async fn minimal_daemons_on_another_chain_are_told_apart_by_genesis() {
+    let sim = Sim::start_args(&[
+        "--nodes",
+        "m1:minimal,m2:minimal,m3:minimal",
+        "--block-delay",
+        "1s",
+    ]);
+    sim.op("m3", r#"{"op":"network","name":"otherchain"}"#)
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, json) = check(&config(dir.path(), &sim, false, ""), 2);
+    assert_eq!(code, Some(0), "{json:#}");
+    let m3 = node(&json, "m3");
+    assert_eq!(m3["healthy"], false, "{m3:#}");
+    assert!(
+        m3["reason"].as_str().expect("reason").contains("genesis"),
+        "{m3:#}"
+    );
+    assert_eq!(node(&json, "m1")["healthy"], true);
+    // One against one: chain-co cannot tell which chain is right, and says so.
+    let sim = Sim::start_args(&["--nodes", "m1:minimal,m2:minimal", "--block-delay", "1s"]);
+    sim.op("m2", r#"{"op":"network","name":"otherchain"}"#)
+        .await;
+    let (code, json) = check(&config(dir.path(), &sim, false, ""), 2);
+    assert_eq!(code, Some(1), "{json:#}");
+    assert!(json["warnings"].to_string().contains("genesis"), "{json:#}");
+}

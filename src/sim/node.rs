@@ -452,13 +452,15 @@ impl SimNode {
     }
 
     fn tipset(&self, f: &Faults, height: u64) -> Value {
-        chain::tipset_json(
+        let mut t = chain::tipset_json(
             &self.shared.clock,
             &f.branch,
             height,
             self.shared.null_rounds,
             self.profile.tipset_style(),
-        )
+        );
+        self.profile.loosen_tipset(&mut t);
+        t
     }
 
     fn result(&self, api: ApiPath, f: &Faults, method: &str) -> Option<Value> {

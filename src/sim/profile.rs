@@ -19,6 +19,10 @@ pub enum Profile {
     Venus,
     Forest,
     Fuhon,
+    /// A server that implements less of the Lotus API and types it loosely, as gateways,
+    /// hosted endpoints and development chains do: no `StateNetworkName`, `NetPeers` or sync
+    /// state; numbers as floats and strings; errors without a code.
+    Minimal,
 }
 
 impl FromStr for Profile {
@@ -29,8 +33,9 @@ impl FromStr for Profile {
             "venus" => Ok(Profile::Venus),
             "forest" => Ok(Profile::Forest),
             "fuhon" => Ok(Profile::Fuhon),
+            "minimal" => Ok(Profile::Minimal),
             other => Err(format!(
-                "unknown implementation {other:?}; use lotus, venus, forest or fuhon"
+                "unknown implementation {other:?}; use lotus, venus, forest, fuhon or minimal"
             )),
         }
     }
@@ -43,6 +48,7 @@ impl fmt::Display for Profile {
             Profile::Venus => "venus",
             Profile::Forest => "forest",
             Profile::Fuhon => "fuhon",
+            Profile::Minimal => "minimal",
         })
     }
 }
@@ -65,6 +71,31 @@ impl Profile {
     /// read access.
     pub fn requires_token(&self) -> bool {
         *self == Profile::Venus
+    }
+
+    /// Loosens a tipset's numbers the way a loosely typed server writes them: the height as a
+    /// string, timestamps with a fraction, the parent weight as a JSON number.
+    pub fn loosen_tipset(&self, tipset: &mut Value) {
+        if *self != Profile::Minimal {
+            return;
+        }
+        if let Some(h) = tipset.get("Height").and_then(Value::as_u64) {
+            tipset["Height"] = Value::String(h.to_string());
+        }
+        if let Some(blocks) = tipset.get_mut("Blocks").and_then(Value::as_array_mut) {
+            for b in blocks {
+                if let Some(t) = b.get("Timestamp").and_then(Value::as_u64) {
+                    b["Timestamp"] = json!(t as f64 + 0.25);
+                }
+                if let Some(w) = b
+                    .get("ParentWeight")
+                    .and_then(Value::as_str)
+                    .and_then(|w| w.parse::<u64>().ok())
+                {
+                    b["ParentWeight"] = json!(w);
+                }
+            }
+        }
     }
 
     pub fn tipset_style(&self) -> TipsetStyle {
@@ -101,6 +132,11 @@ impl Profile {
                 "APIVersion": if v0 { 66816 } else { 131584 },
                 "BlockDelay": block_delay,
             }),
+            Profile::Minimal => json!({
+                "Version": "1.28.1+gateway",
+                "APIVersion": 131840.0,
+                "BlockDelay": block_delay.to_string(),
+            }),
         }
     }
 
@@ -108,8 +144,9 @@ impl Profile {
     /// in v0.26.1 in favour of `Forest.SyncStatus`.
     pub fn has_method(&self, method: &str) -> bool {
         match method {
-            "Filecoin.SyncState" => *self != Profile::Forest,
+            "Filecoin.SyncState" => !matches!(self, Profile::Forest | Profile::Minimal),
             "Forest.SyncStatus" => *self == Profile::Forest,
+            "Filecoin.StateNetworkName" | "Filecoin.NetPeers" => *self != Profile::Minimal,
             _ => true,
         }
     }
@@ -122,6 +159,11 @@ impl Profile {
             Profile::Forest => (
                 StatusCode::OK,
                 json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}),
+            ),
+            // No code at all, as some gateways answer.
+            Profile::Minimal => (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"error":{"message":format!("method {method} not supported by this gateway")}}),
             ),
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,
