@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark scenario, side by side with plain nginx, on this machine, loopback only.
-# Needs nginx (apt-get install -y nginx). Prints markdown tables; takes about 7 minutes.
+# Needs nginx and haproxy (apt-get install -y nginx haproxy). Prints markdown tables; takes
+# about 14 minutes.
 #   bench/run-all.sh                 # all scenarios
-#   bench/run-all.sh dies stalls     # some: dies stalls slow flap quiet scale data-path
+#   bench/run-all.sh dies stalls     # some: dies stalls slow flap quiet scale data-path sessions
 # The HA failover figures come from bench/ha-failover.sh (root, keepalived).
 set -euo pipefail
 cd "$(dirname "$0")/.."
