@@ -14,8 +14,8 @@ use crate::apply::UpstreamPlan;
 use crate::config::Config;
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Target};
-use crate::rpc::RpcClient;
-use crate::select::{select, Role, SelectState, Trigger};
+use crate::rpc::{RpcClient, RpcError};
+use crate::select::{select, Exclusion, Role, SelectState, Trigger};
 
 /// Pause between the rounds of a check.
 const ROUND_GAP: Duration = Duration::from_millis(200);
@@ -122,7 +122,12 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
     let rejected: Vec<&str> = decision
         .nodes
         .iter()
-        .filter(|v| v.reason.contains("HTTP 401") || v.reason.contains("HTTP 403"))
+        .filter(|v| {
+            matches!(
+                v.exclusion,
+                Some(Exclusion::Probe(RpcError::Http { status: 401 | 403 }))
+            )
+        })
         .map(|v| v.name.as_str())
         .collect();
     if !rejected.is_empty() {

@@ -150,6 +150,115 @@ impl Observation {
     }
 }
 
+/// Why a probe of a node was bad: a verdict other code acts on, so a value, not a sentence.
+/// `Display` gives the words an operator reads (`status`, logs, `check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclusion {
+    /// The node did not give a usable head.
+    Probe(RpcError),
+    /// The pool splits evenly between networks (or genesis blocks) and none is configured.
+    Tie(String),
+    IdentityUnknown,
+    OtherNetwork {
+        network: String,
+        pool: String,
+    },
+    OtherGenesis {
+        genesis: String,
+        pool: String,
+    },
+    FutureHead {
+        height: u64,
+        ahead: u64,
+        max_skew: u64,
+    },
+    Uncorroborated {
+        epochs: u64,
+    },
+    Lagging {
+        epochs: u64,
+        max: u64,
+    },
+    LighterFork {
+        since: u64,
+        epochs: u64,
+        weight: u128,
+        best: u128,
+    },
+    Stale {
+        age: u64,
+        stale_after: u64,
+    },
+    Behind {
+        for_: Duration,
+        grace: Duration,
+    },
+}
+
+impl Exclusion {
+    /// What a split between implementations produces: lag and forks.
+    fn is_chain_disagreement(&self) -> bool {
+        matches!(
+            self,
+            Exclusion::Lagging { .. } | Exclusion::LighterFork { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exclusion::Probe(e) => write!(f, "{e}"),
+            Exclusion::Tie(t) => f.write_str(t),
+            Exclusion::IdentityUnknown => f.write_str(
+                "identity unknown: Version, StateNetworkName or ChainGetGenesis did not answer",
+            ),
+            Exclusion::OtherNetwork { network, pool } => {
+                write!(f, "on network {network:?}, the pool is on {pool:?}")
+            }
+            Exclusion::OtherGenesis { genesis, pool } => {
+                write!(f, "genesis {genesis} differs from the pool's {pool}")
+            }
+            Exclusion::FutureHead {
+                height,
+                ahead,
+                max_skew,
+            } => write!(
+                f,
+                "head from the future: height {height} is {} ahead of the clock (max skew {})",
+                fmt_secs(*ahead),
+                fmt_secs(*max_skew)
+            ),
+            Exclusion::Uncorroborated { epochs } => write!(
+                f,
+                "uncorroborated head: {epochs} epochs above every other node, with a weight no chain grows that fast"
+            ),
+            Exclusion::Lagging { epochs, max } => write!(f, "lagging {epochs} epochs (max {max})"),
+            Exclusion::LighterFork {
+                since,
+                epochs,
+                weight,
+                best,
+            } => write!(
+                f,
+                "on a lighter fork since height {since} ({epochs} epochs; weight {weight} < {best})"
+            ),
+            Exclusion::Stale { age, stale_after } => write!(
+                f,
+                "stale: head is {} old (stale after {})",
+                fmt_secs(*age),
+                fmt_secs(*stale_after)
+            ),
+            Exclusion::Behind { for_, grace } => write!(
+                f,
+                "behind the best head for {} (lag_grace {})",
+                fmt_ms(*for_),
+                fmt_ms(*grace)
+            ),
+        }
+    }
+}
+
 /// Hysteresis memory of one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Track {
@@ -222,6 +331,10 @@ pub struct NodeVerdict {
     pub track: Track,
     /// Why, in words an operator can act on.
     pub reason: String,
+    /// The typed verdict behind `reason` when this round's probe was bad; code matches on
+    /// this, never on the words. Not serialized: the API carries the words.
+    #[serde(skip)]
+    pub exclusion: Option<Exclusion>,
 }
 
 /// A change of primary, with the reason.
@@ -384,36 +497,36 @@ fn ineligible(
     exp: &Expected,
     rules: &SelectRules,
     now: u64,
-) -> Option<String> {
+) -> Option<Exclusion> {
     if let Some(tie) = &exp.tie {
-        return Some(tie.clone());
+        return Some(Exclusion::Tie(tie.clone()));
     }
     let Some(id) = &o.identity else {
-        return Some(
-            "identity unknown: Version, StateNetworkName or ChainGetGenesis did not answer".into(),
-        );
+        return Some(Exclusion::IdentityUnknown);
     };
     if let (Some(net), Some(own)) = (&exp.network, &id.network) {
         if own != net {
-            return Some(format!("on network {own:?}, the pool is on {net:?}"));
+            return Some(Exclusion::OtherNetwork {
+                network: own.clone(),
+                pool: net.clone(),
+            });
         }
     }
     if let Some(g) = &exp.genesis {
         if &id.genesis != g {
-            return Some(format!(
-                "genesis {} differs from the pool's {g}",
-                id.genesis
-            ));
+            return Some(Exclusion::OtherGenesis {
+                genesis: id.genesis.clone(),
+                pool: g.clone(),
+            });
         }
     }
     let skew = rules.max_clock_skew.as_secs();
     if h.timestamp > now + skew {
-        return Some(format!(
-            "head from the future: height {} is {} ahead of the clock (max skew {})",
-            h.height,
-            fmt_secs(h.timestamp - now),
-            fmt_secs(skew)
-        ));
+        return Some(Exclusion::FutureHead {
+            height: h.height,
+            ahead: h.timestamp - now,
+            max_skew: skew,
+        });
     }
     None
 }
@@ -465,14 +578,14 @@ pub fn select(
     let mut warnings: Vec<String> = exp.tie.iter().cloned().collect();
 
     // Rules 1 and 2: who may be a candidate for the best head.
-    let mut bad: Vec<Option<String>> = observations
+    let mut bad: Vec<Option<Exclusion>> = observations
         .iter()
         .map(|o| match &o.result {
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some(Exclusion::Probe(e.clone())),
             Ok(h) => ineligible(o, h, &exp, rules, now_s),
         })
         .collect();
-    let candidates = |bad: &[Option<String>]| -> Vec<usize> {
+    let candidates = |bad: &[Option<Exclusion>]| -> Vec<usize> {
         (0..observations.len())
             .filter(|&i| bad[i].is_none())
             .collect()
@@ -492,10 +605,9 @@ pub fn select(
             .filter_map(|&i| head(i))
             .all(|h| l.height > h.height + rules.max_lag);
         if above_all && !weight_plausible(l, n) {
-            bad[lead] = Some(format!(
-                "uncorroborated head: {} epochs above every other node, with a weight no chain grows that fast",
-                l.height - n.height
-            ));
+            bad[lead] = Some(Exclusion::Uncorroborated {
+                epochs: l.height - n.height,
+            });
         }
     }
 
@@ -587,30 +699,28 @@ pub fn select(
             let age = now_s.saturating_sub(h.timestamp);
             let l = b.height.saturating_sub(h.height);
             bad[i] = if l > rules.max_lag {
-                Some(format!("lagging {l} epochs (max {})", rules.max_lag))
+                Some(Exclusion::Lagging {
+                    epochs: l,
+                    max: rules.max_lag,
+                })
             } else if let Some(since) = t
                 .fork_since
                 .filter(|&s| b.height.saturating_sub(s) >= rules.max_lag.max(1))
             {
-                Some(format!(
-                    "on a lighter fork since height {since} ({} epochs; weight {} < {})",
-                    b.height - since,
-                    h.weight,
-                    b.weight
-                ))
+                Some(Exclusion::LighterFork {
+                    since,
+                    epochs: b.height - since,
+                    weight: h.weight,
+                    best: b.weight,
+                })
             } else if age > stale_after {
-                Some(format!(
-                    "stale: head is {} old (stale after {})",
-                    fmt_secs(age),
-                    fmt_secs(stale_after)
-                ))
+                Some(Exclusion::Stale { age, stale_after })
             } else if let Some(d) = behind_for(h, o.observed_at).filter(|d| *d > lag_grace) {
                 forced_down = true;
-                Some(format!(
-                    "behind the best head for {} (lag_grace {})",
-                    fmt_ms(d),
-                    fmt_ms(lag_grace)
-                ))
+                Some(Exclusion::Behind {
+                    for_: d,
+                    grace: lag_grace,
+                })
             } else {
                 None
             };
@@ -674,7 +784,7 @@ pub fn select(
                     if left == 1 { "" } else { "s" }
                 )
             }
-            (Some(r), false) => r.clone(),
+            (Some(r), false) => r.to_string(),
         };
         let id = o.identity.as_ref();
         nodes.push(NodeVerdict {
@@ -693,6 +803,7 @@ pub fn select(
             held_for,
             track: t.clone(),
             reason,
+            exclusion: bad[i].clone(),
         });
         tracks.insert(o.node.clone(), t);
     }
@@ -867,16 +978,13 @@ fn damp_flaps(t: &mut Track, was_up: bool, hold_down: Duration, now: SystemTime)
 
 /// Describes a split between implementations: at some height, every node of one
 /// implementation reports one tipset and every node of another a different one.
-fn implementation_split(observations: &[Observation], bad: &[Option<String>]) -> Option<String> {
+fn implementation_split(observations: &[Observation], bad: &[Option<Exclusion>]) -> Option<String> {
     // (height, implementation) → the keys its nodes report there.
     let mut at: BTreeMap<(u64, String), Vec<&Vec<String>>> = BTreeMap::new();
     for (i, o) in observations.iter().enumerate() {
         // Lag and fork verdicts are exactly what a split produces: judge every node that is
         // on the right network and answered.
-        if bad[i]
-            .as_deref()
-            .is_some_and(|r| !r.starts_with("lagging") && !r.starts_with("on a lighter fork"))
-        {
+        if bad[i].as_ref().is_some_and(|r| !r.is_chain_disagreement()) {
             continue;
         }
         if let (Ok(h), Some(id)) = (&o.result, &o.identity) {
@@ -1347,6 +1455,57 @@ mod tests {
         );
         let d = step(&two, &[Timeout, H(10)], Trigger::Probe);
         assert!(!d.verdict("a").is_some_and(|v| v.healthy));
+    }
+
+    /// Code reads the typed verdict; the words are checked once, here.
+    #[test]
+    fn verdicts_are_values_and_their_words_are_stable() {
+        use A::*;
+        let d = run(
+            &rules(),
+            &["a", "b", "c"],
+            &[vec![H(10), H(10), H(10)], vec![H(13), H(10), Refused]],
+        );
+        let a = d[1].verdict("b").expect("b");
+        assert_eq!(a.exclusion, Some(Exclusion::Lagging { epochs: 3, max: 2 }));
+        assert!(
+            a.reason.starts_with("lagging 3 epochs (max 2)"),
+            "{}",
+            a.reason
+        );
+        let c = d[1].verdict("c").expect("c");
+        assert!(matches!(
+            c.exclusion,
+            Some(Exclusion::Probe(RpcError::Connect(_)))
+        ));
+        assert_eq!(d[1].verdict("a").and_then(|v| v.exclusion.clone()), None);
+        for (e, words) in [
+            (
+                Exclusion::Stale {
+                    age: 200,
+                    stale_after: 150,
+                },
+                "stale: head is 3m 20s old (stale after 2m 30s)",
+            ),
+            (
+                Exclusion::Behind {
+                    for_: Duration::from_millis(1500),
+                    grace: Duration::from_secs(1),
+                },
+                "behind the best head for 1s 500ms (lag_grace 1s)",
+            ),
+            (
+                Exclusion::LighterFork {
+                    since: 7,
+                    epochs: 3,
+                    weight: 5,
+                    best: 9,
+                },
+                "on a lighter fork since height 7 (3 epochs; weight 5 < 9)",
+            ),
+        ] {
+            assert_eq!(e.to_string(), words);
+        }
     }
 
     #[test]
