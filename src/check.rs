@@ -144,7 +144,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         nodes,
         rendered,
         render_error,
-        output: config.nginx.output.display().to_string(),
+        output: target.describe(),
         network: decision.network,
         best_height: decision.best_height,
         expected_height: decision.expected_height,

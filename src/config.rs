@@ -33,14 +33,33 @@ pub struct Config {
     pub chain: ChainConfig,
     pub probe: ProbeConfig,
     pub select: SelectRules,
-    pub nginx: NginxConfig,
+    /// Where the decision is applied: exactly one of `[nginx]` (the default), `[haproxy]` and
+    /// `[slb]`.
+    pub target: TargetConfig,
     pub api: ApiConfig,
     /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
     pub ha: Option<crate::ha::RoleSource>,
-    /// `[haproxy]`: drive HAProxy's runtime API instead of writing an nginx upstream.
-    pub haproxy: Option<crate::apply::haproxy::HaproxyConfig>,
-    /// `[slb]`: set Alibaba Cloud SLB weights instead of writing an nginx upstream.
-    pub slb: Option<crate::apply::slb::SlbConfig>,
+}
+
+/// The one target a configuration names.
+#[derive(Debug, Clone)]
+pub enum TargetConfig {
+    /// `[nginx]`, or nothing: write an nginx upstream.
+    Nginx(NginxConfig),
+    /// `[haproxy]`: drive HAProxy's runtime API.
+    Haproxy(crate::apply::haproxy::HaproxyConfig),
+    /// `[slb]`: set Alibaba Cloud SLB weights.
+    Slb(crate::apply::slb::SlbConfig),
+}
+
+impl Config {
+    /// The nginx target's settings, when nginx is the target.
+    pub fn nginx(&self) -> Option<&NginxConfig> {
+        match &self.target {
+            TargetConfig::Nginx(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 /// The status API, from `[api]`.
@@ -187,13 +206,12 @@ struct RawConfig {
     probe: RawProbe,
     #[serde(default)]
     select: RawSelect,
-    #[serde(default)]
-    nginx: RawNginx,
+    nginx: Option<Spanned<RawNginx>>,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
     ha: RawHa,
-    haproxy: Option<RawHaproxy>,
+    haproxy: Option<Spanned<RawHaproxy>>,
     slb: Option<Spanned<RawSlb>>,
 }
 
@@ -439,27 +457,50 @@ impl Config {
         let chain = check_chain(&mut ck, raw.chain);
         let probe = check_probe(&mut ck, raw.probe);
         let select = check_select(&mut ck, raw.select);
-        let nginx = check_nginx(&mut ck, raw.nginx, base);
+        // One target: two would fight over where the traffic goes.
+        let sections: Vec<(&str, Range<usize>)> = [
+            ("nginx", raw.nginx.as_ref().map(|s| s.span())),
+            ("haproxy", raw.haproxy.as_ref().map(|s| s.span())),
+            ("slb", raw.slb.as_ref().map(|s| s.span())),
+        ]
+        .into_iter()
+        .filter_map(|(name, span)| span.map(|s| (name, s)))
+        .collect();
+        if sections.len() > 1 {
+            let listed = sections
+                .iter()
+                .map(|(name, span)| format!("[{name}] (line {})", ck.position(span.clone()).0))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            for (name, span) in &sections {
+                ck.at(
+                    span.clone(),
+                    *name,
+                    format!("{listed} both say where the decision goes; keep one target"),
+                );
+            }
+        }
+        let target = if let Some(r) = raw.slb {
+            check_slb(&mut ck, r, base).map(TargetConfig::Slb)
+        } else if let Some(h) = raw.haproxy {
+            Some(TargetConfig::Haproxy(check_haproxy(
+                &mut ck, h, base, &nodes,
+            )))
+        } else {
+            let nginx = raw.nginx.map(Spanned::into_inner).unwrap_or_default();
+            check_nginx(&mut ck, nginx, base).map(TargetConfig::Nginx)
+        };
         let api = check_api(&mut ck, raw.api, base);
         let ha = check_ha(&mut ck, raw.ha, base);
-        let slb = raw.slb.and_then(|r| check_slb(&mut ck, r, base));
-        let haproxy = raw.haproxy.map(|h| crate::apply::haproxy::HaproxyConfig {
-            socket: resolve(base, &h.socket),
-            backend: h.backend.unwrap_or_else(|| "filecoin".into()),
-            servers: h.servers,
-            primary_weight: h.primary_weight.unwrap_or(100).clamp(1, 256),
-        });
         if ck.problems.is_empty() {
             Ok(Config {
                 nodes,
                 chain,
                 probe,
                 select,
-                nginx: nginx.expect("a missing nginx section is always reported as a problem"),
+                target: target.expect("a target that failed its checks is always reported"),
                 api,
                 ha,
-                haproxy,
-                slb,
             })
         } else {
             Err(ck.problems)
@@ -1077,6 +1118,35 @@ fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConf
     })
 }
 
+fn check_haproxy(
+    ck: &mut Checker,
+    raw: Spanned<RawHaproxy>,
+    base: &Path,
+    nodes: &[NodeConfig],
+) -> crate::apply::haproxy::HaproxyConfig {
+    let span = raw.span();
+    let h = raw.into_inner();
+    // A server mapping for a node that is not configured is a typo that would leave that
+    // node's HAProxy server unmanaged.
+    for node in h.servers.keys() {
+        if !nodes.iter().any(|n| &n.name == node) {
+            ck.at(
+                span.clone(),
+                format!("haproxy.servers.{node}"),
+                format!(
+                    "no [[node]] is named {node:?}; map configured node names to HAProxy servers"
+                ),
+            );
+        }
+    }
+    crate::apply::haproxy::HaproxyConfig {
+        socket: resolve(base, &h.socket),
+        backend: h.backend.unwrap_or_else(|| "filecoin".into()),
+        servers: h.servers,
+        primary_weight: h.primary_weight.unwrap_or(100).clamp(1, 256),
+    }
+}
+
 fn check_slb(
     ck: &mut Checker,
     raw: Spanned<RawSlb>,
@@ -1289,11 +1359,12 @@ url = "http://10.0.0.11:1234/rpc/v1"
         assert_eq!(c.select.rise, 2);
         assert_eq!(c.select.fall, 3);
         assert_eq!(
-            c.nginx.output,
+            c.nginx().expect("nginx").output,
             PathBuf::from("/etc/nginx/conf.d/filecoin-upstream.conf")
         );
-        assert_eq!(c.nginx.reload, Reload::PidFile("/run/nginx.pid".into()));
-        assert_eq!(c.nginx.template, DEFAULT_TEMPLATE);
+        let n = c.nginx().expect("nginx is the default target");
+        assert_eq!(n.reload, Reload::PidFile("/run/nginx.pid".into()));
+        assert_eq!(n.template, DEFAULT_TEMPLATE);
     }
 
     #[test]
@@ -1311,6 +1382,40 @@ url = "http://[::1]:2345/rpc/v1"
         .expect("valid");
         assert_eq!(c.nodes[0].upstream, "lotus.example:443");
         assert_eq!(c.nodes[1].upstream, "[::1]:2345");
+    }
+
+    #[test]
+    fn one_target_only_and_haproxy_servers_name_nodes() {
+        let base = "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n";
+        let problems = parse(&format!(
+            "{base}[haproxy]\nsocket = \"/run/h.sock\"\n[slb]\nregion = \"cn-hangzhou\"\nload_balancer_id = \"lb-1\"\n"
+        ))
+        .expect_err("two targets");
+        for (key, line) in [("haproxy", 4), ("slb", 6)] {
+            let p = problems
+                .iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("{key}: {problems:?}"));
+            assert_eq!(p.position.map(|p| p.0), Some(line), "{p:?}");
+            assert!(
+                p.message.contains("[haproxy] (line 4) and [slb] (line 6)"),
+                "{p:?}"
+            );
+        }
+        let problems = parse(&format!(
+            "{base}[haproxy]\nsocket = \"/run/h.sock\"\nservers = {{ b = \"srv-b\" }}\n"
+        ))
+        .expect_err("unknown node");
+        assert!(
+            problems.iter().any(|p| p.key == "haproxy.servers.b"),
+            "{problems:?}"
+        );
+        let c = parse(&format!(
+            "{base}[haproxy]\nsocket = \"/run/h.sock\"\nservers = {{ a = \"srv-a\" }}\n"
+        ))
+        .expect("valid");
+        assert!(matches!(c.target, TargetConfig::Haproxy(_)));
+        assert!(c.nginx().is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig};
+use crate::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig, TargetConfig};
 use crate::daemon::{ApplyRecord, Daemon, Report};
 use crate::select::SelectRules;
 use crate::sim::{Op, Profile, SimPool, SimSpec};
@@ -115,9 +115,7 @@ pub async fn demo() -> anyhow::Result<()> {
             ..ApiConfig::default()
         },
         ha: None,
-        haproxy: None,
-        slb: None,
-        nginx: nginx_cfg,
+        target: TargetConfig::Nginx(nginx_cfg),
     };
     let (daemon, shared) = Daemon::new(config, None)?;
     daemon.preflight()?;

@@ -10,7 +10,7 @@ pub mod slb;
 
 use serde::Serialize;
 
-use crate::config::{Config, NodeConfig};
+use crate::config::{Config, NodeConfig, TargetConfig};
 use crate::select::Decision;
 use haproxy::{Haproxy, HaproxyError};
 use nginx::{Applied, Nginx, NginxError};
@@ -36,13 +36,13 @@ pub enum ApplyError {
 }
 
 impl Target {
-    /// `[haproxy]` when configured, else nginx.
+    /// The target the configuration names.
     pub fn from_config(config: &Config) -> Result<Target, ApplyError> {
         let names = || config.nodes.iter().map(|n| n.name.clone()).collect();
-        Ok(match (&config.slb, &config.haproxy) {
-            (Some(s), _) => Target::Slb(Slb::new(s.clone()), names()),
-            (None, Some(h)) => Target::Haproxy(Haproxy::new(h.clone()), names()),
-            (None, None) => Target::Nginx(Box::new(Nginx::new(config.nginx.clone())?)),
+        Ok(match &config.target {
+            TargetConfig::Slb(s) => Target::Slb(Slb::new(s.clone()), names()),
+            TargetConfig::Haproxy(h) => Target::Haproxy(Haproxy::new(h.clone()), names()),
+            TargetConfig::Nginx(n) => Target::Nginx(Box::new(Nginx::new(n.clone())?)),
         })
     }
 
