@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{ApplyRecord, Report};
 use crate::metrics::Metrics;
 use crate::overrides::{Mark, Overrides, Preferred};
+use crate::report::{ApplyRecord, Report};
 use crate::secret::Secret;
 use crate::select::{NodeVerdict, Role};
 

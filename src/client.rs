@@ -203,14 +203,14 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                 out,
                 "last apply: {} at {}",
                 match &a.record {
-                    crate::daemon::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
-                    crate::daemon::ApplyRecord::Written => {
+                    crate::report::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
+                    crate::report::ApplyRecord::Written => {
                         "rewrote the file (backups only), nginx not reloaded".to_string()
                     }
-                    crate::daemon::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
-                    crate::daemon::ApplyRecord::Held { reason } => format!("held: {reason}"),
-                    crate::daemon::ApplyRecord::Standby { reason } => format!("standby: {reason}"),
-                    crate::daemon::ApplyRecord::Unchanged => "unchanged".to_string(),
+                    crate::report::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
+                    crate::report::ApplyRecord::Held { reason } => format!("held: {reason}"),
+                    crate::report::ApplyRecord::Standby { reason } => format!("standby: {reason}"),
+                    crate::report::ApplyRecord::Unchanged => "unchanged".to_string(),
                 },
                 a.at
             );

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
+
+use crate::errors::error_chain;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -1320,18 +1322,6 @@ fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {
         }
     }
     api
-}
-
-/// Tera nests the useful message in `source()`; flatten the chain into one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg.replace('\n', " ")
 }
 
 #[cfg(test)]

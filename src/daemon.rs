@@ -9,12 +9,10 @@
 //! one is refused and the running one stays. A valid one replaces the nodes and rules without
 //! losing what is known of nodes that did not change (their rise/fall counters).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,57 +29,9 @@ use crate::metrics::Metrics;
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Round, Target};
 use crate::push::{PushHub, PushStatus};
+use crate::report::{ApplyRecord, Report};
 use crate::rpc::{RpcClient, RpcError};
 use crate::select::{select, Decision, SelectState, Trigger};
-
-/// The outcome of an apply, as shown in status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(tag = "result", rename_all = "lowercase")]
-pub enum ApplyRecord {
-    /// Nothing was published: no healthy node (fail static).
-    Held {
-        reason: String,
-    },
-    /// This host is not the VRRP master: the shared target is left to the master.
-    Standby {
-        reason: String,
-    },
-    Unchanged,
-    Reloaded,
-    /// Only backups changed: the file was rewritten and validated, nginx not reloaded (a
-    /// reload would cut every session).
-    Written,
-    Failed {
-        error: String,
-    },
-}
-
-/// What one round found and did; sent to watchers (the API, the demo).
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub round: u64,
-    pub at: SystemTime,
-    pub decision: Decision,
-    pub apply: ApplyRecord,
-    /// The last apply that reloaded or failed, and when.
-    pub last_apply: Option<(SystemTime, ApplyRecord)>,
-    /// Per node: probe latency and error text.
-    pub probes: BTreeMap<String, (Duration, Option<String>)>,
-    pub primary_since: Option<SystemTime>,
-    pub reloads: u64,
-    pub failed_applies: u64,
-    pub switches: u64,
-    /// This host's VRRP role, when in a keepalived pair.
-    pub role: Option<Role>,
-    /// Per node: the ChainNotify subscription's state and the age of its last pushed head.
-    pub push: BTreeMap<String, (PushStatus, Option<Duration>)>,
-    /// How sessions leave a node that stops being primary.
-    pub session_mode: SessionMode,
-    /// Connections ended this round to move sessions off nodes that lost their place.
-    pub sessions_moved: u64,
-    /// Session moves waiting for a drain's grace period: node and seconds left.
-    pub pending_moves: Vec<(String, Duration)>,
-}
 
 /// The parts of a running chain-co, built from a config.
 pub struct Daemon {

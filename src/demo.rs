@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig, TargetConfig};
-use crate::daemon::{ApplyRecord, Daemon, Report};
+use crate::daemon::Daemon;
+use crate::report::{ApplyRecord, Report};
 use crate::select::SelectRules;
 use crate::sim::{Op, Profile, SimPool, SimSpec};
 use crate::testbed::{find_nginx, PrivateNginx};

@@ -23,12 +23,14 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod errors;
 pub mod ha;
 pub mod metrics;
 
 pub mod overrides;
 pub mod probe;
 pub mod push;
+pub mod report;
 pub mod rpc;
 pub mod secret;
 pub mod select;

@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::daemon::{ApplyRecord, Report};
+use crate::report::{ApplyRecord, Report};
 use crate::rpc::RpcError;
 use crate::select::Role;
 

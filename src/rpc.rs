@@ -491,7 +491,7 @@ fn classify(e: reqwest::Error, timeout: Duration) -> RpcError {
     } else if e.is_redirect() || e.status().is_some_and(|s| s.is_redirection()) {
         RpcError::Transport("redirect not followed".into())
     } else {
-        RpcError::Transport(crate::config::error_chain(&e))
+        RpcError::Transport(crate::errors::error_chain(&e))
     }
 }
 

@@ -34,7 +34,8 @@ use serde::Serialize;
 use tera::{Context, Tera};
 
 use super::{SessionMode, UpstreamPlan};
-use crate::config::{defaults, error_chain, NginxConfig, Reload};
+use crate::config::{defaults, NginxConfig, Reload};
+use crate::errors::error_chain;
 use crate::sessions::{self, DestroyError, Owners};
 
 /// How long `test_cmd` and a reload command may run. `nginx -t` takes milliseconds; a hung one

@@ -302,7 +302,7 @@ impl Slb {
         let resp = req
             .send()
             .await
-            .map_err(|e| req_err(true, crate::config::error_chain(&e)))?;
+            .map_err(|e| req_err(true, crate::errors::error_chain(&e)))?;
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
