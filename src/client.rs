@@ -204,9 +204,11 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                 "last apply: {} at {}",
                 match &a.record {
                     crate::report::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
-                    crate::report::ApplyRecord::Written => {
-                        "rewrote the file (backups only), nginx not reloaded".to_string()
+                    crate::report::ApplyRecord::Changed => {
+                        "changed without a reload (nginx: backups only, file rewritten; HAProxy/SLB: set)".to_string()
                     }
+                    crate::report::ApplyRecord::Deferred =>
+                        "deferred (reload throttle)".to_string(),
                     crate::report::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
                     crate::report::ApplyRecord::Held { reason } => format!("held: {reason}"),
                     crate::report::ApplyRecord::Standby { reason } => format!("standby: {reason}"),

@@ -19,8 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::api::Shared;
-use crate::apply::nginx::Applied;
-use crate::apply::{ApplyError, SessionMode, Target as ApplyTarget};
+use crate::apply::{Applied, ApplyError, SessionMode, Target as ApplyTarget};
 use crate::apply::{UpstreamPlan, UpstreamServer};
 use crate::clock::{ClockEvent, SteadyClock};
 use crate::config::Config;
@@ -563,7 +562,7 @@ impl Daemon {
                     self.target.describe()
                 ),
             },
-            _ if too_soon => ApplyRecord::Unchanged,
+            _ if too_soon => ApplyRecord::Deferred,
             None => ApplyRecord::Held {
                 reason: "no healthy node; the last published upstream stays".into(),
             },
@@ -572,29 +571,31 @@ impl Daemon {
                     self.last_error = None;
                     let record = match applied {
                         Applied::Unchanged => ApplyRecord::Unchanged,
-                        Applied::Reloaded => {
-                            self.reloads += 1;
+                        Applied::Deferred => ApplyRecord::Deferred,
+                        Applied::Changed { reloaded } => {
+                            // Throttles the next push-triggered change (HAProxy and SLB calls
+                            // too, not only nginx reloads).
                             self.last_reload_at = Some(std::time::Instant::now());
                             let backups: Vec<&str> =
                                 plan.backups.iter().map(|b| b.name.as_str()).collect();
+                            let what = match (self.target.kind(), reloaded) {
+                                ("nginx", true) => "nginx reloaded with a new primary",
+                                ("nginx", false) => "backups changed: nginx's file rewritten and validated, nginx not reloaded (a reload would cut every session)",
+                                ("haproxy", _) => "HAProxy servers set through the runtime API",
+                                _ => "SLB weights set",
+                            };
                             info!(
                                 primary = %plan.primary.name,
                                 backups = ?backups,
                                 target = %self.target.describe(),
-                                "upstream updated (nginx reloaded, or HAProxy servers set)"
+                                "{what}"
                             );
-                            ApplyRecord::Reloaded
-                        }
-                        Applied::Written => {
-                            let backups: Vec<&str> =
-                                plan.backups.iter().map(|b| b.name.as_str()).collect();
-                            info!(
-                                primary = %plan.primary.name,
-                                backups = ?backups,
-                                target = %self.target.describe(),
-                                "backups changed: file rewritten and validated, nginx not reloaded (a reload would cut every session)"
-                            );
-                            ApplyRecord::Written
+                            if reloaded {
+                                self.reloads += 1;
+                                ApplyRecord::Reloaded
+                            } else {
+                                ApplyRecord::Changed
+                            }
                         }
                     };
                     let leaving = leaving(self.published.as_ref(), &plan);
@@ -615,7 +616,7 @@ impl Daemon {
         };
         if matches!(
             apply,
-            ApplyRecord::Reloaded | ApplyRecord::Written | ApplyRecord::Failed { .. }
+            ApplyRecord::Reloaded | ApplyRecord::Changed | ApplyRecord::Failed { .. }
         ) {
             self.last_apply = Some((SystemTime::now(), apply.clone()));
         }
@@ -629,6 +630,7 @@ impl Daemon {
             round: self.round,
             at: now,
             decision,
+            target: self.target.kind(),
             apply,
             last_apply: self.last_apply.clone(),
             probes: probes

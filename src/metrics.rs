@@ -38,6 +38,12 @@ enum ErrorKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApplyLabel {
+    target: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     node: String,
     reason: ErrorKind,
@@ -60,6 +66,7 @@ pub struct Metrics {
     switches: Counter,
     reloads: Counter,
     sessions_moved: Counter,
+    applies: Family<ApplyLabel, Counter>,
     /// Node labels that have series, so that a node leaving the config takes them along.
     nodes_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
     failed_applies: Counter,
@@ -95,6 +102,7 @@ impl Metrics {
             switches: Counter::default(),
             reloads: Counter::default(),
             sessions_moved: Counter::default(),
+            applies: Family::default(),
             nodes_seen: Default::default(),
             failed_applies: Counter::default(),
             rounds: Counter::default(),
@@ -149,6 +157,11 @@ impl Metrics {
             "nginx_reloads",
             "nginx reloads after a new upstream",
             m.reloads.clone(),
+        );
+        registry.register(
+            "applies",
+            "Applies that did something, by target (nginx, haproxy, slb) and result (reloaded: nginx reloaded; changed: set without a reload; deferred; held; standby; failed)",
+            m.applies.clone(),
         );
         registry.register(
             "sessions_moved",
@@ -259,6 +272,23 @@ impl Metrics {
             .is_some_and(|s| s.to.is_some())
         {
             self.switches.inc();
+        }
+        let result = match report.apply {
+            ApplyRecord::Unchanged => None,
+            ApplyRecord::Deferred => Some("deferred"),
+            ApplyRecord::Reloaded => Some("reloaded"),
+            ApplyRecord::Changed => Some("changed"),
+            ApplyRecord::Held { .. } => Some("held"),
+            ApplyRecord::Standby { .. } => Some("standby"),
+            ApplyRecord::Failed { .. } => Some("failed"),
+        };
+        if let Some(result) = result {
+            self.applies
+                .get_or_create(&ApplyLabel {
+                    target: report.target.to_string(),
+                    result: result.to_string(),
+                })
+                .inc();
         }
         match report.apply {
             ApplyRecord::Reloaded => {

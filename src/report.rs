@@ -25,10 +25,14 @@ pub enum ApplyRecord {
         reason: String,
     },
     Unchanged,
+    /// Held back by the reload throttle; applied at the next evaluation.
+    Deferred,
+    /// nginx was reloaded with a new upstream (a new primary).
     Reloaded,
-    /// Only backups changed: the file was rewritten and validated, nginx not reloaded (a
-    /// reload would cut every session).
-    Written,
+    /// The target carries the new plan without a reload: nginx's file rewritten for its next
+    /// reload (backups only: a reload would cut every session), HAProxy's servers or SLB's
+    /// weights set.
+    Changed,
     Failed {
         error: String,
     },
@@ -40,6 +44,8 @@ pub struct Report {
     pub round: u64,
     pub at: SystemTime,
     pub decision: Decision,
+    /// The kind of target applied to: `nginx`, `haproxy` or `slb`.
+    pub target: &'static str,
     pub apply: ApplyRecord,
     /// The last apply that reloaded or failed, and when.
     pub last_apply: Option<(SystemTime, ApplyRecord)>,

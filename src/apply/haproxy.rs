@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::nginx::Applied;
+use super::Applied;
 use super::UpstreamPlan;
 
 /// `[haproxy]`.
@@ -278,6 +278,6 @@ impl Haproxy {
                 });
             }
         }
-        Ok(Applied::Reloaded)
+        Ok(Applied::Changed { reloaded: false })
     }
 }

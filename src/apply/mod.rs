@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::{Config, NodeConfig, TargetConfig};
 use crate::select::Decision;
 use haproxy::{Haproxy, HaproxyError};
-use nginx::{Applied, Nginx, NginxError};
+use nginx::{Nginx, NginxError};
 use slb::{Slb, SlbError};
 
 /// Where the choice is applied: one module per target, behind this small enum.
@@ -102,6 +102,15 @@ impl Target {
         }
     }
 
+    /// The target's kind, for metric labels and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Nginx(_) => "nginx",
+            Target::Haproxy(..) => "haproxy",
+            Target::Slb(..) => "slb",
+        }
+    }
+
     /// For logs: what is being written.
     pub fn describe(&self) -> String {
         match self {
@@ -110,6 +119,20 @@ impl Target {
             Target::Slb(s, _) => s.describe(),
         }
     }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Applied {
+    /// The target already carried this plan; nothing was touched.
+    Unchanged,
+    /// The target carries the plan now. `reloaded`: it took an nginx reload (a new primary).
+    /// Without one: nginx's file was rewritten and validated for its next reload (only backups
+    /// changed, and a reload would cut every session), or HAProxy's servers or SLB's weights
+    /// were set, which never reloads anything.
+    Changed { reloaded: bool },
+    /// Not applied yet: held back by the reload throttle, applied at the next evaluation.
+    Deferred,
 }
 
 /// How sessions leave a node that stops being primary (shown in status).

@@ -19,7 +19,7 @@
 //!   connections — every miner's websocket — to old workers that close them at
 //!   `worker_shutdown_timeout`, so a reload for a backup that came or went would cut every
 //!   session for nothing. A backup-only change is written, validated and left for the next
-//!   reload ([`Applied::Written`]). What nginx runs is remembered in a hidden file beside the
+//!   reload (`Applied::Changed { reloaded: false }`). What nginx runs is remembered in a hidden file beside the
 //!   output, so a restart of chain-co does not reload either.
 
 use std::io::Write;
@@ -33,7 +33,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 use tera::{Context, Tera};
 
-use super::{SessionMode, UpstreamPlan};
+use super::{Applied, SessionMode, UpstreamPlan};
 use crate::config::{defaults, NginxConfig, Reload};
 use crate::errors::error_chain;
 use crate::sessions::{self, DestroyError, Owners};
@@ -58,20 +58,6 @@ pub enum NginxError {
     Reload(String),
     #[error("cannot move sessions: {0}")]
     Sessions(String),
-}
-
-/// What an apply did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Applied {
-    /// The file already said this; nothing was touched.
-    Unchanged,
-    /// A new file was validated, swapped in and nginx reloaded.
-    Reloaded,
-    /// A new file was validated and swapped in, but nginx was not signalled: only backups
-    /// changed, and a reload would cut every session for that. nginx reads the file at the
-    /// next reload (the next switch of primary, or an operator's reload).
-    Written,
 }
 
 /// What nginx runs, as far as chain-co knows: kept in a hidden file beside the output so that
@@ -302,7 +288,7 @@ impl Nginx {
                 self.reload().await?;
                 self.reload_owed = false;
                 self.remember(&text, Some(routing));
-                return Ok(Applied::Reloaded);
+                return Ok(Applied::Changed { reloaded: true });
             }
             if !ours {
                 // First start with this file already in place (an earlier chain-co, or the
@@ -366,13 +352,13 @@ impl Nginx {
         }
         if same_routing && !self.reload_owed {
             self.remember(&text, None);
-            return Ok(Applied::Written);
+            return Ok(Applied::Changed { reloaded: false });
         }
         match self.reload().await {
             Ok(()) => {
                 self.reload_owed = false;
                 self.remember(&text, Some(routing));
-                Ok(Applied::Reloaded)
+                Ok(Applied::Changed { reloaded: true })
             }
             Err(e) => {
                 self.reload_owed = true;
@@ -593,11 +579,17 @@ mod tests {
     async fn writes_once_then_leaves_the_file_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut n = nginx(dir.path(), &["true"]);
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         assert_eq!(n.apply(&plan()).await, Ok(Applied::Unchanged));
         // A hand edit is put back.
         std::fs::write(dir.path().join("upstream.conf"), "# edited\n").expect("edit");
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .expect("ls")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -614,7 +606,10 @@ mod tests {
         std::fs::write(&out, "# old\n").expect("seed");
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         let mut n = nginx(dir.path(), &["true"]);
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         let mode = std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
     }
@@ -641,7 +636,7 @@ mod tests {
         std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         assert_eq!(
             n.apply(&plan()).await,
-            Ok(Applied::Reloaded),
+            Ok(Applied::Changed { reloaded: true }),
             "recovers once writable"
         );
     }
@@ -723,15 +718,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut n = nginx(dir.path(), &["true"]);
         let count = counting(&mut n, dir.path());
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         assert_eq!(reloads(&count), 1);
         // A backup leaves, another comes: the file follows, nginx is not signalled.
         let fewer = with_backups(&[]);
-        assert_eq!(n.apply(&fewer).await, Ok(Applied::Written));
+        assert_eq!(
+            n.apply(&fewer).await,
+            Ok(Applied::Changed { reloaded: false })
+        );
         let text = std::fs::read_to_string(dir.path().join("upstream.conf")).expect("read");
         assert!(!text.contains("10.0.0.12"), "{text}");
         let more = with_backups(&[("lotus-b", "10.0.0.12:1234"), ("lotus-c", "10.0.0.13:1234")]);
-        assert_eq!(n.apply(&more).await, Ok(Applied::Written));
+        assert_eq!(
+            n.apply(&more).await,
+            Ok(Applied::Changed { reloaded: false })
+        );
         assert_eq!(n.apply(&more).await, Ok(Applied::Unchanged));
         assert_eq!(reloads(&count), 1, "no reload for backups");
         // A new primary is a reload.
@@ -739,7 +743,10 @@ mod tests {
         std::mem::swap(&mut moved.primary, &mut moved.backups[0]);
         moved.primary.backup = false;
         moved.backups[0].backup = true;
-        assert_eq!(n.apply(&moved).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&moved).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         assert_eq!(reloads(&count), 2);
     }
 
@@ -748,18 +755,30 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut n = nginx(dir.path(), &["true"]);
         let count = counting(&mut n, dir.path());
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
-        assert_eq!(n.apply(&with_backups(&[])).await, Ok(Applied::Written));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
+        assert_eq!(
+            n.apply(&with_backups(&[])).await,
+            Ok(Applied::Changed { reloaded: false })
+        );
         // A new process reads the record beside the file.
         let mut again = nginx(dir.path(), &["true"]);
         again.cfg.reload = n.cfg.reload.clone();
-        assert_eq!(again.apply(&plan()).await, Ok(Applied::Written));
+        assert_eq!(
+            again.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: false })
+        );
         assert_eq!(reloads(&count), 1);
         // A damaged record only costs a reload.
         std::fs::write(dir.path().join(".upstream.conf.chain-co.loaded"), "{oops").expect("damage");
         let mut third = nginx(dir.path(), &["true"]);
         third.cfg.reload = n.cfg.reload.clone();
-        assert_eq!(third.apply(&with_backups(&[])).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            third.apply(&with_backups(&[])).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         assert_eq!(reloads(&count), 2);
     }
 
@@ -768,10 +787,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut n = nginx(dir.path(), &["true"]);
         let count = counting(&mut n, dir.path());
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         // Same primary, other backups, but by hand: nginx may run anything, so reload.
         std::fs::write(dir.path().join("upstream.conf"), "# edited\n").expect("edit");
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         assert_eq!(reloads(&count), 2);
     }
 
@@ -779,7 +804,10 @@ mod tests {
     async fn a_refused_backup_change_keeps_the_previous_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut n = nginx(dir.path(), &["true"]);
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         let before = std::fs::read_to_string(dir.path().join("upstream.conf")).expect("read");
         n.cfg.test_cmd = vec!["false".into()];
         n.apply(&with_backups(&[])).await.expect_err("refused");
@@ -797,7 +825,10 @@ mod tests {
         let err = n.apply(&plan()).await.expect_err("no pid file");
         assert!(err.to_string().contains("is nginx running?"), "{err}");
         n.cfg.reload = Reload::Command(vec!["true".into()]);
-        assert_eq!(n.apply(&plan()).await, Ok(Applied::Reloaded));
+        assert_eq!(
+            n.apply(&plan()).await,
+            Ok(Applied::Changed { reloaded: true })
+        );
         assert_eq!(n.apply(&plan()).await, Ok(Applied::Unchanged));
     }
 }

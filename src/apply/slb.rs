@@ -23,7 +23,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::nginx::Applied;
+use super::Applied;
 use super::UpstreamPlan;
 use crate::secret::Secret;
 
@@ -415,7 +415,7 @@ impl Slb {
         if wanted.iter().any(|(id, w)| found.get(id) != Some(w)) {
             return Err(SlbError::NotApplied { wanted, found });
         }
-        Ok(Applied::Reloaded)
+        Ok(Applied::Changed { reloaded: false })
     }
 }
 
