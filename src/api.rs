@@ -39,6 +39,8 @@ pub struct Shared {
     /// What an operator must know about chain-co's own setup (a damaged state file set aside,
     /// a setting that needs a restart, an API open without a token), shown in `/status`.
     pub notices: Mutex<Vec<String>>,
+    /// Serialises changes to the operator's marks (each saved to the state file).
+    pub mark_writes: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -303,16 +305,35 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Every route but `/healthz` sits behind the token layer: a route added to `guarded` cannot
+/// forget the check.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/status", get(status))
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/nodes/{name}/drain", post(drain))
         .route("/nodes/{name}/undrain", post(undrain))
         .route("/nodes/{name}/prefer", post(prefer))
         .route("/prefer", axum::routing::delete(unprefer))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
         .with_state(shared)
+}
+
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match unauthorized(&shared, request.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
 }
 
 /// Compares in time independent of where the strings differ.
@@ -357,10 +378,7 @@ fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     Some(response)
 }
 
-async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let overrides = shared.overrides.lock().expect("overrides lock").clone();
     let report = shared.reports.borrow().clone();
     let mut status = Status::build(report.as_ref(), &overrides);
@@ -401,10 +419,7 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -436,24 +451,37 @@ fn body_by(body: &[u8]) -> String {
 }
 
 /// Applies a change to the marks and saves them; on a failed save the change is undone.
-fn change(
+/// Applies a change to the marks: computed on a copy, saved durably on a blocking thread (an
+/// fsync must not stall the async workers that answer `/healthz`), and only then put in force.
+/// Changes are serialised, so that two operators cannot save over each other.
+async fn change(
     shared: &Shared,
     f: impl FnOnce(&mut Overrides) -> Result<String, (StatusCode, String)>,
 ) -> Response {
-    let mut overrides = shared.overrides.lock().expect("overrides lock");
-    let before = overrides.clone();
-    let msg = match f(&mut overrides) {
+    let _one_at_a_time = shared.mark_writes.lock().await;
+    let mut next = shared.overrides.lock().expect("overrides lock").clone();
+    let msg = match f(&mut next) {
         Ok(m) => m,
         Err((code, msg)) => return (code, format!("{msg}\n")).into_response(),
     };
-    if let Err(e) = overrides.save(&shared.state_file) {
-        *overrides = before;
+    let path = shared.state_file.clone();
+    let to_save = next.clone();
+    let saved = tokio::task::spawn_blocking(move || to_save.save(&path))
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::overrides::StateFileError::Write {
+                path: shared.state_file.display().to_string(),
+                message: e.to_string(),
+            })
+        });
+    if let Err(e) = saved {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{e}; nothing changed\n"),
         )
             .into_response();
     }
+    *shared.overrides.lock().expect("overrides lock") = next;
     tracing::info!(change = %msg, "operator override");
     (
         StatusCode::OK,
@@ -480,12 +508,8 @@ fn known_nodes(shared: &Shared) -> BTreeMap<String, NodeVerdict> {
 async fn drain(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
     let nodes = known_nodes(&shared);
     if !nodes.contains_key(&name) {
         return (StatusCode::NOT_FOUND, format!("no node named {name:?}\n")).into_response();
@@ -515,31 +539,22 @@ async fn drain(
             None => format!("{name} drained"),
         })
     })
+    .await
 }
 
-async fn undrain(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn undrain(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     change(&shared, |o| match o.drained.remove(&name) {
         Some(_) => Ok(format!("{name} undrained")),
         None => Err((StatusCode::NOT_FOUND, format!("{name} is not drained"))),
     })
+    .await
 }
 
 async fn prefer(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
     if !known_nodes(&shared).contains_key(&name) {
         return (StatusCode::NOT_FOUND, format!("no node named {name:?}\n")).into_response();
     }
@@ -560,14 +575,13 @@ async fn prefer(
         });
         Ok(format!("{name} preferred as primary while it is healthy"))
     })
+    .await
 }
 
-async fn unprefer(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn unprefer(State(shared): State<Arc<Shared>>) -> Response {
     change(&shared, |o| match o.preferred.take() {
         Some(p) => Ok(format!("{} no longer preferred", p.node)),
         None => Err((StatusCode::NOT_FOUND, "no node is preferred".into())),
     })
+    .await
 }

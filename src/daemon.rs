@@ -98,6 +98,7 @@ impl Daemon {
             state_file: config.api.state_file.clone(),
             token: std::sync::RwLock::new(config.api.token.clone()),
             notices: Mutex::new(Vec::new()),
+            mark_writes: tokio::sync::Mutex::new(()),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),

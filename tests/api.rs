@@ -341,6 +341,19 @@ async fn an_api_token_guards_everything_but_healthz() {
     wait_healthy(&api, &run).await;
     assert_eq!(get(&format!("{api}/status")).await.0, 401);
     assert_eq!(get(&format!("{api}/metrics")).await.0, 401);
+    // Every route but /healthz sits behind the same layer, marks included.
+    for (method, path) in [
+        (reqwest::Method::POST, "/nodes/a/drain"),
+        (reqwest::Method::POST, "/nodes/a/prefer"),
+        (reqwest::Method::DELETE, "/prefer"),
+    ] {
+        let r = reqwest::Client::new()
+            .request(method, format!("{api}{path}"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+    }
     let (code, out, err) = cli(&[
         "status",
         "--url",
