@@ -29,6 +29,12 @@
 //! 8. With no node up, there is no primary: the caller keeps what it published last (fail
 //!    static). Pool-wide trouble — a stale pool, an even network split, implementations that
 //!    disagree on the chain — is reported in `warnings`.
+//!
+//! [`select`] runs these as small named steps over one context, in this order:
+//! `expect_chain` → `screen_identity` → `corroborate_leader` → `find_best_head` →
+//! `remember_history` → `judge_nodes` → `apply_hysteresis` (with flap damping) →
+//! `apply_operator_marks` → `choose_primary` → `choose_backups` → `report_pool_warnings` →
+//! `finish`. Verdicts are [`Exclusion`] values; their words come from `Display`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -556,7 +562,67 @@ pub enum Trigger {
     Push,
 }
 
+/// The inputs of one evaluation and what the steps have worked out so far. Each step reads
+/// what earlier ones left and adds its own part; none does I/O or reads a clock.
+struct Context<'a> {
+    rules: &'a SelectRules,
+    overrides: &'a Overrides,
+    prev: &'a SelectState,
+    observations: &'a [Observation],
+    now: SystemTime,
+    now_s: u64,
+    trigger: Trigger,
+    exp: Expected,
+    stale_after: u64,
+    expected_height: Option<u64>,
+    lag_grace: Duration,
+    hold_down: Duration,
+    warnings: Vec<String>,
+    /// Per node: why this round's probe was bad, if it was.
+    bad: Vec<Option<Exclusion>>,
+    /// Per node: behind the pool for longer than lag_grace (goes down at once).
+    forced_down: Vec<bool>,
+    /// Per node on the pool's chain: epochs below the best head.
+    lag: Vec<Option<u64>>,
+    best: Option<&'a Head>,
+    best_chain: BTreeMap<u64, Vec<String>>,
+    best_seen: Vec<(u128, SystemTime)>,
+    /// Per node: the hysteresis memory, updated by `judge_nodes` and `apply_hysteresis`.
+    tracks: Vec<Track>,
+    nodes: Vec<NodeVerdict>,
+    promotable: Vec<bool>,
+    /// Up nodes in rank order, after the operator's marks.
+    ranked: Vec<usize>,
+    preferred: Option<(usize, &'a crate::overrides::Preferred)>,
+    primary: Option<usize>,
+    backups: Vec<usize>,
+    split_since: Option<u64>,
+}
+
+impl<'a> Context<'a> {
+    fn head(&self, i: usize) -> Option<&'a Head> {
+        self.observations[i].result.as_ref().ok()
+    }
+
+    fn candidates(&self) -> Vec<usize> {
+        (0..self.observations.len())
+            .filter(|&i| self.bad[i].is_none())
+            .collect()
+    }
+
+    /// How long a head lighter than the best has been behind, counted up to when it was seen.
+    fn behind_for(&self, h: &Head, seen: Option<SystemTime>) -> Option<Duration> {
+        let seen = seen.unwrap_or(self.now);
+        self.best_seen
+            .iter()
+            .find(|(w, _)| *w > h.weight)
+            .and_then(|(_, t)| seen.duration_since(*t).ok())
+    }
+}
+
 /// Decides the primary and backups. Observations come in config order, one per node.
+///
+/// The rules, as named steps in the order they apply (see the module doc for each rule).
 pub fn select(
     rules: &SelectRules,
     chain: &ChainConfig,
@@ -566,6 +632,31 @@ pub fn select(
     now: SystemTime,
     trigger: Trigger,
 ) -> (Decision, SelectState) {
+    let mut cx = expect_chain(rules, chain, overrides, prev, observations, now, trigger);
+    screen_identity(&mut cx);
+    corroborate_leader(&mut cx);
+    find_best_head(&mut cx);
+    remember_history(&mut cx);
+    judge_nodes(&mut cx);
+    apply_hysteresis(&mut cx);
+    apply_operator_marks(&mut cx);
+    choose_primary(&mut cx);
+    choose_backups(&mut cx);
+    report_pool_warnings(&mut cx);
+    finish(cx)
+}
+
+/// Identity of the pool: the expected network, genesis and clock, and the thresholds that
+/// derive from the clock.
+fn expect_chain<'a>(
+    rules: &'a SelectRules,
+    chain: &ChainConfig,
+    overrides: &'a Overrides,
+    prev: &'a SelectState,
+    observations: &'a [Observation],
+    now: SystemTime,
+    trigger: Trigger,
+) -> Context<'a> {
     let now_s = unix(now);
     let exp = expected_chain(chain, observations);
     let stale_after = rules
@@ -575,163 +666,204 @@ pub fn select(
     let expected_height = exp
         .genesis_timestamp
         .map(|g| now_s.saturating_sub(g) / exp.block_delay);
-    let mut warnings: Vec<String> = exp.tie.iter().cloned().collect();
-
-    // Rules 1 and 2: who may be a candidate for the best head.
-    let mut bad: Vec<Option<Exclusion>> = observations
-        .iter()
-        .map(|o| match &o.result {
-            Err(e) => Some(Exclusion::Probe(e.clone())),
-            Ok(h) => ineligible(o, h, &exp, rules, now_s),
-        })
-        .collect();
-    let candidates = |bad: &[Option<Exclusion>]| -> Vec<usize> {
-        (0..observations.len())
-            .filter(|&i| bad[i].is_none())
-            .collect()
-    };
-    let head = |i: usize| observations[i].result.as_ref().ok();
-
-    // Rule 2, corroboration: a lone leader beyond max_lag needs a plausible weight.
-    let mut cands = candidates(&bad);
-    cands.sort_by_key(|&i| std::cmp::Reverse(head(i).map(|h| rank_key(h, i))));
-    if let [lead, next, ..] = cands[..] {
-        let (l, n) = (
-            head(lead).expect("candidate"),
-            head(next).expect("candidate"),
-        );
-        let above_all = cands[1..]
-            .iter()
-            .filter_map(|&i| head(i))
-            .all(|h| l.height > h.height + rules.max_lag);
-        if above_all && !weight_plausible(l, n) {
-            bad[lead] = Some(Exclusion::Uncorroborated {
-                epochs: l.height - n.height,
-            });
-        }
-    }
-
-    // Rule 3: the best head.
-    let best_idx = candidates(&bad)
-        .into_iter()
-        .max_by_key(|&i| head(i).map(|h| rank_key(h, i)));
-    let best = best_idx.and_then(head);
-
-    // The best chain's recent history, to tell forks from lag. A reorg (the best key at a
-    // known height changed) makes the old history wrong: start it again.
-    let mut best_chain = prev.best_chain.clone();
-    if let Some(b) = best {
-        let reorg = best_chain.get(&b.height).is_some_and(|k| k != &b.key)
-            || best_chain
-                .keys()
-                .next_back()
-                .is_some_and(|&top| top > b.height);
-        if reorg {
-            best_chain.clear();
-        }
-        best_chain.insert(b.height, b.key.clone());
-        while best_chain.len() > HISTORY {
-            best_chain.pop_first();
-        }
-    }
-
-    // When each heavier head was first seen, for the lag measured in time.
-    let mut best_seen = prev.best_seen.clone();
-    if let Some(b) = best {
-        if best_seen.last().is_none_or(|(w, _)| b.weight > *w) {
-            best_seen.push((b.weight, now));
-        }
-        // A reorg to a lighter best head, or a clock that went back: start again.
-        if best_seen.iter().any(|(w, t)| *w > b.weight || *t > now) {
-            best_seen = vec![(b.weight, now)];
-        }
-        while best_seen.len() > HISTORY {
-            best_seen.remove(0);
-        }
-    }
     let lag_grace = rules
         .lag_grace
         .unwrap_or(Duration::from_millis(exp.block_delay * 400));
     let hold_down = rules
         .hold_down
         .unwrap_or(Duration::from_secs(2 * exp.block_delay));
+    let warnings = exp.tie.iter().cloned().collect();
+    let n = observations.len();
+    Context {
+        rules,
+        overrides,
+        prev,
+        observations,
+        now,
+        now_s,
+        trigger,
+        exp,
+        stale_after,
+        expected_height,
+        lag_grace,
+        hold_down,
+        warnings,
+        bad: vec![None; n],
+        forced_down: vec![false; n],
+        lag: vec![None; n],
+        best: None,
+        best_chain: prev.best_chain.clone(),
+        best_seen: prev.best_seen.clone(),
+        tracks: observations
+            .iter()
+            .map(|o| prev.tracks.get(&o.node).cloned().unwrap_or_default())
+            .collect(),
+        nodes: Vec::with_capacity(n),
+        promotable: vec![true; n],
+        ranked: Vec::new(),
+        preferred: None,
+        primary: None,
+        backups: Vec::new(),
+        split_since: None,
+    }
+}
 
-    if let (Some(b), Some(exp_h)) = (best, expected_height) {
-        let age = now_s.saturating_sub(b.timestamp);
-        if age > stale_after {
-            warnings.push(format!(
+/// Rules 1 and 2: who may be a candidate for the best head (answered, on the pool's chain,
+/// not from the future).
+fn screen_identity(cx: &mut Context) {
+    cx.bad = cx
+        .observations
+        .iter()
+        .map(|o| match &o.result {
+            Err(e) => Some(Exclusion::Probe(e.clone())),
+            Ok(h) => ineligible(o, h, &cx.exp, cx.rules, cx.now_s),
+        })
+        .collect();
+}
+
+/// Rule 2, corroboration: a lone leader beyond max_lag needs a plausible weight.
+fn corroborate_leader(cx: &mut Context) {
+    let mut cands = cx.candidates();
+    cands.sort_by_key(|&i| std::cmp::Reverse(cx.head(i).map(|h| rank_key(h, i))));
+    if let [lead, next, ..] = cands[..] {
+        let (l, n) = (
+            cx.head(lead).expect("candidate"),
+            cx.head(next).expect("candidate"),
+        );
+        let above_all = cands[1..]
+            .iter()
+            .filter_map(|&i| cx.head(i))
+            .all(|h| l.height > h.height + cx.rules.max_lag);
+        if above_all && !weight_plausible(l, n) {
+            cx.bad[lead] = Some(Exclusion::Uncorroborated {
+                epochs: l.height - n.height,
+            });
+        }
+    }
+}
+
+/// Rule 3: the best head, by weight, then height, then config order.
+fn find_best_head(cx: &mut Context) {
+    let best_idx = cx
+        .candidates()
+        .into_iter()
+        .max_by_key(|&i| cx.head(i).map(|h| rank_key(h, i)));
+    cx.best = best_idx.and_then(|i| cx.head(i));
+}
+
+/// The best chain's recent history (to tell forks from lag), when each heavier head was first
+/// seen (for the lag measured in time), and whether the whole pool is stale.
+fn remember_history(cx: &mut Context) {
+    let Some(b) = cx.best else {
+        return;
+    };
+    // A reorg (the best key at a known height changed) makes the old history wrong: start it
+    // again.
+    let reorg = cx.best_chain.get(&b.height).is_some_and(|k| k != &b.key)
+        || cx
+            .best_chain
+            .keys()
+            .next_back()
+            .is_some_and(|&top| top > b.height);
+    if reorg {
+        cx.best_chain.clear();
+    }
+    cx.best_chain.insert(b.height, b.key.clone());
+    while cx.best_chain.len() > HISTORY {
+        cx.best_chain.pop_first();
+    }
+    let now = cx.now;
+    if cx.best_seen.last().is_none_or(|(w, _)| b.weight > *w) {
+        cx.best_seen.push((b.weight, now));
+    }
+    // A reorg to a lighter best head, or a clock that went back: start again.
+    if cx.best_seen.iter().any(|(w, t)| *w > b.weight || *t > now) {
+        cx.best_seen = vec![(b.weight, now)];
+    }
+    while cx.best_seen.len() > HISTORY {
+        cx.best_seen.remove(0);
+    }
+    if let Some(exp_h) = cx.expected_height {
+        let age = cx.now_s.saturating_sub(b.timestamp);
+        if age > cx.stale_after {
+            cx.warnings.push(format!(
                 "pool is stale: the best head (height {}) is {} old; by the clock the chain is at {exp_h}",
                 b.height,
                 fmt_secs(age)
             ));
         }
     }
+}
 
-    let mut tracks = BTreeMap::new();
-    let mut nodes = Vec::with_capacity(observations.len());
-    let mut promotable = vec![true; observations.len()];
-    let behind_for = |h: &Head, seen: Option<SystemTime>| {
-        let seen = seen.unwrap_or(now);
-        best_seen
-            .iter()
-            .find(|(w, _)| *w > h.weight)
-            .and_then(|(_, t)| seen.duration_since(*t).ok())
+/// Rule 4: each eligible node against the best head: lag, forks, staleness, lag in time.
+fn judge_nodes(cx: &mut Context) {
+    let Some(b) = cx.best else {
+        return;
     };
-    for (i, o) in observations.iter().enumerate() {
-        let mut t = prev.tracks.get(&o.node).cloned().unwrap_or_default();
-        // Behind the pool for longer than lag_grace is already a sustained signal, not one slow
-        // probe: the node goes down at once, without waiting for `fall` bad probes.
-        let mut forced_down = false;
-        let h = head(i);
-        let lag = match (h, best) {
-            (Some(h), Some(b)) if bad[i].is_none() => Some(b.height.saturating_sub(h.height)),
-            _ => None,
+    for i in 0..cx.observations.len() {
+        let (Some(h), None) = (cx.head(i), &cx.bad[i]) else {
+            continue;
         };
-        // Rule 4: lag, forks, staleness.
-        if let (Some(h), Some(b), None) = (h, best, &bad[i]) {
-            match best_chain.get(&h.height) {
-                Some(k) if k == &h.key => t.fork_since = None,
-                Some(_) => {
-                    t.fork_since.get_or_insert(b.height);
-                }
-                None => {}
+        let t = &mut cx.tracks[i];
+        match cx.best_chain.get(&h.height) {
+            Some(k) if k == &h.key => t.fork_since = None,
+            Some(_) => {
+                t.fork_since.get_or_insert(b.height);
             }
-            let age = now_s.saturating_sub(h.timestamp);
-            let l = b.height.saturating_sub(h.height);
-            bad[i] = if l > rules.max_lag {
-                Some(Exclusion::Lagging {
-                    epochs: l,
-                    max: rules.max_lag,
-                })
-            } else if let Some(since) = t
-                .fork_since
-                .filter(|&s| b.height.saturating_sub(s) >= rules.max_lag.max(1))
-            {
-                Some(Exclusion::LighterFork {
-                    since,
-                    epochs: b.height - since,
-                    weight: h.weight,
-                    best: b.weight,
-                })
-            } else if age > stale_after {
-                Some(Exclusion::Stale { age, stale_after })
-            } else if let Some(d) = behind_for(h, o.observed_at).filter(|d| *d > lag_grace) {
-                forced_down = true;
-                Some(Exclusion::Behind {
-                    for_: d,
-                    grace: lag_grace,
-                })
-            } else {
-                None
-            };
+            None => {}
         }
-        // Rule 5: hysteresis.
+        let fork_since = t.fork_since;
+        let age = cx.now_s.saturating_sub(h.timestamp);
+        let l = b.height.saturating_sub(h.height);
+        cx.lag[i] = Some(l);
+        let rules = cx.rules;
+        cx.bad[i] = if l > rules.max_lag {
+            Some(Exclusion::Lagging {
+                epochs: l,
+                max: rules.max_lag,
+            })
+        } else if let Some(since) =
+            fork_since.filter(|&s| b.height.saturating_sub(s) >= rules.max_lag.max(1))
+        {
+            Some(Exclusion::LighterFork {
+                since,
+                epochs: b.height - since,
+                weight: h.weight,
+                best: b.weight,
+            })
+        } else if age > cx.stale_after {
+            Some(Exclusion::Stale {
+                age,
+                stale_after: cx.stale_after,
+            })
+        } else if let Some(d) = cx
+            .behind_for(h, cx.observations[i].observed_at)
+            .filter(|d| *d > cx.lag_grace)
+        {
+            // Behind the pool for longer than lag_grace is already a sustained signal, not one
+            // slow probe: the node goes down at once, without waiting for `fall` bad probes.
+            cx.forced_down[i] = true;
+            Some(Exclusion::Behind {
+                for_: d,
+                grace: cx.lag_grace,
+            })
+        } else {
+            None
+        };
+    }
+}
+
+/// Rule 5: rise/fall hysteresis and flap damping, then each node's verdict in words.
+fn apply_hysteresis(cx: &mut Context) {
+    let rules = cx.rules;
+    for (i, o) in cx.observations.iter().enumerate() {
+        let mut t = cx.tracks[i].clone();
         let was_up = t.up;
-        if trigger == Trigger::Push {
-            if forced_down {
+        if cx.trigger == Trigger::Push {
+            if cx.forced_down[i] {
                 t.up = false;
             }
-        } else if bad[i].is_none() {
+        } else if cx.bad[i].is_none() {
             t.good = t.good.saturating_add(1);
             t.bad = 0;
             if !t.up && t.good >= rules.rise {
@@ -740,16 +872,17 @@ pub fn select(
         } else {
             t.bad = t.bad.saturating_add(1);
             t.good = 0;
-            if t.up && (t.bad >= rules.fall || forced_down) {
+            if t.up && (t.bad >= rules.fall || cx.forced_down[i]) {
                 t.up = false;
             }
         }
-        damp_flaps(&mut t, was_up, hold_down, now);
+        damp_flaps(&mut t, was_up, cx.hold_down, cx.now);
+        let h = cx.head(i);
         // Rule 6's conditions for promotion.
         let mut not_promoted = None;
         let held_for = t
             .held_until
-            .and_then(|u| u.duration_since(now).ok())
+            .and_then(|u| u.duration_since(cx.now).ok())
             .filter(|d| !d.is_zero());
         if let Some(left) = held_for {
             not_promoted = Some(format!(
@@ -768,8 +901,8 @@ pub fn select(
                 not_promoted = Some(format!("catching up to height {to}"));
             }
         }
-        promotable[i] = not_promoted.is_none();
-        let reason = match (&bad[i], t.up) {
+        cx.promotable[i] = not_promoted.is_none();
+        let reason = match (&cx.bad[i], t.up) {
             (None, true) => match &not_promoted {
                 None => "healthy".to_string(),
                 Some(why) => format!("healthy, not promoted to primary: {why}"),
@@ -786,8 +919,9 @@ pub fn select(
             }
             (Some(r), false) => r.to_string(),
         };
+        let lag = cx.lag[i];
         let id = o.identity.as_ref();
-        nodes.push(NodeVerdict {
+        cx.nodes.push(NodeVerdict {
             name: o.node.clone(),
             implementation: id.map(|i| i.implementation.to_string()),
             version: id.map(|i| i.version.clone()),
@@ -796,32 +930,36 @@ pub fn select(
             healthy: t.up,
             height: h.map(|h| h.height),
             lag,
-            head_age: h.map(|h| Duration::from_secs(now_s.saturating_sub(h.timestamp))),
-            behind: h.and_then(|h| behind_for(h, o.observed_at)),
+            head_age: h.map(|h| Duration::from_secs(cx.now_s.saturating_sub(h.timestamp))),
+            behind: h.and_then(|h| cx.behind_for(h, o.observed_at)),
             via_push: o.via_push,
             unsupported: o.unsupported.clone(),
             held_for,
             track: t.clone(),
             reason,
-            exclusion: bad[i].clone(),
+            exclusion: cx.bad[i].clone(),
         });
-        tracks.insert(o.node.clone(), t);
+        cx.tracks[i] = t;
     }
+}
 
-    // Rank up nodes: those with a good probe this round first, by their head, then config order.
-    let mut ranked: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].healthy).collect();
+/// The operator's marks: up nodes in rank order (a good probe this round first, by head, then
+/// config order), without drained ones unless nothing else is up; the preferred node.
+fn apply_operator_marks(cx: &mut Context) {
+    let mut ranked: Vec<usize> = (0..cx.nodes.len())
+        .filter(|&i| cx.nodes[i].healthy)
+        .collect();
     ranked.sort_by_key(|&i| {
-        let h = head(i).filter(|_| bad[i].is_none());
+        let h = cx.head(i).filter(|_| cx.bad[i].is_none());
         (std::cmp::Reverse(h.map(|h| (h.weight, h.height))), i)
     });
-
-    // The operator's marks. A drained node leaves the upstream while another up node is not
-    // drained; the last healthy node is never drained away.
+    let drained = &cx.overrides.drained;
     let undrained_up = ranked
         .iter()
-        .filter(|&&i| !overrides.drained.contains_key(&nodes[i].name))
+        .filter(|&&i| !drained.contains_key(&cx.nodes[i].name))
         .count();
-    ranked.retain(|&i| match overrides.drained.get(&nodes[i].name) {
+    let nodes = &mut cx.nodes;
+    ranked.retain(|&i| match drained.get(&nodes[i].name) {
         None => true,
         Some(m) if undrained_up > 0 => {
             nodes[i].reason = format!("drained by {} at {}", m.by, m.at);
@@ -835,83 +973,99 @@ pub fn select(
             true
         }
     });
-    let preferred = overrides.preferred.as_ref().and_then(|p| {
+    cx.preferred = cx.overrides.preferred.as_ref().and_then(|p| {
         ranked
             .iter()
             .copied()
-            .find(|&i| nodes[i].name == p.node)
+            .find(|&i| cx.nodes[i].name == p.node)
             .map(|i| (i, p))
     });
+    cx.ranked = ranked;
+}
 
-    // Rule 6: the sticky primary; a new one must be promotable if any up node is. A preferred
-    // node that is up comes first.
-    let kept = prev
+/// Rule 6: the sticky primary; a new one must be promotable if any up node is. A preferred
+/// node that is up comes first.
+fn choose_primary(cx: &mut Context) {
+    let kept = cx
+        .prev
         .primary
         .as_ref()
-        .and_then(|p| ranked.iter().copied().find(|&i| &nodes[i].name == p));
-    let primary = preferred
+        .and_then(|p| cx.ranked.iter().copied().find(|&i| &cx.nodes[i].name == p));
+    cx.primary = cx
+        .preferred
         .map(|(i, _)| i)
         .or(kept)
-        .or_else(|| ranked.iter().copied().find(|&i| promotable[i]))
-        .or_else(|| ranked.first().copied());
-    if let Some((i, p)) = preferred {
-        nodes[i].reason = format!(
+        .or_else(|| cx.ranked.iter().copied().find(|&i| cx.promotable[i]))
+        .or_else(|| cx.ranked.first().copied());
+    if let Some((i, p)) = cx.preferred {
+        cx.nodes[i].reason = format!(
             "{}; preferred by {} at {}",
-            nodes[i].reason, p.mark.by, p.mark.at
+            cx.nodes[i].reason, p.mark.by, p.mark.at
         );
     }
-    let mut backup_idx: Vec<usize> = ranked
+    if let Some(p) = cx.primary {
+        cx.nodes[p].role = Role::Primary;
+    }
+}
+
+/// Rule 7: the other up nodes are backups, the first of another implementation when one is.
+fn choose_backups(cx: &mut Context) {
+    let primary = cx.primary;
+    let mut backups: Vec<usize> = cx
+        .ranked
         .iter()
         .copied()
         .filter(|&i| Some(i) != primary)
         .collect();
-    // Rule 7: the first backup of another implementation.
     if let Some(p) = primary {
-        let imp = |i: usize| nodes[i].implementation.clone();
-        if backup_idx.first().is_some_and(|&b| imp(b) == imp(p)) {
-            if let Some(pos) = backup_idx
+        let imp = |i: usize| cx.nodes[i].implementation.clone();
+        if backups.first().is_some_and(|&b| imp(b) == imp(p)) {
+            if let Some(pos) = backups
                 .iter()
                 .position(|&b| imp(b).is_some() && imp(b) != imp(p))
             {
-                let other = backup_idx.remove(pos);
-                backup_idx.insert(0, other);
+                let other = backups.remove(pos);
+                backups.insert(0, other);
             }
         }
     }
-    if let Some(p) = primary {
-        nodes[p].role = Role::Primary;
+    for &b in &backups {
+        cx.nodes[b].role = Role::Backup;
     }
-    for &b in &backup_idx {
-        nodes[b].role = Role::Backup;
-    }
-    let backups = backup_idx.iter().map(|&b| nodes[b].name.clone()).collect();
-    let primary_name = primary.map(|i| nodes[i].name.clone());
+    cx.backups = backups;
+}
 
-    // Implementations that agree among themselves but not with each other, at one height.
-    let split = implementation_split(observations, &bad);
-    let split_since = match (&split, best) {
-        (Some(_), Some(b)) => Some(prev.split_since.unwrap_or(b.height)),
+/// Pool-wide trouble: implementations that agree among themselves but not with each other.
+fn report_pool_warnings(cx: &mut Context) {
+    let split = implementation_split(cx.observations, &cx.bad);
+    cx.split_since = match (&split, cx.best) {
+        (Some(_), Some(b)) => Some(cx.prev.split_since.unwrap_or(b.height)),
         _ => None,
     };
-    if let (Some(text), Some(since), Some(b)) = (&split, split_since, best) {
+    if let (Some(text), Some(since), Some(b)) = (&split, cx.split_since, cx.best) {
         if b.height.saturating_sub(since) >= SPLIT_REPORT_EPOCHS {
-            warnings.push(format!(
+            cx.warnings.push(format!(
                 "implementation split for {} epochs: {text}; the heavier chain is used",
                 b.height - since
             ));
         }
     }
+}
 
+/// The decision, the switch with its reason, and what to remember for the next round.
+fn finish(cx: Context) -> (Decision, SelectState) {
+    let prev = cx.prev;
+    let primary_name = cx.primary.map(|i| cx.nodes[i].name.clone());
     let switch = (primary_name != prev.primary).then(|| {
         let why = match &prev.primary {
             None => "no primary before".to_string(),
-            Some(_) if preferred.is_some_and(|(i, _)| Some(i) == primary) => {
+            Some(_) if cx.preferred.is_some_and(|(i, _)| Some(i) == cx.primary) => {
                 "preferred by the operator".to_string()
             }
-            Some(old) if overrides.drained.contains_key(old) => {
+            Some(old) if cx.overrides.drained.contains_key(old) => {
                 format!("{old} was drained by the operator")
             }
-            Some(old) => match nodes.iter().find(|n| &n.name == old) {
+            Some(old) => match cx.nodes.iter().find(|n| &n.name == old) {
                 Some(v) => format!("{old} went down: {}", v.reason),
                 None => format!("{old} is no longer configured"),
             },
@@ -926,27 +1080,37 @@ pub fn select(
             },
         }
     });
-
+    let backups = cx
+        .backups
+        .iter()
+        .map(|&b| cx.nodes[b].name.clone())
+        .collect();
+    let tracks = cx
+        .observations
+        .iter()
+        .zip(cx.tracks)
+        .map(|(o, t)| (o.node.clone(), t))
+        .collect();
     let decision = Decision {
         // Rule 8: with no node up there is no primary, and the caller fails static.
         primary: primary_name.clone(),
         backups,
-        nodes,
-        best_height: best.map(|b| b.height),
-        expected_height,
-        network: exp.network.clone(),
+        nodes: cx.nodes,
+        best_height: cx.best.map(|b| b.height),
+        expected_height: cx.expected_height,
+        network: cx.exp.network.clone(),
         switch,
-        warnings,
-        lag_grace,
+        warnings: cx.warnings,
+        lag_grace: cx.lag_grace,
     };
     // Without a new primary, remember the old one: when it comes back up first, it is still
     // the one nginx has, and keeping it avoids a needless reload.
     let next = SelectState {
         primary: primary_name.or_else(|| prev.primary.clone()),
         tracks,
-        best_chain,
-        split_since,
-        best_seen,
+        best_chain: cx.best_chain,
+        split_since: cx.split_since,
+        best_seen: cx.best_seen,
     };
     (decision, next)
 }
@@ -1468,6 +1632,7 @@ mod tests {
         );
         let a = d[1].verdict("b").expect("b");
         assert_eq!(a.exclusion, Some(Exclusion::Lagging { epochs: 3, max: 2 }));
+        assert_eq!(a.lag, Some(3), "a lagging node still shows its lag");
         assert!(
             a.reason.starts_with("lagging 3 epochs (max 2)"),
             "{}",
@@ -1505,6 +1670,79 @@ mod tests {
             ),
         ] {
             assert_eq!(e.to_string(), words);
+        }
+    }
+
+    /// The steps one by one, on a context built as `select` builds it.
+    mod steps {
+        use super::*;
+
+        fn context<'a>(
+            rules: &'a SelectRules,
+            overrides: &'a Overrides,
+            prev: &'a SelectState,
+            obs: &'a [Observation],
+        ) -> Context<'a> {
+            expect_chain(
+                rules,
+                &ChainConfig::default(),
+                overrides,
+                prev,
+                obs,
+                now_for(obs),
+                Trigger::Probe,
+            )
+        }
+
+        #[test]
+        fn the_best_head_is_heaviest_then_highest_then_first_listed() {
+            let rules = rules();
+            let (o, p) = (Overrides::default(), SelectState::default());
+            for (answers, best) in [
+                (vec![A::H(10), A::H(10), A::H(10)], 10),
+                (vec![A::HW(10, 50), A::HW(9, 90), A::HW(10, 60)], 9),
+                (vec![A::HW(10, 90), A::HW(11, 90), A::Timeout], 11),
+            ] {
+                let obs = observe(&["a", "b", "c"], &answers);
+                let mut cx = context(&rules, &o, &p, &obs);
+                screen_identity(&mut cx);
+                find_best_head(&mut cx);
+                assert_eq!(cx.best.map(|b| b.height), Some(best));
+            }
+        }
+
+        #[test]
+        fn judging_marks_lag_and_keeps_eligible_nodes_clean() {
+            let rules = rules();
+            let (o, p) = (Overrides::default(), SelectState::default());
+            let obs = observe(&["a", "b"], &[A::H(20), A::H(16)]);
+            let mut cx = context(&rules, &o, &p, &obs);
+            screen_identity(&mut cx);
+            find_best_head(&mut cx);
+            remember_history(&mut cx);
+            judge_nodes(&mut cx);
+            assert_eq!(cx.bad[0], None);
+            assert_eq!(cx.bad[1], Some(Exclusion::Lagging { epochs: 4, max: 2 }));
+            assert_eq!(cx.lag, vec![Some(0), Some(4)]);
+        }
+
+        #[test]
+        fn backups_lead_with_another_implementation() {
+            let rules = SelectRules::basic(2, 1, 1);
+            let (o, p) = (Overrides::default(), SelectState::default());
+            let mut obs = observe(&["a", "b", "c"], &[A::H(10), A::H(10), A::H(10)]);
+            obs[2].identity.as_mut().expect("id").implementation = Implementation::Forest;
+            let mut cx = context(&rules, &o, &p, &obs);
+            screen_identity(&mut cx);
+            find_best_head(&mut cx);
+            remember_history(&mut cx);
+            judge_nodes(&mut cx);
+            apply_hysteresis(&mut cx);
+            apply_operator_marks(&mut cx);
+            choose_primary(&mut cx);
+            choose_backups(&mut cx);
+            assert_eq!(cx.primary, Some(0));
+            assert_eq!(cx.backups, vec![2, 1]);
         }
     }
 
