@@ -6,16 +6,18 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::apply::UpstreamPlan;
+use crate::clock::SteadyClock;
 use crate::config::Config;
+use crate::evaluate::{merge_pushed_heads, Evaluator};
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Target};
 use crate::rpc::{RpcClient, RpcError};
-use crate::select::{select, Exclusion, Role, SelectState, Trigger};
+use crate::select::{Exclusion, Role, Trigger};
 
 /// Pause between the rounds of a check.
 const ROUND_GAP: Duration = Duration::from_millis(200);
@@ -69,24 +71,28 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
     let target = crate::apply::Target::from_config(config)?;
     // The operator's drains and preference, as `run` would see them.
     let overrides = Overrides::load(&config.api.state_file).unwrap_or_default();
-    let mut state = SelectState::default();
+    // The same evaluation as `run` (without push subscriptions: a dry run polls only), on the
+    // same kind of clock.
+    let mut evaluator = Evaluator::default();
+    let mut clock = SteadyClock::new(Duration::from_secs(60));
+    let no_push = std::collections::BTreeMap::new();
     let mut last = None;
     for i in 0..rounds.max(1) {
         if i > 0 {
             tokio::time::sleep(ROUND_GAP).await;
         }
-        let round = prober.round().await;
-        let (decision, next) = select(
+        let round = merge_pushed_heads(prober.round().await, &no_push);
+        let (now, _) = clock.now();
+        let evaluation = evaluator.evaluate(
             &config.select,
             &config.chain,
             &overrides,
-            &state,
-            &round.observations,
-            SystemTime::now(),
+            &round,
+            &no_push,
+            now,
             Trigger::Probe,
         );
-        state = next;
-        last = Some((round, decision));
+        last = Some((round, evaluation.decision));
     }
     let (round, decision) = last.expect("at least one round ran");
     let nodes = decision

@@ -64,6 +64,11 @@ impl PushHub {
         self.states.lock().expect("push lock").get(node).cloned()
     }
 
+    /// Every subscription's state now, for one evaluation.
+    pub fn snapshot(&self) -> BTreeMap<String, PushState> {
+        self.states.lock().expect("push lock").clone()
+    }
+
     fn set(&self, node: &str, f: impl FnOnce(&mut PushState)) {
         let mut states = self.states.lock().expect("push lock");
         let s = states.entry(node.to_string()).or_insert(PushState {

@@ -108,7 +108,8 @@ async fn primary_death_moves_traffic_without_failed_requests() {
     })
     .await;
     assert!(back.is_some(), "a did not come back as a backup");
-    tokio::time::sleep(INTERVAL * 4).await;
+    let api = api_url(&run).await;
+    rounds_pass(&api, 4).await;
     assert_eq!(primary_in(&file), Some(sim.addr(&b)), "no flip back to a");
 
     // Steady state: no rewrite, no reload, no log line.
@@ -116,7 +117,8 @@ async fn primary_death_moves_traffic_without_failed_requests() {
         .and_then(|m| m.modified())
         .expect("mtime");
     let log_len = run.stderr().len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Ten rounds (3 s at this interval) in which the loop ran and changed nothing.
+    rounds_pass(&api, 10).await;
     assert_eq!(
         std::fs::metadata(&file)
             .and_then(|m| m.modified())
@@ -177,7 +179,7 @@ async fn a_stalled_primary_loses_traffic_and_comes_back_as_backup() {
         "a did not come back as a backup; log:\n{}",
         run.stderr()
     );
-    tokio::time::sleep(INTERVAL * 4).await;
+    rounds_pass(&api_url(&run).await, 4).await;
     assert_ne!(primary_in(&file), Some(sim.addr(a)), "no flip back");
     load.stop().await;
 }
@@ -230,7 +232,7 @@ async fn a_config_nginx_rejects_is_rolled_back_and_nginx_keeps_serving() {
         "nginx keeps serving with the last good file"
     );
     // The same refusal is logged once, not every round.
-    tokio::time::sleep(INTERVAL * 5).await;
+    rounds_pass(&api_url(&run).await, 5).await;
     assert_eq!(
         run.stderr().matches("apply failed").count(),
         1,

@@ -496,7 +496,7 @@ fn outcome(seen: &Timeline, since: Instant, to: &str) -> (usize, Option<Duration
 #[test]
 fn the_vip_moves_when_chain_co_nginx_or_keepalived_dies_on_the_master() {
     if let Some(why) = unavailable() {
-        println!("SKIPPED the keepalived failover test: {why}");
+        common::skip(&format!("the keepalived failover test: {why}"));
         return;
     }
     let advert = std::env::var("CHAIN_CO_HA_ADVERT").unwrap_or_else(|_| "1".into());

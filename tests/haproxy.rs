@@ -99,7 +99,7 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
     let url = format!("http://127.0.0.1:{port}/rpc/v1");
     let load = Load::start(url);
     // Only the primary answers now.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    rounds_pass(&api, 2).await;
     let s: serde_json::Value = status_json(&api).await;
     let primary = s["primary"].as_str().expect("primary").to_string();
     let only = wait_until(Duration::from_secs(5), || load.last_node() == primary).await;

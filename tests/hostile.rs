@@ -220,20 +220,58 @@ async fn a_closed_port_is_refused_at_once() {
     bounded(took);
 }
 
+/// This process's open TCP sockets whose peer is one of `ports` on loopback: the probe
+/// client's connections to the fixtures, and nothing the other tests of this binary open.
+fn sockets_to(ports: &[u16]) -> usize {
+    let own: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    Some(
+                        l.to_str()?
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ["/proc/self/net/tcp", "/proc/self/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let port = f
+                .get(2)
+                .and_then(|r| r.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            port.is_some_and(|p| ports.contains(&p))
+                && f.get(9).is_some_and(|inode| own.contains(*inode))
+        })
+        .count()
+}
+
 /// Hundreds of bad exchanges leave no socket or task behind.
 #[tokio::test]
 async fn bad_probes_leak_no_sockets() {
-    let fds = || {
-        std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
     let url = fixture(|mut s: TcpStream| async move { reply(&mut s, "garbage").await }).await;
     let hang = fixture(|s: TcpStream| async move {
         tokio::time::sleep(Duration::from_secs(2)).await;
         drop(s);
     })
     .await;
+    let port = |u: &str| {
+        u.rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("a port")
+    };
+    let ports = [port(&url), port(&hang)];
+    let fds = || sockets_to(&ports);
     // Warm up (connection pool, runtime threads), then measure.
     let _ = probe(&url).await;
     let before = fds();
@@ -245,8 +283,10 @@ async fn bad_probes_leak_no_sockets() {
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = fds();
+    // The fixtures' own accepted sockets are theirs; the client side must all be closed, apart
+    // from at most one kept-alive connection per fixture.
     assert!(
-        after <= before + 8,
-        "file descriptors grew from {before} to {after}"
+        after <= before.max(2),
+        "sockets to the fixtures grew from {before} to {after}"
     );
 }

@@ -122,8 +122,9 @@ async fn healthy_nodes_with_arrival_jitter_never_switch() {
     wait_healthy(&api, &run).await;
     let p = primary_name(&sim, &nginx.upstream_file);
     let before = status(&api).await["switches"].as_u64().expect("switches");
-    // Ten epochs, each reaching the nodes at different moments.
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Ten epochs, each reaching the nodes at different moments (six probe rounds, with every
+    // pushed head evaluated in between).
+    rounds_pass(&api, 6).await;
     let s = status(&api).await;
     assert_eq!(
         s["switches"].as_u64(),
@@ -171,7 +172,7 @@ async fn a_silent_subscription_falls_back_to_polls_without_a_false_switch() {
     let a = primary_name(&sim, &nginx.upstream_file);
     sim.op(&a, r#"{"op":"push_silent"}"#).await;
     // a's pushes stop, but its polls keep up: no switch on a's account.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    rounds_pass(&api, 2).await;
     assert_eq!(
         primary_in(&nginx.upstream_file),
         Some(sim.addr(&a)),

@@ -38,7 +38,7 @@ impl Drop for Mount {
 #[tokio::test]
 async fn a_full_disk_keeps_the_last_good_file_and_chain_co_recovers() {
     if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED: mounting a tiny tmpfs needs root");
+        skip("mounting a tiny tmpfs needs root");
         return;
     }
     let sim = Sim::start(&["a", "b", "c"], "1s");
@@ -51,7 +51,7 @@ async fn a_full_disk_keeps_the_last_good_file_and_chain_co_recovers() {
         .status()
         .expect("mount");
     if !mounted.success() {
-        println!("SKIPPED: cannot mount a tmpfs here");
+        skip("cannot mount a tmpfs here");
         return;
     }
     let _mount = Mount(conf_d.clone());

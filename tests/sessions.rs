@@ -290,7 +290,7 @@ async fn a_drain_with_grace_moves_the_session_after_the_grace() {
 #[tokio::test]
 async fn without_cap_net_admin_sessions_fall_back_to_worker_shutdown_timeout() {
     if !nix::unistd::geteuid().is_root() || which("setpriv").is_none() {
-        eprintln!("needs root and setpriv to drop CAP_NET_ADMIN; skipped");
+        skip("needs root and setpriv to drop CAP_NET_ADMIN");
         return;
     }
     let p = pool("", Some(&["setpriv", "--bounding-set", "-net_admin", "--"])).await;

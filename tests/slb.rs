@@ -261,7 +261,7 @@ async fn weights_follow_the_primary_through_a_strict_signed_api() {
         .contains(&"Throttling.User".to_string()));
     // Steady state: no further push.
     let sets = mock.lock().expect("lock").sets;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    rounds_pass(&api, 5).await;
     assert_eq!(
         mock.lock().expect("lock").sets,
         sets,
@@ -313,7 +313,7 @@ async fn only_the_vrrp_master_pushes() {
     ));
     let api = api_url(&run).await;
     wait_healthy(&api, &run).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    rounds_pass(&api, 3).await;
     assert_eq!(mock.lock().expect("lock").sets, 0, "a backup pushed");
     let status: Value = serde_json::from_str(
         &reqwest::get(format!("{api}/status"))

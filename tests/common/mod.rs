@@ -347,3 +347,31 @@ pub fn start_nginx_with(
     PrivateNginx::start_with(&nginx_binary(), dir, seed, worker_shutdown_timeout)
         .expect("private nginx starts")
 }
+
+/// Waits until `run`'s loop has completed `n` more probe rounds, by the status API's round
+/// counter. A "nothing happened" check made after this means the loop ran and decided nothing,
+/// not that it stalled (a fixed sleep cannot tell the two apart).
+pub async fn rounds_pass(api: &str, n: u64) {
+    let round = |s: serde_json::Value| s["round"].as_u64().unwrap_or(0);
+    let start = round(status_json(api).await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if round(status_json(api).await) >= start + n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loop did not complete {n} probe rounds within 60s: stuck?"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A test that cannot run here says why and returns, except in CI (`CI` set), where a skip
+/// would report a pass for a test that never ran: there it fails.
+pub fn skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI must run this test, but: {why}");
+    }
+    println!("SKIPPED: {why}");
+}

@@ -1,0 +1,200 @@
+//! The pure part of the loop: a probe round, the heads pushed since, the operator's marks and
+//! the time in; a decision out. `run` and `check` both evaluate through here, so a dry run
+//! decides exactly as the daemon would.
+//!
+//! No I/O and no clock reads: the caller owns the prober (and asks a node again when a push
+//! evaluation suspects it), the push subscriptions and the decision clock.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::config::ChainConfig;
+use crate::overrides::Overrides;
+use crate::probe::Round;
+use crate::push::{PushState, PushStatus};
+use crate::select::{select, Decision, SelectRules, SelectState, Trigger};
+
+/// What an evaluation found.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub decision: Decision,
+    /// When a node now behind will have been behind for lag_grace: evaluate again then,
+    /// without waiting for the next push or poll.
+    pub recheck_after: Option<Duration>,
+}
+
+/// The decision's memory between evaluations.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluator {
+    pub state: SelectState,
+}
+
+impl Evaluator {
+    /// Decides on `round` (already merged with pushed heads, see [`merge_pushed_heads`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn evaluate(
+        &mut self,
+        rules: &SelectRules,
+        chain: &ChainConfig,
+        overrides: &Overrides,
+        round: &Round,
+        pushed: &BTreeMap<String, PushState>,
+        now: SystemTime,
+        trigger: Trigger,
+    ) -> Evaluation {
+        let silent = silent_subscriptions(round, pushed, now);
+        let (mut decision, next) = select(
+            rules,
+            chain,
+            overrides,
+            &self.state,
+            &round.observations,
+            now,
+            trigger,
+        );
+        // The earliest moment a node now behind would pass lag_grace.
+        let recheck_after = decision
+            .nodes
+            .iter()
+            .filter(|v| v.healthy)
+            .filter_map(|v| v.behind)
+            .filter(|b| *b <= decision.lag_grace)
+            .map(|b| decision.lag_grace - b + Duration::from_millis(50))
+            .min();
+        for node in &silent {
+            decision.warnings.push(format!(
+                "{node}: ChainNotify delivered nothing while polls show newer heads; relying on polls"
+            ));
+        }
+        self.state = next;
+        Evaluation {
+            decision,
+            recheck_after,
+        }
+    }
+}
+
+/// Merges pushed heads into the last polled round, and says how fresh each head is: a live
+/// subscription vouches for its node's head up to now; otherwise the head is as old as the
+/// poll.
+pub fn merge_pushed_heads(mut round: Round, pushed: &BTreeMap<String, PushState>) -> Round {
+    for o in &mut round.observations {
+        o.observed_at = Some(round.at);
+        let Some(state) = pushed.get(&o.node) else {
+            continue;
+        };
+        let (Some(head), PushStatus::Subscribed, Ok(polled)) =
+            (&state.head, &state.status, &o.result)
+        else {
+            continue;
+        };
+        if (polled.weight, polled.height) > (head.weight, head.height) {
+            // The poll saw a head the subscription has not delivered (yet): the head is as old
+            // as the poll.
+            continue;
+        }
+        if (head.weight, head.height) > (polled.weight, polled.height) {
+            o.result = Ok(head.clone());
+            o.via_push = true;
+        }
+        o.observed_at = None;
+    }
+    round
+}
+
+/// Subscriptions that are up but have delivered nothing for two block delays while the node's
+/// head (by poll) moved on: half-broken nodes, reported so an operator can see them.
+pub fn silent_subscriptions(
+    round: &Round,
+    pushed: &BTreeMap<String, PushState>,
+    now: SystemTime,
+) -> Vec<String> {
+    round
+        .observations
+        .iter()
+        .filter(|o| {
+            let block_delay = Duration::from_secs(
+                o.identity
+                    .as_ref()
+                    .and_then(|i| i.block_delay)
+                    .unwrap_or(30),
+            );
+            let Some(state) = pushed.get(&o.node) else {
+                return false;
+            };
+            let (Some(head), Ok(known)) = (&state.head, &o.result) else {
+                return false;
+            };
+            // The last pushed head is two block delays old while polls show a newer one: the
+            // subscription missed a whole epoch, not just the one being delivered.
+            let pushed_at = std::time::UNIX_EPOCH + Duration::from_secs(head.timestamp);
+            state.status == PushStatus::Subscribed
+                && known.weight > head.weight
+                && now.duration_since(pushed_at).unwrap_or_default() > block_delay * 2
+        })
+        .map(|o| o.node.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Head;
+    use crate::select::Observation;
+
+    fn head(height: u64) -> Head {
+        Head {
+            height,
+            weight: u128::from(height) * 10,
+            key: vec![format!("k{height}")],
+            timestamp: 1_000 + height * 30,
+            blocks: 1,
+        }
+    }
+
+    fn round(heights: &[(&str, u64)]) -> Round {
+        Round {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(5_000),
+            observations: heights
+                .iter()
+                .map(|(n, h)| Observation::new(n, Ok(head(*h))))
+                .collect(),
+            latencies: vec![Duration::ZERO; heights.len()],
+            took: Duration::ZERO,
+        }
+    }
+
+    fn subscribed(h: u64) -> PushState {
+        PushState {
+            status: PushStatus::Subscribed,
+            head: Some(head(h)),
+            received_at: None,
+        }
+    }
+
+    #[test]
+    fn a_fresher_pushed_head_replaces_the_polled_one_and_vouches_for_now() {
+        let pushed = BTreeMap::from([("a".to_string(), subscribed(12))]);
+        let r = merge_pushed_heads(round(&[("a", 11), ("b", 11)]), &pushed);
+        let a = &r.observations[0];
+        assert_eq!(a.result.as_ref().map(|h| h.height), Ok(12));
+        assert!(a.via_push);
+        assert_eq!(a.observed_at, None, "a live subscription vouches up to now");
+        let b = &r.observations[1];
+        assert_eq!(b.observed_at, Some(r.at), "polled only: as old as the poll");
+    }
+
+    #[test]
+    fn a_poll_newer_than_the_push_keeps_the_poll_and_its_age() {
+        let pushed = BTreeMap::from([("a".to_string(), subscribed(10))]);
+        let r = merge_pushed_heads(round(&[("a", 11)]), &pushed);
+        assert_eq!(r.observations[0].result.as_ref().map(|h| h.height), Ok(11));
+        assert_eq!(r.observations[0].observed_at, Some(r.at));
+        // Two block delays later, the silent subscription is reported.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + 10 * 30 + 61);
+        assert_eq!(
+            silent_subscriptions(&r, &pushed, now),
+            vec!["a".to_string()]
+        );
+    }
+}
