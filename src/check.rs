@@ -68,7 +68,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         config.nodes.iter().map(Target::from).collect(),
         config.probe.sync_checks,
     );
-    let target = crate::apply::Target::from_config(config)?;
+    let target = config.build_target()?;
     // The operator's drains and preference, as `run` would see them.
     let overrides = Overrides::load(&config.api.state_file).unwrap_or_default();
     // The same evaluation as `run` (without push subscriptions: a dry run polls only), on the
@@ -114,7 +114,8 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             unsupported: v.unsupported.clone(),
         })
         .collect();
-    let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.nodes) {
+    let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.upstreams())
+    {
         Some(plan) => match target.preview(&plan) {
             Ok(text) => (Some(text), None),
             Err(e) => (None, Some(e.to_string())),

@@ -17,16 +17,20 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::errors::error_chain;
+use crate::apply::haproxy::{check_haproxy, RawHaproxy};
+use crate::apply::nginx::check_nginx;
+pub use crate::apply::nginx::{NginxConfig, RawNginx, Reload, DEFAULT_TEMPLATE};
+use crate::apply::slb::{check_slb, RawSlb};
+pub use crate::apply::TargetConfig;
+pub use crate::problems::Problem;
+use crate::problems::{resolve, warn_if_readable_by_others, Checker};
+pub use crate::select::ChainConfig;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::rpc::Transport;
 use crate::secret::Secret;
 use crate::select::SelectRules;
-
-/// The nginx upstream template shipped with chain-co, used when `[nginx] template` is not set.
-pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/upstream.conf.tera");
 
 /// Typed, validated configuration.
 #[derive(Debug, Clone)]
@@ -43,18 +47,23 @@ pub struct Config {
     pub ha: Option<crate::ha::RoleSource>,
 }
 
-/// The one target a configuration names.
-#[derive(Debug, Clone)]
-pub enum TargetConfig {
-    /// `[nginx]`, or nothing: write an nginx upstream.
-    Nginx(NginxConfig),
-    /// `[haproxy]`: drive HAProxy's runtime API.
-    Haproxy(crate::apply::haproxy::HaproxyConfig),
-    /// `[slb]`: set Alibaba Cloud SLB weights.
-    Slb(crate::apply::slb::SlbConfig),
-}
-
 impl Config {
+    /// The target this configuration names, built for its nodes.
+    pub fn build_target(&self) -> Result<crate::apply::Target, crate::apply::ApplyError> {
+        crate::apply::Target::new(
+            &self.target,
+            self.nodes.iter().map(|n| n.name.clone()).collect(),
+        )
+    }
+
+    /// Each node's name and the address the load balancer sends it traffic at, in order.
+    pub fn upstreams(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.upstream.clone()))
+            .collect()
+    }
+
     /// The nginx target's settings, when nginx is the target.
     pub fn nginx(&self) -> Option<&NginxConfig> {
         match &self.target {
@@ -109,18 +118,6 @@ pub struct NodeConfig {
     pub transport: Option<Transport>,
 }
 
-/// What chain the pool must be on, and its clock, from `[chain]`. Unset values come from the
-/// built-in table of known networks, or from the nodes themselves.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChainConfig {
-    /// Expected `StateNetworkName`; `None`: the majority of the pool.
-    pub network: Option<String>,
-    /// Expected genesis block CID; `None`: the known one for `network`, else the majority.
-    pub genesis: Option<String>,
-    pub genesis_timestamp: Option<u64>,
-    pub block_delay: Option<Duration>,
-}
-
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
     pub interval: Duration,
@@ -133,43 +130,11 @@ pub struct ProbeConfig {
     pub push: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct NginxConfig {
-    /// Where the template came from, for error messages.
-    pub template_name: String,
-    pub template: String,
-    pub output: PathBuf,
-    pub test_cmd: Vec<String>,
-    pub reload: Reload,
-    pub upstream_name: String,
-    /// At a switch, end nginx's connections to the old primary so that its long-lived
-    /// sessions (miners' websockets) reconnect to the new one at once.
-    pub move_sessions: bool,
-}
-
-/// How nginx is told to read its configuration again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reload {
-    /// Send SIGHUP to the pid in this file (what `nginx -s reload` does).
-    PidFile(PathBuf),
-    /// Run this command (e.g. `systemctl reload nginx`).
-    Command(Vec<String>),
-}
-
 /// Every problem found in a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
     pub file: PathBuf,
     pub problems: Vec<Problem>,
-}
-
-/// One problem, located in the file when it comes from a key that was written there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based line and column.
-    pub position: Option<(usize, usize)>,
-    pub key: String,
-    pub message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -215,41 +180,6 @@ struct RawConfig {
     ha: RawHa,
     haproxy: Option<Spanned<RawHaproxy>>,
     slb: Option<Spanned<RawSlb>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSlb {
-    region: String,
-    load_balancer_id: String,
-    endpoint: Option<String>,
-    vserver_group_id: Option<String>,
-    #[serde(default)]
-    servers: std::collections::BTreeMap<String, RawSlbServer>,
-    weight: Option<u32>,
-    backup_weight: Option<u32>,
-    /// A file with the AccessKey id on the first line and the secret on the second; without
-    /// it, ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET.
-    access_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSlbServer {
-    server_id: String,
-    port: Option<u16>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHaproxy {
-    socket: PathBuf,
-    #[serde(default)]
-    backend: Option<String>,
-    #[serde(default)]
-    servers: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    primary_weight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,24 +245,6 @@ struct RawSelect {
     hold_down: Option<Spanned<HumanDuration>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNginx {
-    template: Option<Spanned<PathBuf>>,
-    output: Option<Spanned<PathBuf>>,
-    test_cmd: Option<Spanned<Vec<String>>>,
-    reload: Option<Spanned<RawReload>>,
-    upstream_name: Option<Spanned<String>>,
-    move_sessions: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReload {
-    pid_file: Option<PathBuf>,
-    cmd: Option<Vec<String>>,
-}
-
 /// Defaults, in one place.
 pub mod defaults {
     use std::time::Duration;
@@ -344,57 +256,16 @@ pub mod defaults {
     pub const MAX_LAG: u64 = 2;
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
-    /// A synced mainnet node has dozens of peers; none at all means it is cut off.
-    pub const MIN_PEERS: u64 = 1;
-    /// Lotus accepts blocks up to 1 s ahead of its clock (AllowableClockDriftSecs); a few seconds
-    /// more cover the skew between chain-co's host and the daemons'.
-    pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3);
+    pub const MIN_PEERS: u64 = crate::select::DEFAULT_MIN_PEERS;
+    pub const MAX_CLOCK_SKEW: Duration = crate::select::DEFAULT_MAX_CLOCK_SKEW;
     /// Longer probe intervals or timeouts than this are mistakes (and `"1e18s"` would
     /// overflow the timers).
     pub const MAX_PROBE_DURATION: Duration = Duration::from_secs(3600);
     /// The same for the `[select]` durations: a day is far beyond any useful rule.
     pub const MAX_SELECT_DURATION: Duration = Duration::from_secs(86_400);
-    pub const OUTPUT: &str = "/etc/nginx/conf.d/filecoin-upstream.conf";
-    pub const PID_FILE: &str = "/run/nginx.pid";
-    pub const UPSTREAM_NAME: &str = "filecoin";
+    pub use crate::apply::nginx::defaults::{test_cmd, OUTPUT, PID_FILE, UPSTREAM_NAME};
     pub const API_LISTEN: &str = "127.0.0.1:9797";
     pub const STATE_FILE: &str = "/var/lib/chain-co/state.json";
-    pub fn test_cmd() -> Vec<String> {
-        vec!["nginx".into(), "-t".into()]
-    }
-}
-
-/// Collects problems while the raw config is turned into a typed one.
-struct Checker<'a> {
-    source: &'a str,
-    problems: Vec<Problem>,
-}
-
-impl Checker<'_> {
-    fn position(&self, span: Range<usize>) -> (usize, usize) {
-        let start = span.start.min(self.source.len());
-        let before = &self.source[..start];
-        let line = before.matches('\n').count() + 1;
-        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-        (line, col)
-    }
-
-    fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
-        let position = Some(self.position(span));
-        self.problems.push(Problem {
-            position,
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    fn nowhere(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            position: None,
-            key: key.into(),
-            message: message.into(),
-        });
-    }
 }
 
 impl Config {
@@ -485,8 +356,9 @@ impl Config {
         let target = if let Some(r) = raw.slb {
             check_slb(&mut ck, r, base).map(TargetConfig::Slb)
         } else if let Some(h) = raw.haproxy {
+            let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
             Some(TargetConfig::Haproxy(check_haproxy(
-                &mut ck, h, base, &nodes,
+                &mut ck, h, base, &names,
             )))
         } else {
             let nginx = raw.nginx.map(Spanned::into_inner).unwrap_or_default();
@@ -559,14 +431,6 @@ fn key_at(source: &str, offset: usize) -> String {
         (_, "") => String::new(),
         ("", k) => k.to_string(),
         (t, k) => format!("{t}.{k}"),
-    }
-}
-
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
     }
 }
 
@@ -855,20 +719,6 @@ fn multiaddr_url(addr: &str) -> Result<Url, String> {
     Url::parse(&format!("{scheme}://{host}:{port}/rpc/v1")).map_err(|e| e.to_string())
 }
 
-/// A token file others can read is a token others can use.
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                file = %path.display(),
-                mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                "token file is readable by group or others; chmod 600 it"
-            );
-        }
-    }
-}
-
 fn check_chain(ck: &mut Checker, raw: RawChain) -> ChainConfig {
     let block_delay = match raw.block_delay {
         Some(d) if d.get_ref().as_secs() == 0 || d.get_ref().subsec_nanos() != 0 => {
@@ -1021,231 +871,6 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
     }
 }
 
-fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConfig> {
-    let (template_name, template) = match &raw.template {
-        None => (
-            "built-in upstream.conf.tera".to_string(),
-            DEFAULT_TEMPLATE.to_string(),
-        ),
-        Some(t) => {
-            let path = resolve(base, t.get_ref());
-            match std::fs::read_to_string(&path) {
-                Ok(text) => (path.display().to_string(), text),
-                Err(e) => {
-                    ck.at(
-                        t.span(),
-                        "nginx.template",
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    (String::new(), String::new())
-                }
-            }
-        }
-    };
-    if !template.is_empty() {
-        if let Err(e) = tera::Tera::default().add_raw_template("upstream", &template) {
-            let msg = format!("the template does not parse: {}", error_chain(&e));
-            match &raw.template {
-                Some(t) => ck.at(t.span(), "nginx.template", msg),
-                None => ck.nowhere("nginx.template", msg),
-            }
-        }
-    }
-    let output = raw.output.map_or_else(
-        || PathBuf::from(defaults::OUTPUT),
-        |o| resolve(base, o.get_ref()),
-    );
-    let test_cmd = match raw.test_cmd {
-        Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
-            ck.at(
-                c.span(),
-                "nginx.test_cmd",
-                "must name a program, e.g. [\"nginx\", \"-t\"]",
-            );
-            defaults::test_cmd()
-        }
-        Some(c) => c.into_inner(),
-        None => defaults::test_cmd(),
-    };
-    let reload = match raw.reload {
-        None => Reload::PidFile(PathBuf::from(defaults::PID_FILE)),
-        Some(r) => {
-            let span = r.span();
-            match r.into_inner() {
-                RawReload {
-                    pid_file: Some(p),
-                    cmd: None,
-                } => Reload::PidFile(resolve(base, &p)),
-                RawReload {
-                    pid_file: None,
-                    cmd: Some(c),
-                } if !c.is_empty() && !c[0].is_empty() => Reload::Command(c),
-                _ => {
-                    ck.at(
-                        span,
-                        "nginx.reload",
-                        "write either { pid_file = \"/run/nginx.pid\" } or { cmd = [\"systemctl\", \"reload\", \"nginx\"] }",
-                    );
-                    Reload::PidFile(PathBuf::from(defaults::PID_FILE))
-                }
-            }
-        }
-    };
-    let upstream_name = match raw.upstream_name {
-        Some(n)
-            if !n
-                .get_ref()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                || n.get_ref().is_empty() =>
-        {
-            ck.at(
-                n.span(),
-                "nginx.upstream_name",
-                "use letters, digits and `_` only (it is an nginx upstream name)",
-            );
-            defaults::UPSTREAM_NAME.to_string()
-        }
-        Some(n) => n.into_inner(),
-        None => defaults::UPSTREAM_NAME.to_string(),
-    };
-    Some(NginxConfig {
-        template_name,
-        template,
-        output,
-        test_cmd,
-        reload,
-        upstream_name,
-        move_sessions: raw.move_sessions.unwrap_or(true),
-    })
-}
-
-fn check_haproxy(
-    ck: &mut Checker,
-    raw: Spanned<RawHaproxy>,
-    base: &Path,
-    nodes: &[NodeConfig],
-) -> crate::apply::haproxy::HaproxyConfig {
-    let span = raw.span();
-    let h = raw.into_inner();
-    // A server mapping for a node that is not configured is a typo that would leave that
-    // node's HAProxy server unmanaged.
-    for node in h.servers.keys() {
-        if !nodes.iter().any(|n| &n.name == node) {
-            ck.at(
-                span.clone(),
-                format!("haproxy.servers.{node}"),
-                format!(
-                    "no [[node]] is named {node:?}; map configured node names to HAProxy servers"
-                ),
-            );
-        }
-    }
-    crate::apply::haproxy::HaproxyConfig {
-        socket: resolve(base, &h.socket),
-        backend: h.backend.unwrap_or_else(|| "filecoin".into()),
-        servers: h.servers,
-        primary_weight: h.primary_weight.unwrap_or(100).clamp(1, 256),
-    }
-}
-
-fn check_slb(
-    ck: &mut Checker,
-    raw: Spanned<RawSlb>,
-    base: &Path,
-) -> Option<crate::apply::slb::SlbConfig> {
-    use crate::apply::slb::{SlbConfig, SlbServer};
-    let span = raw.span();
-    let r = raw.into_inner();
-    let endpoint_text = r
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://slb.{}.aliyuncs.com", r.region));
-    let endpoint = match Url::parse(&endpoint_text) {
-        Ok(u) => u,
-        Err(e) => {
-            ck.at(
-                span,
-                "slb.endpoint",
-                format!("{endpoint_text:?} is not a URL: {e}"),
-            );
-            return None;
-        }
-    };
-    let (id, secret) = match &r.access_key_file {
-        Some(f) => {
-            let path = resolve(base, f);
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    warn_if_readable_by_others(&path);
-                    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-                    match (lines.next(), lines.next()) {
-                        (Some(i), Some(s)) => (i.to_string(), s.to_string()),
-                        _ => {
-                            ck.at(span.clone(), "slb.access_key_file", format!("{} must hold the AccessKey id on one line and the secret on the next", path.display()));
-                            return None;
-                        }
-                    }
-                }
-                Err(e) => {
-                    ck.at(
-                        span,
-                        "slb.access_key_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    return None;
-                }
-            }
-        }
-        None => match (
-            std::env::var("ALIBABA_CLOUD_ACCESS_KEY_ID"),
-            std::env::var("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
-        ) {
-            (Ok(i), Ok(s)) if !i.is_empty() && !s.is_empty() => (i, s),
-            _ => {
-                ck.at(
-                    span,
-                    "slb",
-                    "no credentials: set access_key_file, or ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                );
-                return None;
-            }
-        },
-    };
-    let weight = r.weight.unwrap_or(100);
-    if weight == 0 || weight > 100 {
-        ck.at(
-            span,
-            "slb.weight",
-            "must be 1 to 100 (the primary's weight is never 0)",
-        );
-        return None;
-    }
-    Some(SlbConfig {
-        endpoint,
-        region: r.region,
-        load_balancer_id: r.load_balancer_id,
-        vserver_group_id: r.vserver_group_id,
-        servers: r
-            .servers
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    SlbServer {
-                        server_id: v.server_id,
-                        port: v.port,
-                    },
-                )
-            })
-            .collect(),
-        weight,
-        backup_weight: r.backup_weight.unwrap_or(0).min(100),
-        access_key_id: id,
-        access_key_secret: Secret::new(secret),
-    })
-}
-
 fn check_ha(ck: &mut Checker, raw: RawHa, base: &Path) -> Option<crate::ha::RoleSource> {
     use crate::ha::RoleSource;
     match (raw.role_file, raw.vip) {
@@ -1322,6 +947,21 @@ fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {
         }
     }
     api
+}
+
+/// How the prober reaches a configured node.
+impl From<&NodeConfig> for crate::probe::Target {
+    fn from(n: &NodeConfig) -> Self {
+        crate::probe::Target {
+            name: n.name.clone(),
+            endpoint: crate::rpc::Endpoint {
+                url: n.url.clone(),
+                token: n.token.clone(),
+                transport: n.transport.unwrap_or(Transport::Http),
+            },
+            transport_fixed: n.transport.is_some(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ fn parts(config: &Config) -> Result<(Prober, ApplyTarget), DaemonError> {
         config.nodes.iter().map(Target::from).collect(),
         config.probe.sync_checks,
     );
-    let target = ApplyTarget::from_config(config).map_err(DaemonError::Apply)?;
+    let target = config.build_target().map_err(DaemonError::Apply)?;
     Ok((prober, target))
 }
 
@@ -467,7 +467,7 @@ impl Daemon {
             .publisher
             .publish(
                 &decision,
-                &self.config.nodes,
+                &self.config.upstreams(),
                 trigger,
                 role,
                 self.config.probe.interval,

@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use crate::config::ChainConfig;
 use crate::overrides::Overrides;
 use crate::probe::Round;
 use crate::push::{PushState, PushStatus};
+use crate::select::ChainConfig;
 use crate::select::{select, Decision, SelectRules, SelectState, Trigger};
 
 /// What an evaluation found.

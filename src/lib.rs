@@ -37,6 +37,7 @@ pub mod metrics;
 
 pub mod overrides;
 pub mod probe;
+pub mod problems;
 pub mod publish;
 pub mod push;
 pub mod report;

@@ -258,7 +258,7 @@ async fn dispatch(command: Command) -> ExitCode {
             Ok(c) => {
                 // What `run` checks before its first round: the target's files must be
                 // writable here, or `run` would stop at start.
-                match chain_co::apply::Target::from_config(&c).and_then(|t| t.preflight()) {
+                match c.build_target().and_then(|t| t.preflight()) {
                     Ok(()) => {
                         println!("{}: valid ({} nodes)", config.display(), c.nodes.len());
                         ExitCode::SUCCESS

@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
-use crate::config::NodeConfig;
 use crate::rpc::{
     Call, Endpoint, ForestSyncStatus, Identity, Implementation, RpcClient, RpcError, SyncState,
     TipSet, Transport, VersionInfo,
@@ -36,20 +35,6 @@ pub struct Target {
     pub endpoint: Endpoint,
     /// `false`: the transport of `endpoint` is a first guess, to be corrected by detection.
     pub transport_fixed: bool,
-}
-
-impl From<&NodeConfig> for Target {
-    fn from(n: &NodeConfig) -> Self {
-        Target {
-            name: n.name.clone(),
-            endpoint: Endpoint {
-                url: n.url.clone(),
-                token: n.token.clone(),
-                transport: n.transport.unwrap_or(Transport::Http),
-            },
-            transport_fixed: n.transport.is_some(),
-        }
-    }
 }
 
 /// The result of one round: observations in target order, with their latencies.

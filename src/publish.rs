@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 use tracing::{error, info, warn};
 
 use crate::apply::{Applied, ApplyError, SessionMode, Target, UpstreamPlan, UpstreamServer};
-use crate::config::NodeConfig;
 use crate::ha::Role;
 use crate::overrides::Overrides;
 use crate::report::ApplyRecord;
@@ -83,7 +82,7 @@ impl Publisher {
     pub async fn publish(
         &mut self,
         decision: &Decision,
-        nodes: &[NodeConfig],
+        nodes: &[(String, String)],
         trigger: Trigger,
         role: Option<Role>,
         interval: Duration,
@@ -307,14 +306,9 @@ mod tests {
         v.into_iter().map(|s| s.name).collect()
     }
 
-    fn node(name: &str) -> NodeConfig {
-        NodeConfig {
-            name: name.into(),
-            url: format!("http://127.0.0.1:1/{name}").parse().expect("url"),
-            token: None,
-            upstream: format!("127.0.0.{}:1234", name.len()),
-            transport: None,
-        }
+    /// A node's name and upstream address, as the publisher is given them.
+    fn node(name: &str) -> (String, String) {
+        (name.to_string(), format!("127.0.0.{}:1234", name.len()))
     }
 
     fn decision(primary: Option<&str>, backups: &[&str]) -> Decision {

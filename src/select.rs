@@ -41,9 +41,26 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ChainConfig;
 use crate::overrides::Overrides;
 use crate::rpc::{Head, Identity, RpcError};
+
+/// What chain the pool must be on, and its clock, from `[chain]`. Unset values come from the
+/// built-in table of known networks, or from the nodes themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainConfig {
+    /// Expected `StateNetworkName`; `None`: the majority of the pool.
+    pub network: Option<String>,
+    /// Expected genesis block CID; `None`: the known one for `network`, else the majority.
+    pub genesis: Option<String>,
+    pub genesis_timestamp: Option<u64>,
+    pub block_delay: Option<Duration>,
+}
+
+/// A synced mainnet node has dozens of peers; none at all means it is cut off.
+pub const DEFAULT_MIN_PEERS: u64 = 1;
+/// Lotus accepts blocks up to 1 s ahead of its clock (AllowableClockDriftSecs); a few seconds
+/// more cover the skew between chain-co's host and the daemons'.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(3);
 
 /// The rules of [`select`], from the `[select]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +98,8 @@ impl SelectRules {
             rise,
             fall,
             stale_after: None,
-            min_peers: crate::config::defaults::MIN_PEERS,
-            max_clock_skew: crate::config::defaults::MAX_CLOCK_SKEW,
+            min_peers: DEFAULT_MIN_PEERS,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             lag_grace: None,
             hold_down: None,
         }

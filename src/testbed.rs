@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::config::{NginxConfig, Reload, DEFAULT_TEMPLATE};
+use crate::apply::nginx::{NginxConfig, Reload, DEFAULT_TEMPLATE};
 
 /// Finds the nginx binary: `$NGINX`, then `PATH`, then Debian's `/usr/sbin/nginx` (not on a
 /// normal user's `PATH`).

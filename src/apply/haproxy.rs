@@ -17,8 +17,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use serde::Deserialize;
+use toml::Spanned;
+
 use super::Applied;
 use super::UpstreamPlan;
+use crate::problems::{resolve, Checker};
+use std::path::Path;
 
 /// `[haproxy]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +93,48 @@ impl ServerState {
         } else {
             Want::Ready
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHaproxy {
+    socket: PathBuf,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    servers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    primary_weight: Option<u32>,
+}
+
+/// `[haproxy]`, checked against the configured node names.
+pub(crate) fn check_haproxy(
+    ck: &mut Checker,
+    raw: Spanned<RawHaproxy>,
+    base: &Path,
+    nodes: &[&str],
+) -> HaproxyConfig {
+    let span = raw.span();
+    let h = raw.into_inner();
+    // A server mapping for a node that is not configured is a typo that would leave that
+    // node's HAProxy server unmanaged.
+    for node in h.servers.keys() {
+        if !nodes.contains(&node.as_str()) {
+            ck.at(
+                span.clone(),
+                format!("haproxy.servers.{node}"),
+                format!(
+                    "no [[node]] is named {node:?}; map configured node names to HAProxy servers"
+                ),
+            );
+        }
+    }
+    HaproxyConfig {
+        socket: resolve(base, &h.socket),
+        backend: h.backend.unwrap_or_else(|| "filecoin".into()),
+        servers: h.servers,
+        primary_weight: h.primary_weight.unwrap_or(100).clamp(1, 256),
     }
 }
 

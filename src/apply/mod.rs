@@ -10,11 +10,22 @@ pub mod slb;
 
 use serde::Serialize;
 
-use crate::config::{Config, NodeConfig, TargetConfig};
 use crate::select::Decision;
 use haproxy::{Haproxy, HaproxyError};
+use nginx::NginxConfig;
 use nginx::{Nginx, NginxError};
 use slb::{Slb, SlbError};
+
+/// The one target a configuration names.
+#[derive(Debug, Clone)]
+pub enum TargetConfig {
+    /// `[nginx]`, or nothing: write an nginx upstream.
+    Nginx(NginxConfig),
+    /// `[haproxy]`: drive HAProxy's runtime API.
+    Haproxy(haproxy::HaproxyConfig),
+    /// `[slb]`: set Alibaba Cloud SLB weights.
+    Slb(slb::SlbConfig),
+}
 
 /// Where the choice is applied: one module per target, behind this small enum.
 pub enum Target {
@@ -36,12 +47,12 @@ pub enum ApplyError {
 }
 
 impl Target {
-    /// The target the configuration names.
-    pub fn from_config(config: &Config) -> Result<Target, ApplyError> {
-        let names = || config.nodes.iter().map(|n| n.name.clone()).collect();
-        Ok(match &config.target {
-            TargetConfig::Slb(s) => Target::Slb(Slb::new(s.clone()), names()),
-            TargetConfig::Haproxy(h) => Target::Haproxy(Haproxy::new(h.clone()), names()),
+    /// The target a configuration names, for these nodes (HAProxy and SLB set every node's
+    /// server).
+    pub fn new(config: &TargetConfig, nodes: Vec<String>) -> Result<Target, ApplyError> {
+        Ok(match config {
+            TargetConfig::Slb(s) => Target::Slb(Slb::new(s.clone()), nodes),
+            TargetConfig::Haproxy(h) => Target::Haproxy(Haproxy::new(h.clone()), nodes),
             TargetConfig::Nginx(n) => Target::Nginx(Box::new(Nginx::new(n.clone())?)),
         })
     }
@@ -181,15 +192,16 @@ pub struct UpstreamPlan {
 }
 
 impl UpstreamPlan {
-    /// `None` when the decision has no primary: there is nothing safe to publish.
-    pub fn from_decision(decision: &Decision, nodes: &[NodeConfig]) -> Option<UpstreamPlan> {
+    /// `None` when the decision has no primary: there is nothing safe to publish. `nodes` are
+    /// (name, upstream address) in config order.
+    pub fn from_decision(decision: &Decision, nodes: &[(String, String)]) -> Option<UpstreamPlan> {
         let server = |name: &str, backup: bool| {
             nodes
                 .iter()
-                .find(|n| n.name == name)
-                .map(|n| UpstreamServer {
-                    name: n.name.clone(),
-                    address: n.upstream.clone(),
+                .find(|(n, _)| n == name)
+                .map(|(n, address)| UpstreamServer {
+                    name: n.clone(),
+                    address: address.clone(),
                     backup,
                 })
         };
@@ -198,8 +210,8 @@ impl UpstreamPlan {
         // a rank that changes with every probe (a flapping node) must not change the file.
         let backups = nodes
             .iter()
-            .filter(|n| decision.backups.contains(&n.name))
-            .filter_map(|n| server(&n.name, true))
+            .filter(|(n, _)| decision.backups.contains(n))
+            .filter_map(|(n, _)| server(n, true))
             .collect();
         Some(UpstreamPlan { primary, backups })
     }

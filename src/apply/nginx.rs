@@ -34,9 +34,165 @@ use serde::Serialize;
 use tera::{Context, Tera};
 
 use super::{Applied, SessionMode, UpstreamPlan};
-use crate::config::{defaults, NginxConfig, Reload};
 use crate::errors::error_chain;
+use crate::problems::{resolve, Checker};
 use crate::sessions::{self, DestroyError, Owners};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The nginx upstream template shipped with chain-co, used when `[nginx] template` is not set.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../templates/upstream.conf.tera");
+
+/// Defaults of `[nginx]`: Debian's layout.
+pub mod defaults {
+    pub const OUTPUT: &str = "/etc/nginx/conf.d/filecoin-upstream.conf";
+    pub const PID_FILE: &str = "/run/nginx.pid";
+    pub const UPSTREAM_NAME: &str = "filecoin";
+    pub fn test_cmd() -> Vec<String> {
+        vec!["nginx".into(), "-t".into()]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NginxConfig {
+    /// Where the template came from, for error messages.
+    pub template_name: String,
+    pub template: String,
+    pub output: PathBuf,
+    pub test_cmd: Vec<String>,
+    pub reload: Reload,
+    pub upstream_name: String,
+    /// At a switch, end nginx's connections to the old primary so that its long-lived
+    /// sessions (miners' websockets) reconnect to the new one at once.
+    pub move_sessions: bool,
+}
+
+/// How nginx is told to read its configuration again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Send SIGHUP to the pid in this file (what `nginx -s reload` does).
+    PidFile(PathBuf),
+    /// Run this command (e.g. `systemctl reload nginx`).
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNginx {
+    template: Option<Spanned<PathBuf>>,
+    output: Option<Spanned<PathBuf>>,
+    test_cmd: Option<Spanned<Vec<String>>>,
+    reload: Option<Spanned<RawReload>>,
+    upstream_name: Option<Spanned<String>>,
+    move_sessions: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    pid_file: Option<PathBuf>,
+    cmd: Option<Vec<String>>,
+}
+
+/// `[nginx]`, checked: every mistake goes to `ck` with its line and key.
+pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConfig> {
+    let (template_name, template) = match &raw.template {
+        None => (
+            "built-in upstream.conf.tera".to_string(),
+            DEFAULT_TEMPLATE.to_string(),
+        ),
+        Some(t) => {
+            let path = resolve(base, t.get_ref());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => (path.display().to_string(), text),
+                Err(e) => {
+                    ck.at(
+                        t.span(),
+                        "nginx.template",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    (String::new(), String::new())
+                }
+            }
+        }
+    };
+    if !template.is_empty() {
+        if let Err(e) = tera::Tera::default().add_raw_template("upstream", &template) {
+            let msg = format!("the template does not parse: {}", error_chain(&e));
+            match &raw.template {
+                Some(t) => ck.at(t.span(), "nginx.template", msg),
+                None => ck.nowhere("nginx.template", msg),
+            }
+        }
+    }
+    let output = raw.output.map_or_else(
+        || PathBuf::from(defaults::OUTPUT),
+        |o| resolve(base, o.get_ref()),
+    );
+    let test_cmd = match raw.test_cmd {
+        Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
+            ck.at(
+                c.span(),
+                "nginx.test_cmd",
+                "must name a program, e.g. [\"nginx\", \"-t\"]",
+            );
+            defaults::test_cmd()
+        }
+        Some(c) => c.into_inner(),
+        None => defaults::test_cmd(),
+    };
+    let reload = match raw.reload {
+        None => Reload::PidFile(PathBuf::from(defaults::PID_FILE)),
+        Some(r) => {
+            let span = r.span();
+            match r.into_inner() {
+                RawReload {
+                    pid_file: Some(p),
+                    cmd: None,
+                } => Reload::PidFile(resolve(base, &p)),
+                RawReload {
+                    pid_file: None,
+                    cmd: Some(c),
+                } if !c.is_empty() && !c[0].is_empty() => Reload::Command(c),
+                _ => {
+                    ck.at(
+                        span,
+                        "nginx.reload",
+                        "write either { pid_file = \"/run/nginx.pid\" } or { cmd = [\"systemctl\", \"reload\", \"nginx\"] }",
+                    );
+                    Reload::PidFile(PathBuf::from(defaults::PID_FILE))
+                }
+            }
+        }
+    };
+    let upstream_name = match raw.upstream_name {
+        Some(n)
+            if !n
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || n.get_ref().is_empty() =>
+        {
+            ck.at(
+                n.span(),
+                "nginx.upstream_name",
+                "use letters, digits and `_` only (it is an nginx upstream name)",
+            );
+            defaults::UPSTREAM_NAME.to_string()
+        }
+        Some(n) => n.into_inner(),
+        None => defaults::UPSTREAM_NAME.to_string(),
+    };
+    Some(NginxConfig {
+        template_name,
+        template,
+        output,
+        test_cmd,
+        reload,
+        upstream_name,
+        move_sessions: raw.move_sessions.unwrap_or(true),
+    })
+}
 
 /// How long `test_cmd` and a reload command may run. `nginx -t` takes milliseconds; a hung one
 /// (e.g. resolving an unreachable host in the config) must not hold the loop.
@@ -523,7 +679,6 @@ fn sync_dir(path: &Path) {
 mod tests {
     use super::*;
     use crate::apply::UpstreamServer;
-    use crate::config::DEFAULT_TEMPLATE;
 
     fn plan() -> UpstreamPlan {
         UpstreamPlan {

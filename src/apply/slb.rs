@@ -25,7 +25,12 @@ use sha2::{Digest, Sha256};
 
 use super::Applied;
 use super::UpstreamPlan;
+use crate::problems::{resolve, warn_if_readable_by_others, Checker};
 use crate::secret::Secret;
+use reqwest::Url;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
 
 /// `[slb]`.
 #[derive(Debug, Clone)]
@@ -158,6 +163,122 @@ fn nonce() -> String {
         let _ = std::io::Read::read_exact(&mut f, &mut buf);
     }
     hex::encode(buf)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlb {
+    region: String,
+    load_balancer_id: String,
+    endpoint: Option<String>,
+    vserver_group_id: Option<String>,
+    #[serde(default)]
+    servers: std::collections::BTreeMap<String, RawSlbServer>,
+    weight: Option<u32>,
+    backup_weight: Option<u32>,
+    /// A file with the AccessKey id on the first line and the secret on the second; without
+    /// it, ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET.
+    access_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlbServer {
+    server_id: String,
+    port: Option<u16>,
+}
+
+/// `[slb]`, checked: credentials read and every mistake reported with its line.
+pub(crate) fn check_slb(ck: &mut Checker, raw: Spanned<RawSlb>, base: &Path) -> Option<SlbConfig> {
+    let span = raw.span();
+    let r = raw.into_inner();
+    let endpoint_text = r
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://slb.{}.aliyuncs.com", r.region));
+    let endpoint = match Url::parse(&endpoint_text) {
+        Ok(u) => u,
+        Err(e) => {
+            ck.at(
+                span,
+                "slb.endpoint",
+                format!("{endpoint_text:?} is not a URL: {e}"),
+            );
+            return None;
+        }
+    };
+    let (id, secret) = match &r.access_key_file {
+        Some(f) => {
+            let path = resolve(base, f);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    warn_if_readable_by_others(&path);
+                    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                    match (lines.next(), lines.next()) {
+                        (Some(i), Some(s)) => (i.to_string(), s.to_string()),
+                        _ => {
+                            ck.at(span.clone(), "slb.access_key_file", format!("{} must hold the AccessKey id on one line and the secret on the next", path.display()));
+                            return None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    ck.at(
+                        span,
+                        "slb.access_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+        None => match (
+            std::env::var("ALIBABA_CLOUD_ACCESS_KEY_ID"),
+            std::env::var("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        ) {
+            (Ok(i), Ok(s)) if !i.is_empty() && !s.is_empty() => (i, s),
+            _ => {
+                ck.at(
+                    span,
+                    "slb",
+                    "no credentials: set access_key_file, or ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                );
+                return None;
+            }
+        },
+    };
+    let weight = r.weight.unwrap_or(100);
+    if weight == 0 || weight > 100 {
+        ck.at(
+            span,
+            "slb.weight",
+            "must be 1 to 100 (the primary's weight is never 0)",
+        );
+        return None;
+    }
+    Some(SlbConfig {
+        endpoint,
+        region: r.region,
+        load_balancer_id: r.load_balancer_id,
+        vserver_group_id: r.vserver_group_id,
+        servers: r
+            .servers
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    SlbServer {
+                        server_id: v.server_id,
+                        port: v.port,
+                    },
+                )
+            })
+            .collect(),
+        weight,
+        backup_weight: r.backup_weight.unwrap_or(0).min(100),
+        access_key_id: id,
+        access_key_secret: Secret::new(secret),
+    })
 }
 
 pub struct Slb {
