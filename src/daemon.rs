@@ -29,7 +29,7 @@ use crate::overrides::Overrides;
 use crate::probe::{Prober, Round, Target};
 use crate::publish::Publisher;
 use crate::push::PushHub;
-use crate::report::Report;
+use crate::report::{probe_summary, push_summary, Report};
 use crate::rpc::{RpcClient, RpcError};
 use crate::select::{Decision, Track, Trigger};
 
@@ -477,12 +477,6 @@ impl Daemon {
         self.shared
             .metrics
             .sessions_moved(publication.sessions_moved);
-        let probes: Vec<(String, Duration, Option<&RpcError>)> = round
-            .observations
-            .iter()
-            .zip(&round.latencies)
-            .map(|(o, l)| (o.node.clone(), *l, o.result.as_ref().err()))
-            .collect();
         let report = Report {
             round: self.round,
             at: now,
@@ -490,40 +484,25 @@ impl Daemon {
             target: self.publisher.target().kind(),
             apply: publication.record,
             last_apply: self.publisher.last_apply.clone(),
-            probes: probes
-                .iter()
-                .map(|(n, l, e)| (n.clone(), (*l, e.map(|e| e.to_string()))))
-                .collect(),
+            probes: probe_summary(&round),
             primary_since: self.primary_since,
             reloads: self.publisher.reloads,
             failed_applies: self.publisher.failed_applies,
             switches: self.switches,
             role,
-            push: self
-                .push
-                .as_ref()
-                .map(|(hub, _)| {
-                    round
-                        .observations
-                        .iter()
-                        .filter_map(|o| {
-                            hub.get(&o.node).map(|p| {
-                                let age = p
-                                    .received_at
-                                    .map(|t| now.duration_since(t).unwrap_or_default());
-                                (o.node.clone(), (p.status, age))
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            push: push_summary(&round, &pushed, now),
             session_mode: self.publisher.target().session_mode(),
             sessions_moved: publication.sessions_moved,
             pending_moves: self.publisher.pending_list(),
         };
         // Probe figures come from probe rounds only; a pushed head re-evaluates the same round.
-        let probes = if trigger == Trigger::Probe {
-            probes
+        let probes: Vec<(String, Duration, Option<&RpcError>)> = if trigger == Trigger::Probe {
+            round
+                .observations
+                .iter()
+                .zip(&round.latencies)
+                .map(|(o, l)| (o.node.clone(), *l, o.result.as_ref().err()))
+                .collect()
         } else {
             Vec::new()
         };

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::apply::SessionMode;
 use crate::ha::Role;
-use crate::push::PushStatus;
+use crate::probe::Round;
+use crate::push::{PushState, PushStatus};
 use crate::select::Decision;
 
 /// The outcome of an apply, as shown in status.
@@ -65,4 +66,77 @@ pub struct Report {
     pub sessions_moved: u64,
     /// Session moves waiting for a drain's grace period: node and seconds left.
     pub pending_moves: Vec<(String, Duration)>,
+}
+
+/// Per node: the probe's latency and its error in words.
+pub fn probe_summary(round: &Round) -> BTreeMap<String, (Duration, Option<String>)> {
+    round
+        .observations
+        .iter()
+        .zip(&round.latencies)
+        .map(|(o, l)| {
+            (
+                o.node.clone(),
+                (*l, o.result.as_ref().err().map(|e| e.to_string())),
+            )
+        })
+        .collect()
+}
+
+/// Per node with a subscription: its state and the age of its last pushed head at `now`.
+pub fn push_summary(
+    round: &Round,
+    pushed: &BTreeMap<String, PushState>,
+    now: SystemTime,
+) -> BTreeMap<String, (PushStatus, Option<Duration>)> {
+    round
+        .observations
+        .iter()
+        .filter_map(|o| {
+            pushed.get(&o.node).map(|p| {
+                let age = p
+                    .received_at
+                    .map(|t| now.duration_since(t).unwrap_or_default());
+                (o.node.clone(), (p.status.clone(), age))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::RpcError;
+    use crate::select::Observation;
+
+    #[test]
+    fn summaries_name_every_node_with_its_latency_error_and_push_age() {
+        let round = Round {
+            at: SystemTime::UNIX_EPOCH,
+            observations: vec![
+                Observation::new("a", Err(RpcError::Timeout(Duration::from_secs(3)))),
+                Observation::new("b", Err(RpcError::Connect("refused".into()))),
+            ],
+            latencies: vec![Duration::from_millis(3000), Duration::from_millis(1)],
+            took: Duration::ZERO,
+        };
+        let probes = probe_summary(&round);
+        assert_eq!(probes["a"].0, Duration::from_millis(3000));
+        assert_eq!(probes["a"].1.as_deref(), Some("timeout after 3s"));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let pushed = BTreeMap::from([(
+            "b".to_string(),
+            PushState {
+                status: PushStatus::Subscribed,
+                head: None,
+                received_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(90)),
+            },
+        )]);
+        let push = push_summary(&round, &pushed, now);
+        assert_eq!(push.len(), 1);
+        assert_eq!(
+            push["b"],
+            (PushStatus::Subscribed, Some(Duration::from_secs(10)))
+        );
+    }
 }
