@@ -74,6 +74,8 @@ pub struct Metrics {
     round_seconds: FloatGauge,
     warnings: Gauge,
     no_primary: Gauge,
+    pool_stale: Gauge,
+    implementation_split: Gauge,
 }
 
 impl Default for Metrics {
@@ -109,6 +111,8 @@ impl Metrics {
             round_seconds: FloatGauge::default(),
             warnings: Gauge::default(),
             no_primary: Gauge::default(),
+            pool_stale: Gauge::default(),
+            implementation_split: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -188,6 +192,16 @@ impl Metrics {
             "no_primary",
             "1 when no node is healthy and the last upstream is kept (fail static)",
             m.no_primary.clone(),
+        );
+        registry.register(
+            "pool_stale",
+            "1 when the best head is older than stale_after by the wall clock",
+            m.pool_stale.clone(),
+        );
+        registry.register(
+            "implementation_split",
+            "1 when implementations have disagreed on the chain for a few epochs",
+            m.implementation_split.clone(),
         );
         registry.register(
             "build",
@@ -300,6 +314,9 @@ impl Metrics {
             _ => {}
         }
         self.warnings.set(report.decision.warnings.len() as i64);
+        self.pool_stale.set(i64::from(report.decision.pool_stale));
+        self.implementation_split
+            .set(i64::from(report.decision.implementation_split));
         self.no_primary
             .set(i64::from(report.decision.primary.is_none()));
     }

@@ -384,6 +384,13 @@ pub struct Decision {
     pub switch: Option<Switch>,
     /// Pool-wide trouble an operator must see: stale pool, network tie, implementation split.
     pub warnings: Vec<String>,
+    /// The best head is older than stale_after by the wall clock (one of the warnings, as a
+    /// value for alerts).
+    #[serde(default)]
+    pub pool_stale: bool,
+    /// Implementations have disagreed on the chain for a few epochs (likewise).
+    #[serde(default)]
+    pub implementation_split: bool,
     /// The lag_grace in force (configured, or derived from the block delay).
     #[serde(with = "humantime_serde")]
     pub lag_grace: Duration,
@@ -614,6 +621,8 @@ struct Context<'a> {
     primary: Option<usize>,
     backups: Vec<usize>,
     split_since: Option<u64>,
+    pool_stale: bool,
+    implementation_split: bool,
 }
 
 impl<'a> Context<'a> {
@@ -722,6 +731,8 @@ fn expect_chain<'a>(
         primary: None,
         backups: Vec::new(),
         split_since: None,
+        pool_stale: false,
+        implementation_split: false,
     }
 }
 
@@ -803,6 +814,7 @@ fn remember_history(cx: &mut Context) {
     if let Some(exp_h) = cx.expected_height {
         let age = cx.now_s.saturating_sub(b.timestamp);
         if age > cx.stale_after {
+            cx.pool_stale = true;
             cx.warnings.push(format!(
                 "pool is stale: the best head (height {}) is {} old; by the clock the chain is at {exp_h}",
                 b.height,
@@ -1061,6 +1073,7 @@ fn report_pool_warnings(cx: &mut Context) {
     };
     if let (Some(text), Some(since), Some(b)) = (&split, cx.split_since, cx.best) {
         if b.height.saturating_sub(since) >= SPLIT_REPORT_EPOCHS {
+            cx.implementation_split = true;
             cx.warnings.push(format!(
                 "implementation split for {} epochs: {text}; the heavier chain is used",
                 b.height - since
@@ -1118,6 +1131,8 @@ fn finish(cx: Context) -> (Decision, SelectState) {
         network: cx.exp.network.clone(),
         switch,
         warnings: cx.warnings,
+        pool_stale: cx.pool_stale,
+        implementation_split: cx.implementation_split,
         lag_grace: cx.lag_grace,
     };
     // Without a new primary, remember the old one: when it comes back up first, it is still
