@@ -33,6 +33,7 @@ pub mod demo;
 pub mod errors;
 pub mod evaluate;
 pub mod ha;
+pub mod init;
 pub mod metrics;
 
 pub mod overrides;

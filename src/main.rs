@@ -97,6 +97,21 @@ enum Command {
         #[arg(long)]
         rounds: Option<u32>,
     },
+    /// Write a commented configuration from daemon addresses: each is asked who it is (name,
+    /// implementation, network); tokens go to files of their own (mode 0600), never into the
+    /// configuration. Never overwrites a file.
+    Init {
+        /// Where to write the configuration (tokens go beside it).
+        #[arg(long, short, default_value = "/etc/chain-co/chain-co.toml")]
+        output: PathBuf,
+        /// Also print the nginx server block that proxies to the generated upstream.
+        #[arg(long)]
+        nginx: bool,
+        /// Daemon addresses: URLs (http://10.0.0.11:1234/rpc/v1) or FULLNODE_API_INFO values
+        /// (TOKEN:/ip4/10.0.0.11/tcp/1234/http).
+        #[arg(required = true)]
+        addrs: Vec<String>,
+    },
     /// Check a configuration file without probing anything. Exit status 0 valid, 2 invalid.
     Validate {
         #[arg(
@@ -254,6 +269,38 @@ fn init_logging(default: &str, format: LogFormat) {
 
 async fn dispatch(command: Command) -> ExitCode {
     match command {
+        Command::Init {
+            output,
+            nginx,
+            addrs,
+        } => match chain_co::init::init(&addrs, &output).await {
+            Ok(found) => {
+                for f in &found {
+                    match &f.problem {
+                        None => println!(
+                            "{}: {} {} on {}",
+                            f.name,
+                            f.implementation.as_deref().unwrap_or("?"),
+                            f.version.as_deref().unwrap_or("?"),
+                            f.network.as_deref().unwrap_or("(unnamed network)")
+                        ),
+                        Some(why) => println!("{}: not identified: {why}", f.name),
+                    }
+                }
+                println!(
+                    "wrote {}; next: chain-co validate -c {0} && chain-co check -c {0}",
+                    output.display()
+                );
+                if nginx {
+                    println!("\n{}", chain_co::init::nginx_server_block());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chain-co init: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Validate { config } => match Config::load(&config) {
             Ok(c) => {
                 // What `run` checks before its first round: the target's files must be

@@ -301,3 +301,71 @@ async fn run_with_every_node_down_says_so_once() {
     assert_eq!(log.matches("no node answered").count(), 1, "{log}");
     assert!(log.contains("a: cannot connect"), "{log}");
 }
+
+/// A new user's first minutes: `init` from daemon addresses writes a config that validates as
+/// it is, with tokens in 0600 files and never in the config, and refuses to overwrite.
+#[tokio::test]
+async fn init_writes_a_config_that_validates_and_keeps_tokens_out_of_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = Sim::start_args(&["--nodes", "a,f:forest", "--block-delay", "1s"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("chain-co.toml");
+    let a = sim.node("a").url.clone();
+    let f = sim.node("f").addr;
+    let info = format!("eyJinittoken:/ip4/{}/tcp/{}/http", f.ip(), f.port());
+    let run = Command::new(BIN)
+        .args(["init", "--nginx", "--output"])
+        .arg(&out)
+        .args([&a, &info])
+        .output()
+        .expect("init");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("lotus"), "{stdout}");
+    assert!(stdout.contains("forest"), "{stdout}");
+    assert!(
+        stdout.contains("proxy_pass http://filecoin"),
+        "--nginx: {stdout}"
+    );
+    let text = std::fs::read_to_string(&out).expect("config");
+    assert!(!text.contains("eyJinittoken"), "{text}");
+    assert!(!stdout.contains("eyJinittoken"));
+    assert!(text.contains("network = \"simnet\""), "{text}");
+    let token_file = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".token"))
+        .expect("a token file");
+    let mode = token_file.metadata().expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(token_file.path())
+            .expect("token")
+            .trim(),
+        "eyJinittoken"
+    );
+    // Validates as it is: the parse part always; the output directory part where nginx's is.
+    let config = chain_co::config::Config::load(&out).expect("the written config parses");
+    assert_eq!(config.nodes.len(), 2);
+    if Path::new("/etc/nginx/conf.d").is_dir() && nix::unistd::geteuid().is_root() {
+        let v = Command::new(BIN)
+            .args(["validate", "--config"])
+            .arg(&out)
+            .output()
+            .expect("validate");
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    }
+    // Never overwrites.
+    let again = Command::new(BIN)
+        .args(["init", "--output"])
+        .arg(&out)
+        .arg(&a)
+        .output()
+        .expect("init");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+}
