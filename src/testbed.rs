@@ -168,6 +168,7 @@ impl PrivateNginx {
             reload: Reload::Command(vec!["true".into()]),
             upstream_name: "filecoin".into(),
             move_sessions: true,
+            validate: crate::apply::nginx::Validate::Full,
         }
     }
 

@@ -65,6 +65,22 @@ pub struct NginxConfig {
     /// At a switch, end nginx's connections to the old primary so that its long-lived
     /// sessions (miners' websockets) reconnect to the new one at once.
     pub move_sessions: bool,
+    /// How a new file is validated before nginx is told to read it.
+    pub validate: Validate,
+}
+
+/// How a new upstream file is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validate {
+    /// Run `test_cmd` (`nginx -t`) on nginx's whole configuration. On Debian that needs root:
+    /// nginx opens /run/nginx.pid and binds the configured ports even in test mode.
+    Full,
+    /// Run nginx's own test on a private configuration that includes only the generated file
+    /// (in the output's directory, with its own pid file, log and a unix-socket listener), as
+    /// an unprivileged user; after the reload, nginx's new worker generation confirms that it
+    /// took the whole configuration (a refused reload leaves the old workers and is rolled
+    /// back).
+    Private,
 }
 
 /// How nginx is told to read its configuration again.
@@ -85,6 +101,7 @@ pub struct RawNginx {
     reload: Option<Spanned<RawReload>>,
     upstream_name: Option<Spanned<String>>,
     move_sessions: Option<bool>,
+    validate: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +200,21 @@ pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Optio
         Some(n) => n.into_inner(),
         None => defaults::UPSTREAM_NAME.to_string(),
     };
+    let validate = match raw.validate.as_ref().map(|v| v.get_ref().as_str()) {
+        None | Some("full") => Validate::Full,
+        Some("private") => Validate::Private,
+        Some(other) => {
+            let span = raw.validate.as_ref().map(|v| v.span()).unwrap_or_default();
+            ck.at(
+                span,
+                "nginx.validate",
+                format!(
+                    "{other:?}: use \"full\" (nginx -t, as root) or \"private\" (unprivileged)"
+                ),
+            );
+            Validate::Full
+        }
+    };
     Some(NginxConfig {
         template_name,
         template,
@@ -191,6 +223,7 @@ pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Optio
         reload,
         upstream_name,
         move_sessions: raw.move_sessions.unwrap_or(true),
+        validate,
     })
 }
 
@@ -512,6 +545,23 @@ impl Nginx {
         }
         match self.reload().await {
             Ok(()) => {
+                if self.cfg.validate == Validate::Private {
+                    if let Err(e) = self.confirm_reload().await {
+                        // nginx refused the whole configuration at the reload (what the private
+                        // test cannot see): put the previous file back, as for a refused test.
+                        let _ = if had_previous {
+                            std::fs::rename(&backup, &output)
+                        } else {
+                            std::fs::remove_file(&output)
+                        };
+                        sync_dir(&output);
+                        self.reload_owed = false;
+                        return Err(NginxError::Rejected {
+                            path: output,
+                            output: e.to_string(),
+                        });
+                    }
+                }
                 self.reload_owed = false;
                 self.remember(&text, Some(routing));
                 Ok(Applied::Changed { reloaded: true })
@@ -551,7 +601,17 @@ impl Nginx {
     }
 
     async fn test(&self) -> Result<(), NginxError> {
-        let cmd = &self.cfg.test_cmd;
+        let private;
+        let cmd = match self.cfg.validate {
+            Validate::Full => &self.cfg.test_cmd,
+            Validate::Private => {
+                private = self.private_test().map_err(|e| NginxError::TestCommand {
+                    cmd: "nginx -t (private)".into(),
+                    message: e.to_string(),
+                })?;
+                &private
+            }
+        };
         match run_command(cmd).await {
             Ok((true, _)) => Ok(()),
             Ok((false, out)) => Err(NginxError::Rejected {
@@ -565,6 +625,82 @@ impl Nginx {
         }
     }
 
+    /// The private test configuration (see [`Validate::Private`]), written in a hidden
+    /// directory beside the output, and the command that tests it.
+    fn private_test(&self) -> std::io::Result<Vec<String>> {
+        let dir = sibling(&self.cfg.output, ".chain-co-test", true);
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.display();
+        let conf = format!(
+            "# Written by chain-co to validate {output} without privileges; not for use.\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{}}\n\
+             http {{\n\
+             \x20   client_body_temp_path {d}/client_body;\n\
+             \x20   proxy_temp_path {d}/proxy;\n\
+             \x20   fastcgi_temp_path {d}/fastcgi;\n\
+             \x20   uwsgi_temp_path {d}/uwsgi;\n\
+             \x20   scgi_temp_path {d}/scgi;\n\
+             \x20   access_log off;\n\
+             \x20   include {output};\n\
+             \x20   server {{\n\
+             \x20       listen unix:{d}/test.sock;\n\
+             \x20       location / {{ proxy_pass http://{upstream}; }}\n\
+             \x20   }}\n\
+             }}\n",
+            output = self.cfg.output.display(),
+            upstream = self.cfg.upstream_name,
+        );
+        std::fs::write(dir.join("nginx.conf"), conf)?;
+        let binary = self
+            .cfg
+            .test_cmd
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "nginx".into());
+        Ok(vec![
+            binary,
+            "-t".into(),
+            "-q".into(),
+            "-p".into(),
+            d.to_string(),
+            "-c".into(),
+            format!("{d}/nginx.conf"),
+            "-e".into(),
+            format!("{d}/error.log"),
+        ])
+    }
+
+    /// After a SIGHUP: nginx starts a new generation of workers when it took the new
+    /// configuration, and keeps the old ones, silently, when it refused it. Waits up to 5 s for
+    /// a worker that was not there before. `Ok` when nothing can be checked (no master pid or
+    /// no workers before).
+    async fn confirm_reload(&self) -> Result<(), NginxError> {
+        let before = &self.workers_before_reload;
+        let Some(master) = self.master_pid() else {
+            return Ok(());
+        };
+        if before.is_empty() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if sessions::children(master)
+                .iter()
+                .any(|w| !before.contains(w))
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NginxError::Reload(format!(
+                    "nginx (pid {master}) did not take the new configuration: no new workers within 5s; its error log says why"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn reload(&mut self) -> Result<(), NginxError> {
         self.workers_before_reload = self
             .master_pid()
@@ -572,12 +708,26 @@ impl Nginx {
             .unwrap_or_default();
         match &self.cfg.reload {
             Reload::PidFile(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    NginxError::Reload(format!(
-                        "cannot read pid file {}: {e} (is nginx running?)",
-                        path.display()
-                    ))
-                })?;
+                let text = match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    // No pid file, or the empty one `nginx -t` leaves when nginx is not
+                    // running: nothing to reload. nginx reads the file when it starts; a
+                    // first run before nginx is up is calm, not an error.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                    Err(e) => {
+                        return Err(NginxError::Reload(format!(
+                            "cannot read pid file {}: {e}",
+                            path.display()
+                        )))
+                    }
+                };
+                if text.trim().is_empty() {
+                    tracing::info!(
+                        pid_file = %path.display(),
+                        "nginx is not running (no pid in its pid file); it reads the new upstream file when it starts"
+                    );
+                    return Ok(());
+                }
                 let pid: i32 = text.trim().parse().map_err(|_| {
                     NginxError::Reload(format!(
                         "pid file {} holds {:?}, not a pid",
@@ -704,6 +854,7 @@ mod tests {
             reload: Reload::Command(vec!["true".into()]),
             upstream_name: "filecoin".into(),
             move_sessions: true,
+            validate: Validate::Full,
         })
         .expect("template compiles")
     }
@@ -972,13 +1123,30 @@ mod tests {
         assert_eq!(n.apply(&plan()).await, Ok(Applied::Unchanged));
     }
 
+    /// Before nginx runs (no pid file, or the empty one `nginx -t` leaves) the first apply is
+    /// calm: the file is in place for nginx's start, and nothing is owed.
+    #[tokio::test]
+    async fn nginx_not_running_is_not_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = nginx(dir.path(), &["true"]);
+        n.cfg.reload = Reload::PidFile(dir.path().join("nginx.pid"));
+        assert!(n.apply(&plan()).await.is_ok());
+        std::fs::write(dir.path().join("nginx.pid"), "").expect("empty pid file");
+        let mut p = plan();
+        p.backups.clear();
+        assert!(n.apply(&p).await.is_ok());
+        assert!(!n.reload_owed);
+    }
+
     #[tokio::test]
     async fn a_failed_reload_is_retried_on_the_next_apply() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut n = nginx(dir.path(), &["true"]);
+        // A pid file naming no live process: the reload fails and is owed.
+        std::fs::write(dir.path().join("nginx.pid"), "999999999\n").expect("pid");
         n.cfg.reload = Reload::PidFile(dir.path().join("nginx.pid"));
-        let err = n.apply(&plan()).await.expect_err("no pid file");
-        assert!(err.to_string().contains("is nginx running?"), "{err}");
+        let err = n.apply(&plan()).await.expect_err("stale pid file");
+        assert!(err.to_string().contains("stale pid file?"), "{err}");
         n.cfg.reload = Reload::Command(vec!["true".into()]);
         assert_eq!(
             n.apply(&plan()).await,
