@@ -143,7 +143,23 @@ fn a_bad_config_exits_2_naming_file_line_and_key() {
 
 #[test]
 fn the_shipped_example_validates() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chain-co.toml");
+    // The example as shipped (and packaged as /etc/chain-co/chain-co.toml), with only its output
+    // directory moved to one that exists here: validate also checks that it is writable.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chain-co.toml"),
+    )
+    .expect("example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = dir.path().join("chain-co.toml");
+    let moved = text.replace(
+        "/etc/nginx/chain-co/filecoin-upstream.conf",
+        &dir.path()
+            .join("filecoin-upstream.conf")
+            .display()
+            .to_string(),
+    );
+    assert_ne!(moved, text, "the example names chain-co's own directory");
+    std::fs::write(&example, moved).expect("write");
     let out = Command::new(BIN)
         .args(["validate", "--config"])
         .arg(&example)

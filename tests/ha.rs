@@ -369,8 +369,8 @@ fn prepare(
             "router_id chain-co-1",
             &format!("router_id chain-co-{host}"),
         )
-        .replace("/usr/local/lib/chain-co/check-chain-co.sh", &check)
-        .replace("/usr/local/lib/chain-co/notify-role.sh", &notify)
+        .replace("/usr/lib/chain-co/check-chain-co.sh", &check)
+        .replace("/usr/lib/chain-co/notify-role.sh", &notify)
         .replace("priority 150", &format!("priority {priority}"))
         .replace("unicast_src_ip 10.0.0.11", &format!("unicast_src_ip {ip}"))
         .replace("10.0.0.12                       # the other host", peer)
