@@ -254,9 +254,24 @@ async fn start(kind: Kind, name: &'static str, sim: &SimPool, extra: &str) -> Sy
         .stdout(Stdio::null())
         .spawn()
         .expect("chain-co");
+    let api = healthy_api(&log).await;
+    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 2)).await;
+    System {
+        name,
+        _dir: dir,
+        url: nginx.rpc_url(),
+        nginx,
+        chain_co: Some(child),
+        api: Some(api),
+        haproxy: None,
+    }
+}
+
+/// The status API of a chain-co started with its log in `log`, once it is healthy.
+async fn healthy_api(log: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     let api = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(l) = text.lines().find(|l| l.contains("status API listening")) {
             break format!("http://{}", l.split("listen=").nth(1).expect("addr").trim());
         }
@@ -271,16 +286,7 @@ async fn start(kind: Kind, name: &'static str, sim: &SimPool, extra: &str) -> Sy
         assert!(Instant::now() < deadline, "chain-co never healthy");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 2)).await;
-    System {
-        name,
-        _dir: dir,
-        url: nginx.rpc_url(),
-        nginx,
-        chain_co: Some(child),
-        api: Some(api),
-        haproxy: None,
-    }
+    api
 }
 
 async fn status(sys: &System) -> serde_json::Value {
@@ -886,23 +892,7 @@ async fn start_session_system(
         .stdout(Stdio::null())
         .spawn()
         .expect("chain-co");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let api = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains("status API listening")) {
-            break format!("http://{}", l.split("listen=").nth(1).expect("addr").trim());
-        }
-        assert!(Instant::now() < deadline, "chain-co did not start: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    while reqwest::get(format!("{api}/healthz"))
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "chain-co never healthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let api = healthy_api(&log).await;
     // Every node up and the first reload's old workers gone.
     tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 4)).await;
     let addr = addr_of(&url);

@@ -188,18 +188,31 @@ pub mod loose {
         (f.is_finite() && f.abs() < 1e30).then(|| format!("{}", f.floor() as i128))
     }
 
-    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    /// An integer of type `T` from any of the accepted forms; `None` for JSON null.
+    fn integer<'de, D: Deserializer<'de>, T: std::str::FromStr>(
+        d: D,
+        what: &str,
+    ) -> Result<Option<T>, D::Error> {
         let v = Value::deserialize(d)?;
+        if v.is_null() {
+            return Ok(None);
+        }
         integer_text(&v)
             .and_then(|t| t.parse().ok())
-            .ok_or_else(|| D::Error::custom(format!("expected a number, got {v}")))
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected {what}, got {v}")))
+    }
+
+    fn required<E: Error, T>(v: Option<T>) -> Result<T, E> {
+        v.ok_or_else(|| E::custom("expected a number, got null"))
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        required(integer(d, "a number")?)
     }
 
     pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let v = Value::deserialize(d)?;
-        integer_text(&v)
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| D::Error::custom(format!("expected a non-negative number, got {v}")))
+        required(integer(d, "a non-negative number")?)
     }
 
     pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -208,25 +221,11 @@ pub mod loose {
     }
 
     pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        let v = Value::deserialize(d)?;
-        if v.is_null() {
-            return Ok(None);
-        }
-        integer_text(&v)
-            .and_then(|t| t.parse().ok())
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("expected a non-negative number, got {v}")))
+        integer(d, "a non-negative number")
     }
 
     pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        let v = Value::deserialize(d)?;
-        if v.is_null() {
-            return Ok(None);
-        }
-        integer_text(&v)
-            .and_then(|t| t.parse().ok())
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("expected a number, got {v}")))
+        integer(d, "a number")
     }
 
     /// A big integer as text (ParentWeight is a string in Lotus; some servers send a number).
