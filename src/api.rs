@@ -41,6 +41,8 @@ pub struct Shared {
     pub notices: Mutex<Vec<String>>,
     /// Serialises changes to the operator's marks (each saved to the state file).
     pub mark_writes: tokio::sync::Mutex<()>,
+    /// The journal of events and the heads of the last hour (`/history`, `/heads`, `/`).
+    pub history: Mutex<crate::history::History>,
 }
 
 impl Shared {
@@ -315,14 +317,43 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes/{name}/undrain", post(undrain))
         .route("/nodes/{name}/prefer", post(prefer))
         .route("/prefer", axum::routing::delete(unprefer))
+        .route("/history", get(history))
+        .route("/heads", get(heads))
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             require_token,
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        // The page holds no data: it fetches the guarded routes with the token it asks for.
+        .route("/", get(page))
         .merge(guarded)
         .with_state(shared)
+}
+
+/// `GET /history`: the journal, oldest first.
+async fn history(State(shared): State<Arc<Shared>>) -> Response {
+    let events = shared.history.lock().expect("history lock").events();
+    Json(serde_json::json!({ "events": events })).into_response()
+}
+
+/// `GET /heads`: per node, `[unix seconds, height, lag, latency ms]` over the last hour
+/// (65535: unknown).
+async fn heads(State(shared): State<Arc<Shared>>) -> Response {
+    let heads = shared.history.lock().expect("history lock").heads();
+    Json(serde_json::json!({ "nodes": heads })).into_response()
+}
+
+/// `GET /`: the status page. One file, no external assets.
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("status.html"),
+    )
+        .into_response()
 }
 
 async fn require_token(
@@ -483,6 +514,12 @@ async fn change(
     }
     *shared.overrides.lock().expect("overrides lock") = next;
     tracing::info!(change = %msg, "operator override");
+    shared.history.lock().expect("history lock").record(
+        SystemTime::now(),
+        crate::history::EventKind::Mark,
+        None,
+        msg.clone(),
+    );
     (
         StatusCode::OK,
         format!("{msg}; takes effect at the next probe round\n"),

@@ -42,6 +42,27 @@ impl ApiClient {
         Ok(req)
     }
 
+    /// The journal (`GET /history`), oldest first.
+    pub async fn history(&self) -> anyhow::Result<Vec<crate::history::Event>> {
+        let resp = self
+            .request(reqwest::Method::GET, "/history")?
+            .send()
+            .await
+            .with_context(|| format!("cannot reach chain-co at {}", self.base))?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        if !status.is_success() {
+            bail!("chain-co answered {status}: {}", body.trim());
+        }
+        #[derive(serde::Deserialize)]
+        struct Journal {
+            events: Vec<crate::history::Event>,
+        }
+        Ok(serde_json::from_str::<Journal>(&body)
+            .context("the history is not the JSON chain-co serves")?
+            .events)
+    }
+
     pub async fn status(&self) -> anyhow::Result<Status> {
         let resp = self
             .request(reqwest::Method::GET, "/status")?

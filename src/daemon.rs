@@ -24,12 +24,13 @@ use crate::clock::{ClockEvent, SteadyClock};
 use crate::config::Config;
 use crate::evaluate::{merge_pushed_heads, Evaluator};
 use crate::ha::{read_role, Role};
+use crate::history::EventKind;
 use crate::metrics::Metrics;
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Round, Target};
 use crate::publish::Publisher;
 use crate::push::PushHub;
-use crate::report::{probe_summary, push_summary, Report};
+use crate::report::{probe_summary, push_summary, ApplyRecord, Report};
 use crate::rpc::{RpcClient, RpcError};
 use crate::select::{Decision, Track, Trigger};
 
@@ -91,6 +92,7 @@ impl Daemon {
             token: std::sync::RwLock::new(config.api.token.clone()),
             notices: Mutex::new(Vec::new()),
             mark_writes: tokio::sync::Mutex::new(()),
+            history: Mutex::new(crate::history::History::default()),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),
@@ -295,6 +297,11 @@ impl Daemon {
                 self.check_marks();
                 let names: Vec<&str> = self.config.nodes.iter().map(|n| n.name.as_str()).collect();
                 self.shared.metrics.retain_nodes(&names);
+                self.shared
+                    .history
+                    .lock()
+                    .expect("history lock")
+                    .retain_nodes(&names);
                 true
             }
             Err(e) => {
@@ -450,7 +457,7 @@ impl Daemon {
             .recheck_after
             .map(|d| tokio::time::Instant::now() + d);
         let decision = evaluation.decision;
-        self.log_changes(&decision, &prev_tracks);
+        self.log_changes(&decision, &prev_tracks, now);
         self.warnings = decision.warnings.clone();
         if decision.switch.as_ref().is_some_and(|s| s.to.is_some()) {
             self.switches += 1;
@@ -507,42 +514,83 @@ impl Daemon {
             Vec::new()
         };
         self.shared.metrics.observe(&report, &probes);
+        {
+            let mut history = self.shared.history.lock().expect("history lock");
+            if matches!(
+                report.apply,
+                ApplyRecord::Reloaded | ApplyRecord::Changed | ApplyRecord::Failed { .. }
+            ) {
+                let text = match &report.apply {
+                    ApplyRecord::Reloaded => "nginx reloaded with a new primary".to_string(),
+                    ApplyRecord::Changed => format!("{} changed without a reload", report.target),
+                    ApplyRecord::Failed { error } => format!("apply failed: {error}"),
+                    _ => String::new(),
+                };
+                history.record(now, EventKind::Apply, None, text);
+            }
+            if trigger == Trigger::Probe {
+                for v in &report.decision.nodes {
+                    let latency = report.probes.get(&v.name).map(|p| p.0);
+                    history.sample(&v.name, now, v.height, v.lag, latency);
+                }
+            }
+        }
         report
     }
 
     /// State changes only: a primary switch, a node going up or down, a warning. Never per tick.
-    fn log_changes(&self, d: &Decision, before: &std::collections::BTreeMap<String, Track>) {
+    /// State changes only, to the log and to the journal: a primary switch, a node going up
+    /// or down, a warning. Never per tick.
+    fn log_changes(
+        &self,
+        d: &Decision,
+        before: &std::collections::BTreeMap<String, Track>,
+        now: SystemTime,
+    ) {
+        let mut journal = self.shared.history.lock().expect("history lock");
         for v in &d.nodes {
             let was_up = before.get(&v.name).is_some_and(|t| t.up);
             if v.healthy && !was_up {
                 info!(node = %v.name, height = ?v.height, "node up");
+                journal.record(now, EventKind::Up, Some(&v.name), v.reason.clone());
             } else if !v.healthy && was_up {
                 warn!(node = %v.name, reason = %v.reason, "node down");
+                journal.record(now, EventKind::Down, Some(&v.name), v.reason.clone());
             }
         }
         for w in &d.warnings {
             if !self.warnings.contains(w) {
                 warn!(warning = %w, "pool warning");
+                journal.record(now, EventKind::Warning, None, w.clone());
             }
         }
         for w in &self.warnings {
             if !d.warnings.contains(w) {
                 info!(warning = %w, "pool warning cleared");
+                journal.record(now, EventKind::Warning, None, format!("cleared: {w}"));
             }
         }
         if let Some(s) = &d.switch {
+            let from = s.from.as_deref().unwrap_or("none");
             match &s.to {
-                Some(to) => info!(
-                    from = s.from.as_deref().unwrap_or("none"),
-                    to = %to,
-                    why = %s.why,
-                    "primary changed"
-                ),
-                None => error!(
-                    from = s.from.as_deref().unwrap_or("none"),
-                    why = %s.why,
-                    "no healthy node: failing static"
-                ),
+                Some(to) => {
+                    info!(from, to = %to, why = %s.why, "primary changed");
+                    journal.record(
+                        now,
+                        EventKind::Switch,
+                        Some(to),
+                        format!("primary {from} → {to}: {}", s.why),
+                    );
+                }
+                None => {
+                    error!(from, why = %s.why, "no healthy node: failing static");
+                    journal.record(
+                        now,
+                        EventKind::Switch,
+                        None,
+                        format!("no primary (fail static): {}", s.why),
+                    );
+                }
             }
         }
     }

@@ -133,6 +133,10 @@ enum Command {
         /// Refresh every 2 seconds until interrupted.
         #[arg(long)]
         watch: bool,
+        /// Print the journal instead: switches, nodes dropped and back, marks, applies and
+        /// warnings since chain-co started (kept in memory only).
+        #[arg(long)]
+        history: bool,
     },
     /// Take a node out of the upstream (e.g. to upgrade it). Refused when it is the last
     /// healthy node. Kept across restarts.
@@ -369,7 +373,16 @@ async fn dispatch(command: Command) -> ExitCode {
             };
             report(run(config, config_path).await)
         }
-        Command::Status { api, json, watch } => report(status(api, json, watch).await),
+        Command::Status {
+            api,
+            json,
+            watch,
+            history,
+        } => report(if history {
+            print_history(api, json).await
+        } else {
+            status(api, json, watch).await
+        }),
         Command::Drain {
             node,
             api,
@@ -598,6 +611,25 @@ async fn health(url: &str, timeout: Duration) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+async fn print_history(api: ApiArgs, json: bool) -> anyhow::Result<()> {
+    let events = api.client()?.history().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
+    for e in events {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(e.at);
+        println!(
+            "{}  {:<7} {}{}",
+            humantime::format_rfc3339_seconds(at),
+            serde_json::to_value(e.kind)?.as_str().unwrap_or("?"),
+            e.node.map(|n| format!("{n}: ")).unwrap_or_default(),
+            e.text
+        );
+    }
+    Ok(())
 }
 
 async fn status(api: ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {

@@ -341,6 +341,12 @@ async fn an_api_token_guards_everything_but_healthz() {
     wait_healthy(&api, &run).await;
     assert_eq!(get(&format!("{api}/status")).await.0, 401);
     assert_eq!(get(&format!("{api}/metrics")).await.0, 401);
+    assert_eq!(get(&format!("{api}/history")).await.0, 401);
+    assert_eq!(get(&format!("{api}/heads")).await.0, 401);
+    // The page itself holds no data, so it loads; it asks for the token.
+    let (code, page) = get(&format!("{api}/")).await;
+    assert_eq!(code, 200);
+    assert!(page.contains("id=\"login\""));
     // Every route but /healthz sits behind the same layer, marks included.
     for (method, path) in [
         (reqwest::Method::POST, "/nodes/a/drain"),
@@ -507,4 +513,58 @@ async fn a_damaged_state_file_is_set_aside_and_run_starts() {
         .filter_map(|e| e.ok())
         .any(|e| e.file_name().to_string_lossy().contains("damaged"));
     assert!(aside, "the bad copy is kept");
+}
+
+/// The status page and what it reads: one self-contained HTML file under 50 KB at `/`, the
+/// journal gaining a switch with its reason, one head series per node, and the data behind the
+/// token while the page itself holds none.
+#[tokio::test]
+async fn the_status_page_the_journal_and_the_heads() {
+    let r = running("").await;
+    let (code, html) = get(&format!("{}/", r.api)).await;
+    assert_eq!(code, 200);
+    assert!(html.len() < 50_000, "{} bytes", html.len());
+    assert!(html.contains("<svg id=\"chart\""));
+    for external in ["http://", "https://", "//cdn", "src=\""] {
+        assert!(
+            !html.contains(external),
+            "the page loads nothing from elsewhere: {external}"
+        );
+    }
+    assert!(!html.contains("?token="), "never a token in a URL");
+    let file = r.nginx.upstream_file.clone();
+    let p = primary_name(&r.sim, &file);
+    r.sim.op(&p, r#"{"op":"die"}"#).await;
+    let moved = wait_until(Duration::from_secs(10), || {
+        primary_in(&file).is_some_and(|a| a != r.sim.addr(&p))
+    })
+    .await;
+    assert!(moved.is_some(), "{}", r.run.stderr());
+    rounds_pass(&r.api, 2).await;
+    let journal: serde_json::Value =
+        serde_json::from_str(&get(&format!("{}/history", r.api)).await.1).expect("JSON");
+    let events = journal["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "switch"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("{p} went down")))),
+        "{journal:#}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "down" && e["node"] == p.as_str()));
+    let heads: serde_json::Value =
+        serde_json::from_str(&get(&format!("{}/heads", r.api)).await.1).expect("JSON");
+    let nodes = heads["nodes"].as_object().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{heads:#}");
+    assert!(nodes
+        .values()
+        .all(|s| !s.as_array().expect("samples").is_empty()));
+    let (code, out, err) = cli(&["status", "--history", "--url", &r.api]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("switch") && out.contains(&format!("{p} went down")),
+        "{out}"
+    );
 }

@@ -1,0 +1,155 @@
+//! What happened before the current decision, in memory: a journal of events (switches, nodes
+//! dropped and back, drains and preferences, applies, pool warnings) and each node's heads over
+//! the last hour. Lost on restart, by design: the log and the metrics are the durable record.
+//!
+//! Both are bounded. The journal keeps the last [`JOURNAL_EVENTS`] events. Heads are kept at
+//! most one sample per [`SAMPLE_EVERY`] for [`HEADS_WINDOW`]: 360 samples of 16 bytes, about
+//! 6 KiB per node (60 KiB at 10 nodes, 6 MiB at 1000).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub const JOURNAL_EVENTS: usize = 500;
+pub const HEADS_WINDOW: Duration = Duration::from_secs(3600);
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new primary (or none: fail static).
+    Switch,
+    /// A node left the pool.
+    Down,
+    /// A node came back.
+    Up,
+    /// The operator drained, undrained, preferred or cleared a preference.
+    Mark,
+    /// An apply that changed the target, or failed.
+    Apply,
+    /// A pool warning appeared or cleared.
+    Warning,
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: u64,
+    pub kind: EventKind,
+    pub node: Option<String>,
+    /// What happened and why, in words.
+    pub text: String,
+}
+
+/// One head sample: seconds since the Unix epoch, height, lag in epochs, probe latency in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample(pub u32, pub u32, pub u16, pub u16);
+
+/// The journal and the heads.
+#[derive(Debug, Default)]
+pub struct History {
+    events: VecDeque<Event>,
+    heads: BTreeMap<String, VecDeque<Sample>>,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl History {
+    pub fn record(&mut self, at: SystemTime, kind: EventKind, node: Option<&str>, text: String) {
+        if self.events.len() == JOURNAL_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            at: unix(at),
+            kind,
+            node: node.map(str::to_string),
+            text,
+        });
+    }
+
+    /// Adds a node's head at `at`, unless its last sample is younger than [`SAMPLE_EVERY`];
+    /// drops samples older than the window.
+    pub fn sample(
+        &mut self,
+        node: &str,
+        at: SystemTime,
+        height: Option<u64>,
+        lag: Option<u64>,
+        latency: Option<Duration>,
+    ) {
+        let t = unix(at);
+        let ring = self.heads.entry(node.to_string()).or_default();
+        if ring
+            .back()
+            .is_some_and(|s| t < u64::from(s.0) + SAMPLE_EVERY.as_secs())
+        {
+            return;
+        }
+        let clamp16 = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
+        ring.push_back(Sample(
+            u32::try_from(t).unwrap_or(u32::MAX),
+            height.map_or(0, |h| u32::try_from(h).unwrap_or(u32::MAX)),
+            lag.map_or(u16::MAX, clamp16),
+            latency.map_or(u16::MAX, |l| clamp16(l.as_millis() as u64)),
+        ));
+        let oldest = t.saturating_sub(HEADS_WINDOW.as_secs());
+        while ring.front().is_some_and(|s| u64::from(s.0) < oldest) {
+            ring.pop_front();
+        }
+    }
+
+    /// Forgets nodes that are no longer configured.
+    pub fn retain_nodes(&mut self, nodes: &[&str]) {
+        self.heads.retain(|n, _| nodes.contains(&n.as_str()));
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.iter().cloned().collect()
+    }
+
+    pub fn heads(&self) -> BTreeMap<String, Vec<Sample>> {
+        self.heads
+            .iter()
+            .map(|(n, r)| (n.clone(), r.iter().copied().collect()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn the_journal_keeps_the_last_events_only() {
+        let mut h = History::default();
+        for i in 0..(JOURNAL_EVENTS as u64 + 10) {
+            h.record(at(i), EventKind::Apply, None, format!("event {i}"));
+        }
+        let e = h.events();
+        assert_eq!(e.len(), JOURNAL_EVENTS);
+        assert_eq!(e[0].text, "event 10");
+    }
+
+    #[test]
+    fn heads_are_sampled_and_bounded_to_the_window() {
+        let mut h = History::default();
+        for s in 0..7200u64 {
+            h.sample("a", at(1_000_000 + s), Some(s), Some(0), None);
+        }
+        let a = &h.heads()["a"];
+        assert!(a.len() <= 361, "{}", a.len());
+        assert!(u64::from(a[0].0) >= 1_000_000 + 7199 - 3600);
+        assert_eq!(a.last().map(|s| s.3), Some(u16::MAX), "no latency known");
+        h.retain_nodes(&[]);
+        assert!(h.heads().is_empty());
+    }
+}
