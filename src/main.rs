@@ -238,7 +238,14 @@ fn raise_open_files_limit() {
     }
 }
 
+/// bench/heap-profile.sh builds with this to see where the bytes go (dhat-heap.json at exit).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     raise_open_files_limit();
     let quiet = !matches!(cli.command, Command::Run { .. } | Command::Sim { .. });
