@@ -910,6 +910,15 @@ async fn start_session_system(
     )
 }
 
+/// A pool, the system under test and one miner-like session through it, going.
+async fn session_running(which: SessionSystem) -> (SimPool, System, Session) {
+    let sim = pool().await;
+    let (sys, addr) = start_session_system(which, &sim).await;
+    let s = Session::start(addr);
+    session_going(&s).await;
+    (sim, sys, s)
+}
+
 /// The node a session is on, from the header its balancer set (an address or a server name).
 fn session_node(sim: &SimPool, s: &Session) -> String {
     let up = s.log().upstream().unwrap_or("").to_string();
@@ -966,10 +975,7 @@ async fn scenario_sessions() {
     println!("| system | chain-co switched after | session fresh again after the switch | after the stall | stale answers | session cuts |");
     println!("|---|---|---|---|---|---|");
     for which in systems {
-        let sim = pool().await;
-        let (sys, addr) = start_session_system(which, &sim).await;
-        let s = Session::start(addr);
-        session_going(&s).await;
+        let (sim, sys, s) = session_running(which).await;
         let victim = session_node(&sim, &s);
         let t0 = Instant::now();
         sim.apply(&victim, Op::Stall).await.expect("stall");
@@ -1008,10 +1014,7 @@ async fn scenario_sessions() {
     println!("| system | session cuts | session answered again after the death |");
     println!("|---|---|---|");
     for which in systems {
-        let sim = pool().await;
-        let (sys, addr) = start_session_system(which, &sim).await;
-        let s = Session::start(addr);
-        session_going(&s).await;
+        let (sim, sys, s) = session_running(which).await;
         let victim = session_node(&sim, &s);
         let t0 = Instant::now();
         sim.apply(&victim, Op::Die).await.expect("die");
@@ -1033,10 +1036,7 @@ async fn scenario_sessions() {
     println!("| system | session cuts | nginx reloads |");
     println!("|---|---|---|");
     for which in [SessionSystem::ChainCoNginx, SessionSystem::ChainCoHaproxy] {
-        let sim = pool().await;
-        let (sys, addr) = start_session_system(which, &sim).await;
-        let s = Session::start(addr);
-        session_going(&s).await;
+        let (sim, sys, s) = session_running(which).await;
         let on = session_node(&sim, &s);
         let backup = ["a", "b", "c"]
             .into_iter()
