@@ -4,14 +4,19 @@
 # allocation sites that hold the most memory at the peak, grouped by the first chain-co or
 # library frame that explains them. Needs nginx only for the config's test (a dry target).
 #   bench/heap-profile.sh [NODES]
+#   BLOCK_DELAY=2s SECS=90 bench/heap-profile.sh 1000   # many heads: buffers at their steady size
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
+# Its own target directory: the profiling build must not replace the release binary.
+export CARGO_TARGET_DIR=target/dhat
 cargo build --release --quiet --features dhat-heap --bin chain-co
+bin=target/dhat/release/chain-co
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# KEEP=FILE keeps dhat's raw profile (for dh_view.html, or a closer look).
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$work/dhat-heap.json" "$KEEP"; rm -rf "$work"' EXIT
 nodes=$(python3 -c "print(','.join('n%04d' % i for i in range($n)))")
-./target/release/chain-co sim --nodes "$nodes" --block-delay 30s > "$work/ready.json" 2>/dev/null &
+"$bin" sim --nodes "$nodes" --block-delay "${BLOCK_DELAY:-30s}" > "$work/ready.json" 2>/dev/null &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 python3 - "$work" <<'PY'
 import json, sys
@@ -23,12 +28,12 @@ with open(f"{work}/chain-co.toml", "w") as f:
     f.write(f'[probe]\ninterval = "5s"\ntimeout = "3s"\n[api]\nlisten = "127.0.0.1:0"\nstate_file = "{work}/state.json"\n'
             f'[nginx]\noutput = "{work}/upstream.conf"\ntest_cmd = ["true"]\nreload = {{ cmd = ["true"] }}\n')
 PY
-(cd "$work" && exec "$OLDPWD/target/release/chain-co" run --config chain-co.toml 2>/dev/null) &
+(cd "$work" && exec "$OLDPWD/$bin" run --config chain-co.toml 2>/dev/null) &
 run=$!
-sleep 40
+sleep "${SECS:-40}"
 rss=$(awk '/VmRSS/ {print $2}' /proc/$run/status)
 kill -TERM $run; wait $run || true
-echo "nodes $n: RSS at 40 s ${rss} KiB (dhat itself adds some)"
+echo "nodes $n: RSS at ${SECS:-40} s ${rss} KiB (dhat itself adds some)"
 python3 - "$work/dhat-heap.json" <<'PY'
 import json, sys, collections
 d = json.load(open(sys.argv[1]))

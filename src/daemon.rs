@@ -59,6 +59,8 @@ pub struct Daemon {
     /// When a node that is behind will have been behind for lag_grace: evaluate again then,
     /// without waiting for the next push or poll.
     recheck_at: Option<tokio::time::Instant>,
+    /// Until when the next round may wait for the links' first connections.
+    links_settle_by: Option<tokio::time::Instant>,
     clock: SteadyClock,
 }
 
@@ -114,6 +116,7 @@ impl Daemon {
             tasks: TaskTracker::new(),
             last_round: None,
             recheck_at: None,
+            links_settle_by: None,
             clock: SteadyClock::new(Duration::from_secs(60)),
         };
         if let Some(why) = damaged {
@@ -203,6 +206,15 @@ impl Daemon {
                 }
                 _ = ticker.tick() => {}
             }
+            // After (re)starting the subscriptions, let their connections open first: the round
+            // then goes over them rather than opening an HTTP connection per node.
+            if let (Some(by), Some((hub, _))) = (self.links_settle_by.take(), &self.push) {
+                let left = by.saturating_duration_since(tokio::time::Instant::now());
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = hub.first_tries_done(left) => {}
+                }
+            }
             let round = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.prober.round() => r,
@@ -233,7 +245,11 @@ impl Daemon {
                 &self.tasks,
                 &stop,
             );
+            self.prober.use_links(Some(hub.clone()));
+            self.links_settle_by = Some(tokio::time::Instant::now() + self.config.probe.timeout);
             self.push = Some((hub, stop));
+        } else {
+            self.prober.use_links(None);
         }
     }
 

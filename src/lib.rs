@@ -5,7 +5,8 @@
 //! and, every probe interval and at every pushed head:
 //!
 //! 1. [`probe`]s every daemon of the pool over JSON-RPC ([`rpc`]) for its head, and keeps a
-//!    ChainNotify subscription on each ([`push`]);
+//!    ChainNotify subscription on each ([`push`]); both share one WebSocket per node
+//!    ([`link`]);
 //! 2. [`evaluate`]s: merges pushed heads into the round and [`select`]s the best node —
 //!    heaviest head, within a lag tolerance, rise/fall hysteresis, flap damping, a sticky
 //!    primary — in a pipeline of pure, table-tested steps;
@@ -35,6 +36,7 @@ pub mod evaluate;
 pub mod ha;
 pub mod history;
 pub mod init;
+pub mod link;
 pub mod metrics;
 
 pub mod overrides;

@@ -18,13 +18,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::link::ViaLink;
+use crate::push::PushHub;
 use crate::rpc::{
-    Call, Endpoint, ForestSyncStatus, Identity, Implementation, RpcClient, RpcError, SyncState,
-    TipSet, Transport, VersionInfo,
+    read, Call, Endpoint, ForestSyncStatus, Identity, Implementation, Raw, RpcClient, RpcError,
+    SyncState, TipSet, Transport, VersionInfo,
 };
 use crate::select::Observation;
 
@@ -83,9 +85,11 @@ pub struct Prober {
     targets: Arc<Vec<Target>>,
     sync_checks: bool,
     learned: Arc<Mutex<HashMap<String, Learned>>>,
+    /// The nodes' links (the push connections), used while open instead of HTTP.
+    links: Option<PushHub>,
 }
 
-fn method_missing(r: &Result<Value, RpcError>) -> bool {
+fn method_missing<T>(r: &Result<T, RpcError>) -> bool {
     matches!(r, Err(e) if e.is_method_missing())
 }
 
@@ -110,7 +114,13 @@ impl Prober {
             targets: Arc::new(targets),
             sync_checks,
             learned: Arc::new(Mutex::new(learned)),
+            links: None,
         }
+    }
+
+    /// Probes over the nodes' open links from now on (`None`: HTTP only).
+    pub fn use_links(&mut self, links: Option<PushHub>) {
+        self.links = links;
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -124,9 +134,8 @@ impl Prober {
         let mut set = JoinSet::new();
         for (i, t) in self.targets.iter().enumerate() {
             let this = self.clone();
-            let t = t.clone();
             let span = info_span!("probe", node = %t.name);
-            set.spawn(async move { (i, this.probe_one(&t).await) }.instrument(span));
+            set.spawn(async move { (i, this.probe_one(&this.targets[i]).await) }.instrument(span));
         }
         let n = self.targets.len();
         let mut results: Vec<Option<(Observation, Duration)>> = vec![None; n];
@@ -163,13 +172,42 @@ impl Prober {
     /// evaluation suspects.
     pub async fn head_of(&self, name: &str) -> Option<Result<crate::rpc::Head, RpcError>> {
         let t = self.targets.iter().find(|t| t.name == name)?;
-        let endpoint = t.endpoint.with_transport(self.learned(name).transport);
-        Some(
-            self.client
-                .call::<TipSet>(&endpoint, "Filecoin.ChainHead", json!([]))
+        let learned = self.learned(name);
+        let calls = vec![("Filecoin.ChainHead".to_string(), json!([]))];
+        let reply = match self.via_link(t, &learned, calls).await {
+            Some(mut r) => r.pop().expect("one call, one reply"),
+            None => {
+                let endpoint = t.endpoint.with_transport(learned.transport);
+                Box::pin(
+                    self.client
+                        .call::<Raw>(&endpoint, "Filecoin.ChainHead", json!([])),
+                )
                 .await
+            }
+        };
+        Some(
+            reply
+                .and_then(|raw| read::<TipSet>(&raw))
                 .and_then(TipSet::into_head),
         )
+    }
+
+    /// Makes `calls` over the node's link if it is open and the operator did not pin HTTP;
+    /// `None`: make them over HTTP (the link was closed, or lost on the way).
+    async fn via_link(
+        &self,
+        t: &Target,
+        learned: &Learned,
+        calls: Vec<Call>,
+    ) -> Option<Vec<Result<Raw, RpcError>>> {
+        if t.transport_fixed && learned.transport == Transport::Http {
+            return None;
+        }
+        let link = self.links.as_ref()?.link(&t.name)?;
+        match link.call(calls, self.client.timeout()).await {
+            ViaLink::Done(replies) => Some(replies),
+            ViaLink::NotOpen | ViaLink::Lost => None,
+        }
     }
 
     fn learned(&self, name: &str) -> Learned {
@@ -216,15 +254,34 @@ impl Prober {
             calls.push((m.into(), json!([])));
         }
 
-        let endpoint = t.endpoint.with_transport(learned.transport);
-        let mut replies = self.client.batch(&endpoint, calls.clone()).await;
+        let mut replies = match self.via_link(t, &learned, calls.clone()).await {
+            Some(r) => Ok(r),
+            None => {
+                // Over HTTP within what is left of the probe's time (boxed: the HTTP client's
+                // state is large and, with links open, rarely needed).
+                let left = self.client.timeout().saturating_sub(started.elapsed());
+                let endpoint = t.endpoint.with_transport(learned.transport);
+                let n = calls.len();
+                match tokio::time::timeout(
+                    left,
+                    Box::pin(self.client.batch(&endpoint, calls.clone())),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Ok((0..n)
+                        .map(|_| Err(RpcError::Timeout(self.client.timeout())))
+                        .collect()),
+                }
+            }
+        };
         // Fuhon answers a POST with 400 and an empty body: try the same call over WebSocket.
         if !t.transport_fixed
             && learned.transport == Transport::Http
             && matches!(&replies, Ok(r) if matches!(r[0], Err(RpcError::Http { status: 400 })))
         {
             let ws = t.endpoint.with_transport(Transport::Ws);
-            let retry = self.client.batch(&ws, calls).await;
+            let retry = Box::pin(self.client.batch(&ws, calls)).await;
             if matches!(&retry, Ok(r) if r[0].is_ok()) {
                 info!(url = %crate::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
                 learned.transport = Transport::Ws;
@@ -246,7 +303,7 @@ impl Prober {
         let head = replies
             .next()
             .expect("ChainHead was asked")
-            .and_then(|v| serde_json::from_value::<TipSet>(v).map_err(shape))
+            .and_then(|raw| read::<TipSet>(&raw))
             .and_then(TipSet::into_head);
 
         if wants_identity {
@@ -284,10 +341,13 @@ impl Prober {
             }
         }
         let peers = if asks_peers {
-            match replies.next().expect("asked") {
-                Ok(Value::Array(a)) => Some(a.len() as u64),
-                // Forest writes an empty list as null.
-                Ok(Value::Null) => Some(0),
+            // Counted without reading the peers. Forest writes an empty list as null.
+            match replies
+                .next()
+                .expect("asked")
+                .map(|raw| read::<Option<Vec<serde::de::IgnoredAny>>>(&raw))
+            {
+                Ok(Ok(peers)) => Some(peers.map_or(0, |p| p.len() as u64)),
                 r if method_missing(&r) => {
                     self.unsupported(
                         &t.name,
@@ -312,15 +372,13 @@ impl Prober {
                     }
                     None
                 } else {
-                    reply.ok().and_then(|v| match asked_sync {
-                        SyncMethod::SyncState => serde_json::from_value::<SyncState>(v)
+                    reply.ok().and_then(|raw| match asked_sync {
+                        SyncMethod::SyncState => {
+                            read::<SyncState>(&raw).ok().and_then(|s| s.syncing_to())
+                        }
+                        SyncMethod::ForestSyncStatus => read::<ForestSyncStatus>(&raw)
                             .ok()
                             .and_then(|s| s.syncing_to()),
-                        SyncMethod::ForestSyncStatus => {
-                            serde_json::from_value::<ForestSyncStatus>(v)
-                                .ok()
-                                .and_then(|s| s.syncing_to())
-                        }
                         SyncMethod::Unavailable => None,
                     })
                 }
@@ -388,24 +446,20 @@ impl Prober {
     }
 }
 
-fn shape(e: serde_json::Error) -> RpcError {
-    RpcError::Shape(e.to_string())
-}
-
 /// Builds an identity from the three first-contact replies, or `None` if any is missing.
 fn identity(
-    version: Result<Value, RpcError>,
-    network: Result<Value, RpcError>,
-    genesis: Result<Value, RpcError>,
+    version: Result<Raw, RpcError>,
+    network: Result<Raw, RpcError>,
+    genesis: Result<Raw, RpcError>,
 ) -> Option<Identity> {
-    let version: VersionInfo = serde_json::from_value(version.ok()?).ok()?;
+    let version: VersionInfo = read(&version.ok()?).ok()?;
     // A node without the method is judged by its genesis; any other failure means: ask again.
     let network: Option<String> = match network {
-        Ok(v) => Some(serde_json::from_value(v).ok()?),
+        Ok(raw) => Some(read(&raw).ok()?),
         Err(e) if e.is_method_missing() => None,
         Err(_) => return None,
     };
-    let genesis: TipSet = serde_json::from_value(genesis.ok()?).ok()?;
+    let genesis: TipSet = read(&genesis.ok()?).ok()?;
     Some(Identity {
         implementation: version.implementation(),
         version: version.version,

@@ -7,25 +7,33 @@
 //! batches of `revert` and `apply`; `xrpc.ch.close` ends the channel. Each change of head
 //! updates that node's [`PushState`] and wakes the loop.
 //!
+//! The same connection is the node's [`Link`]: while it is open, the probe's calls travel on
+//! it too (ids from 2 up; 1 is the subscription), so each node costs one socket, one task and
+//! one read buffer, not a WebSocket plus a kept-alive HTTP connection (`crate::link`).
+//!
 //! A subscription that drops is made again with exponential backoff and jitter. A node that has
-//! no ChainNotify (method not found) is left to polling and asked again every few minutes.
+//! no ChainNotify (method not found) keeps the connection for the probe's calls and is asked
+//! again every few minutes.
 //! Polling always goes on: it is the fallback and the cross-check (a subscription that has
 //! delivered nothing for several block delays is reported as silent).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::link::{Link, LinkCall, LinkEnd, Pending};
 use crate::probe::Target;
-use crate::rpc::{Head, TipSet, Transport};
+use crate::rpc::{Frame, Head, RpcError, TipSet, Transport};
 
 /// How a node's subscription is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,13 +59,20 @@ pub struct PushState {
     pub received_at: Option<SystemTime>,
 }
 
-/// The subscriptions of a pool, shared with the loop.
+/// The subscriptions of a pool, shared with the loop, and each node's [`Link`] for the probe.
 #[derive(Debug, Clone, Default)]
 pub struct PushHub {
     states: Arc<Mutex<BTreeMap<String, PushState>>>,
     /// Woken at every new head.
     pub changed: Arc<Notify>,
+    links: Arc<BTreeMap<String, Link>>,
+    /// Nodes whose first connection attempt is still under way, and a wake-up when that
+    /// reaches zero.
+    first_tries: Arc<(AtomicUsize, Notify)>,
 }
+
+/// How long to wait before asking a node without ChainNotify again, on the same connection.
+const ASK_AGAIN: Duration = Duration::from_secs(300);
 
 impl PushHub {
     pub fn get(&self, node: &str) -> Option<PushState> {
@@ -67,6 +82,35 @@ impl PushHub {
     /// Every subscription's state now, for one evaluation.
     pub fn snapshot(&self) -> BTreeMap<String, PushState> {
         self.states.lock().expect("push lock").clone()
+    }
+
+    /// The node's link, which the probe uses while it is open.
+    pub fn link(&self, node: &str) -> Option<&Link> {
+        self.links.get(node)
+    }
+
+    /// Waits until every node's first connection attempt has ended (or `within` passed), so
+    /// that the first probe round finds the links open instead of opening an HTTP connection
+    /// per node that nothing needs afterwards.
+    pub async fn first_tries_done(&self, within: Duration) {
+        let (left, done) = &*self.first_tries;
+        let wait = async {
+            loop {
+                let notified = done.notified();
+                if left.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, wait).await;
+    }
+
+    fn first_try_done(&self) {
+        let (left, done) = &*self.first_tries;
+        if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            done.notify_waiters();
+        }
     }
 
     fn set(&self, node: &str, f: impl FnOnce(&mut PushState)) {
@@ -79,32 +123,54 @@ impl PushHub {
         f(s);
     }
 
-    /// Starts one subscription per target; they end with `shutdown`.
+    /// Starts one subscription (and link) per target; they end with `shutdown`.
     pub fn start(
         targets: &[Target],
         max_frame: usize,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> PushHub {
-        let hub = PushHub::default();
+        let mut links = BTreeMap::new();
+        let mut ends = Vec::with_capacity(targets.len());
         for t in targets {
+            let (link, end) = Link::new();
+            links.insert(t.name.clone(), link);
+            ends.push(end);
+        }
+        let hub = PushHub {
+            links: Arc::new(links),
+            first_tries: Arc::new((AtomicUsize::new(targets.len()), Notify::new())),
+            ..PushHub::default()
+        };
+        for (t, end) in targets.iter().zip(ends) {
             hub.set(&t.name, |_| {});
             let (hub2, t2, stop) = (hub.clone(), t.clone(), shutdown.clone());
             let span = info_span!("push", node = %t.name);
-            tracker.spawn(async move { hub2.run(t2, max_frame, stop).await }.instrument(span));
+            tracker.spawn(async move { hub2.run(t2, end, max_frame, stop).await }.instrument(span));
         }
         hub
     }
 
-    async fn run(self, target: Target, max_frame: usize, shutdown: CancellationToken) {
+    async fn run(
+        self,
+        target: Target,
+        mut end: LinkEnd,
+        max_frame: usize,
+        shutdown: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(500);
         let mut attempt: u64 = 0;
+        let mut first = true;
         loop {
             attempt += 1;
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.subscribe(&target, max_frame) => r,
+                r = self.subscribe(&target, &mut end, max_frame, &mut first) => r,
             };
+            end.set_open(false);
+            if std::mem::take(&mut first) {
+                self.first_try_done();
+            }
             let (status, wait) = match result {
                 Ok(()) => (
                     PushStatus::Retrying {
@@ -112,11 +178,7 @@ impl PushHub {
                     },
                     Duration::from_millis(500),
                 ),
-                Err(SubscribeError::Unavailable(reason)) => {
-                    info!(reason = %reason, "no ChainNotify push; polling only (asking again in 5 min)");
-                    (PushStatus::Unavailable { reason }, Duration::from_secs(300))
-                }
-                Err(SubscribeError::Failed(reason)) => {
+                Err(reason) => {
                     debug!(reason = %reason, "subscription failed");
                     (PushStatus::Retrying { reason }, backoff)
                 }
@@ -124,7 +186,7 @@ impl PushHub {
             let subscribed_long = matches!(
                 self.get(&target.name),
                 Some(PushState {
-                    status: PushStatus::Subscribed,
+                    status: PushStatus::Subscribed | PushStatus::Unavailable { .. },
                     ..
                 })
             );
@@ -138,15 +200,28 @@ impl PushHub {
             // in lockstep.
             let jitter =
                 wait.mul_f64(0.25 * ((attempt.wrapping_mul(0x9e37_79b9) % 1000) as f64 / 1000.0));
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait + jitter) => {}
+            let sleep = tokio::time::sleep(wait + jitter);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut sleep => break,
+                    // A call that raced the close: turned away, it goes over HTTP.
+                    Some(job) = end.rx.recv() => drop(job),
+                }
             }
         }
     }
 
-    /// One subscription, until it ends.
-    async fn subscribe(&self, target: &Target, max_frame: usize) -> Result<(), SubscribeError> {
+    /// One connection: subscribes, and carries the probe's calls, until it ends. `Ok` when the
+    /// node closed it, `Err` with the reason otherwise.
+    async fn subscribe(
+        &self,
+        target: &Target,
+        end: &mut LinkEnd,
+        max_frame: usize,
+        first: &mut bool,
+    ) -> Result<(), String> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
         use tokio_tungstenite::tungstenite::Message;
@@ -156,85 +231,142 @@ impl PushHub {
             .url
             .as_str()
             .into_client_request()
-            .map_err(|e| SubscribeError::Failed(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         if let Some(token) = &endpoint.token {
             let value = format!("Bearer {}", token.expose())
                 .parse()
-                .map_err(|_| SubscribeError::Failed("token is not a valid header".into()))?;
+                .map_err(|_| "token is not a valid header".to_string())?;
             request.headers_mut().insert("authorization", value);
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(max_frame))
             .max_frame_size(Some(max_frame))
-            // One subscription per node: keep the idle buffers small (the default read buffer
-            // is 128 KiB), they grow when a large frame arrives.
-            .read_buffer_size(8 * 1024)
+            // One connection per node: keep the idle buffers small (the default read buffer
+            // is 128 KiB); a larger frame grows them.
+            .read_buffer_size(4 * 1024)
             .write_buffer_size(0);
-        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-        let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connect)
-            .await
-            .map_err(|_| SubscribeError::Failed("connect timed out".into()))?
-            .map_err(|e| SubscribeError::Failed(e.to_string()))?;
-        let call =
-            json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainNotify", "params": []});
-        ws.send(Message::Text(call.to_string().into()))
-            .await
-            .map_err(|e| SubscribeError::Failed(e.to_string()))?;
+        // Boxed: the handshake's state (TLS included) is large and needed only once; inline,
+        // it would size every node's task for its whole life.
+        let connect = Box::pin(tokio_tungstenite::connect_async_with_config(
+            request,
+            Some(config),
+            true,
+        ));
+        let connected = tokio::time::timeout(Duration::from_secs(10), connect).await;
+        let ws = connected
+            .map_err(|_| "connect timed out".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if std::mem::take(first) {
+            self.first_try_done();
+        }
+        let (mut ws, _) = ws?;
+        let mut pending = Pending::new(1);
+        let mut notify_id = pending.reserve();
+        let ask = |id: u64| {
+            Message::Text(
+                json!({"jsonrpc": "2.0", "id": id, "method": "Filecoin.ChainNotify", "params": []})
+                    .to_string()
+                    .into(),
+            )
+        };
+        ws.send(ask(notify_id)).await.map_err(|e| e.to_string())?;
+        end.set_open(true);
         let mut channel: Option<Value> = None;
-        while let Some(frame) = ws.next().await {
-            let frame = frame.map_err(|e| SubscribeError::Failed(e.to_string()))?;
-            let text = match frame {
-                Message::Text(t) => t.as_str().to_string(),
-                Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-                Message::Close(_) => return Ok(()),
-                _ => continue,
-            };
-            let Ok(msg) = serde_json::from_str::<Value>(&text) else {
-                return Err(SubscribeError::Failed("a frame is not JSON".into()));
-            };
-            if msg.get("id") == Some(&json!(1)) {
-                if let Some(err) = msg.get("error") {
-                    let reason = err["message"].as_str().unwrap_or("error").to_string();
-                    return Err(if err["code"] == -32601 {
-                        SubscribeError::Unavailable(reason)
-                    } else {
-                        SubscribeError::Failed(reason)
-                    });
-                }
-                channel = Some(msg["result"].clone());
-                self.set(&target.name, |s| s.status = PushStatus::Subscribed);
-                continue;
-            }
-            match msg["method"].as_str() {
-                Some("xrpc.ch.val") if channel.as_ref() == Some(&msg["params"][0]) => {
-                    if let Some(head) = newest_head(&msg["params"][1]) {
-                        debug!(height = head.height, "pushed head");
-                        self.set(&target.name, |s| {
-                            s.head = Some(head);
-                            s.received_at = Some(SystemTime::now());
-                            s.status = PushStatus::Subscribed;
-                        });
-                        self.changed.notify_one();
+        let mut ask_again: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                frame = ws.next() => {
+                    let Some(frame) = frame else { return Ok(()) };
+                    let frame = frame.map_err(|e| e.to_string())?;
+                    let lossy;
+                    let text: &str = match &frame {
+                        Message::Text(t) => t.as_str(),
+                        Message::Binary(b) => {
+                            lossy = String::from_utf8_lossy(b);
+                            &lossy
+                        }
+                        Message::Close(_) => return Ok(()),
+                        _ => continue,
+                    };
+                    let Ok(msg) = Frame::parse(text) else {
+                        return Err("a frame is not JSON".into());
+                    };
+                    if let Some(id) = msg.id {
+                        if id != notify_id {
+                            pending.settle(id, msg.into_result());
+                            continue;
+                        }
+                        match msg.into_result() {
+                            Ok(chan) => {
+                                channel = serde_json::from_str(chan.get()).ok();
+                                self.set(&target.name, |s| s.status = PushStatus::Subscribed);
+                            }
+                            Err(RpcError::Rpc { code: -32601, message }) => {
+                                let was = self.get(&target.name).map(|s| s.status);
+                                if !matches!(was, Some(PushStatus::Unavailable { .. })) {
+                                    info!(reason = %message, "no ChainNotify push; polling only (asking again in 5 min)");
+                                }
+                                self.set(&target.name, |s| {
+                                    s.status = PushStatus::Unavailable { reason: message }
+                                });
+                                ask_again = Some(tokio::time::Instant::now() + ASK_AGAIN);
+                            }
+                            Err(RpcError::Rpc { message, .. }) => return Err(message),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                        continue;
+                    }
+                    fn ours<'a>(channel: &Option<Value>, params: Option<&'a RawValue>) -> Option<&'a RawValue> {
+                        let (chan, changes): (Value, &RawValue) =
+                            serde_json::from_str(params?.get()).ok()?;
+                        (channel.as_ref() == Some(&chan)).then_some(changes)
+                    }
+                    match msg.method.as_deref() {
+                        Some("xrpc.ch.val") => {
+                            let Some(changes) = ours(&channel, msg.params) else { continue };
+                            if let Some(head) = newest_head(changes.get()) {
+                                debug!(height = head.height, "pushed head");
+                                self.set(&target.name, |s| {
+                                    s.head = Some(head);
+                                    s.received_at = Some(SystemTime::now());
+                                    s.status = PushStatus::Subscribed;
+                                });
+                                self.changed.notify_one();
+                            }
+                        }
+                        Some("xrpc.ch.close") if ours(&channel, msg.params).is_some() => return Ok(()),
+                        _ => {}
                     }
                 }
-                Some("xrpc.ch.close") if channel.as_ref() == Some(&msg["params"][0]) => {
-                    return Ok(())
+                Some(job) = end.rx.recv() => {
+                    let LinkCall { calls, reply } = *job;
+                    let first_id = pending.open(calls.len(), reply);
+                    for (i, (method, params)) in calls.into_iter().enumerate() {
+                        let frame = json!({"jsonrpc": "2.0", "id": first_id + i as u64, "method": method, "params": params});
+                        ws.feed(Message::Text(frame.to_string().into()))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    ws.flush().await.map_err(|e| e.to_string())?;
                 }
-                _ => {}
+                _ = async {
+                    match ask_again {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    ask_again = None;
+                    notify_id = pending.reserve();
+                    ws.send(ask(notify_id)).await.map_err(|e| e.to_string())?;
+                }
             }
         }
-        Ok(())
     }
-}
-
-enum SubscribeError {
-    Unavailable(String),
-    Failed(String),
 }
 
 /// The head after a batch of changes: the last `current` or `apply`. A batch of reverts alone
 /// (rare: the next batch applies) changes nothing here.
-fn newest_head(changes: &Value) -> Option<Head> {
+fn newest_head(changes: &str) -> Option<Head> {
     #[derive(Deserialize)]
     struct HeadChange {
         #[serde(rename = "Type")]
@@ -242,7 +374,7 @@ fn newest_head(changes: &Value) -> Option<Head> {
         #[serde(rename = "Val")]
         val: TipSet,
     }
-    let changes: Vec<HeadChange> = serde_json::from_value(changes.clone()).ok()?;
+    let changes: Vec<HeadChange> = serde_json::from_str(changes).ok()?;
     changes
         .into_iter()
         .rfind(|c| c.kind == "current" || c.kind == "apply")
@@ -260,15 +392,15 @@ mod tests {
     #[test]
     fn the_last_apply_of_a_batch_is_the_head() {
         let batch = json!([{"Type":"revert","Val":ts(10,"5")},{"Type":"apply","Val":ts(10,"6")},{"Type":"apply","Val":ts(11,"7")}]);
-        let h = newest_head(&batch).expect("a head");
+        let h = newest_head(&batch.to_string()).expect("a head");
         assert_eq!((h.height, h.weight), (11, 7));
-        assert!(newest_head(&json!([{"Type":"revert","Val":ts(10,"5")}])).is_none());
+        assert!(newest_head(&json!([{"Type":"revert","Val":ts(10,"5")}]).to_string()).is_none());
         assert_eq!(
-            newest_head(&json!([{"Type":"current","Val":ts(9,"4")}]))
+            newest_head(&json!([{"Type":"current","Val":ts(9,"4")}]).to_string())
                 .expect("current")
                 .height,
             9
         );
-        assert!(newest_head(&json!("garbage")).is_none());
+        assert!(newest_head("\"garbage\"").is_none());
     }
 }

@@ -276,8 +276,8 @@ impl RpcClient {
                 let mut results = self
                     .batch(endpoint, vec![(method.to_string(), params)])
                     .await?;
-                let value = results.pop().expect("one call, one result")?;
-                serde_json::from_value(value).map_err(|e| RpcError::Shape(e.to_string()))
+                let raw = results.pop().expect("one call, one result")?;
+                read(&raw)
             }
         }
     }
@@ -304,7 +304,7 @@ impl RpcClient {
         &self,
         endpoint: &Endpoint,
         calls: Vec<Call>,
-    ) -> Result<Vec<Result<serde_json::Value, RpcError>>, RpcError> {
+    ) -> Result<Vec<Result<Raw, RpcError>>, RpcError> {
         match endpoint.transport {
             // One after the other on one kept-alive connection: a probe is a handful of small
             // calls, and one connection per node (not one per call) keeps a pool of a thousand
@@ -314,7 +314,7 @@ impl RpcClient {
                 let mut out = Vec::with_capacity(calls.len());
                 for (method, params) in calls {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let call = self.http_call::<serde_json::Value>(endpoint, &method, params);
+                    let call = self.http_call::<Raw>(endpoint, &method, params);
                     out.push(match tokio::time::timeout(left, call).await {
                         Ok(r) => r,
                         Err(_) => Err(RpcError::Timeout(self.timeout)),
@@ -335,7 +335,7 @@ impl RpcClient {
         &self,
         endpoint: &Endpoint,
         calls: Vec<Call>,
-    ) -> Result<Vec<Result<serde_json::Value, RpcError>>, RpcError> {
+    ) -> Result<Vec<Result<Raw, RpcError>>, RpcError> {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -385,7 +385,7 @@ impl RpcClient {
                 .await
                 .map_err(ws_error)?;
         }
-        let mut results: Vec<Option<Result<serde_json::Value, RpcError>>> = vec![None; n];
+        let mut results: Vec<Option<Result<Raw, RpcError>>> = (0..n).map(|_| None).collect();
         let mut pending = n;
         while pending > 0 {
             let frame = match ws.next().await {
@@ -396,9 +396,13 @@ impl RpcClient {
                     ))
                 }
             };
-            let text = match frame {
-                Message::Text(t) => t.as_str().as_bytes().to_vec(),
-                Message::Binary(b) => b.to_vec(),
+            let bytes;
+            let text = match &frame {
+                Message::Text(t) => t.as_str(),
+                Message::Binary(b) => {
+                    bytes = String::from_utf8_lossy(b);
+                    &*bytes
+                }
                 Message::Close(_) => {
                     return Err(RpcError::Transport(
                         "the daemon closed the WebSocket".into(),
@@ -406,7 +410,10 @@ impl RpcClient {
                 }
                 _ => continue,
             };
-            let (id, result) = decode_frame(&text);
+            let (id, result) = match Frame::parse(text) {
+                Ok(f) => (f.id, f.into_result()),
+                Err(e) => (None, Err(e)),
+            };
             // Notifications (no id) and replies to ids we did not send are skipped.
             let Some(slot) = id.and_then(|id| results.get_mut(id.checked_sub(1)? as usize)) else {
                 if id.is_none() && result.is_err() {
@@ -519,39 +526,60 @@ pub fn decode_reply<T: DeserializeOwned>(body: &[u8], status: StatusCode) -> Res
     }
 }
 
-/// A WebSocket frame → (its id, its result). A frame that is not JSON gives no id and the error.
-fn decode_frame(text: &[u8]) -> (Option<u64>, Result<serde_json::Value, RpcError>) {
-    #[derive(Deserialize)]
-    struct Frame {
-        id: Option<u64>,
-        result: Option<serde_json::Value>,
-        error: Option<ErrorObject>,
+/// One frame from a daemon's WebSocket: a reply (it has an `id`) or a notification (it has a
+/// `method`, e.g. `xrpc.ch.val`). Parsed once, without building a JSON tree: the result stays
+/// raw text for its reader's own type, and notification params are borrowed from the frame.
+#[derive(Deserialize)]
+pub struct Frame<'a> {
+    /// Only unsigned integer ids are ours; any other id reads as none.
+    #[serde(default, deserialize_with = "loose_id")]
+    pub id: Option<u64>,
+    #[serde(default, borrow)]
+    pub method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub params: Option<&'a RawValue>,
+    #[serde(default)]
+    result: Option<Box<RawValue>>,
+    #[serde(default)]
+    error: Option<ErrorObject>,
+}
+
+fn loose_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
+}
+
+impl<'a> Frame<'a> {
+    /// A frame that is not a JSON-RPC object is [`RpcError::NotJson`].
+    pub fn parse(text: &'a str) -> Result<Frame<'a>, RpcError> {
+        serde_json::from_str(text).map_err(|_| RpcError::NotJson(snippet(text.as_bytes())))
     }
-    match serde_json::from_slice::<Frame>(text) {
-        Ok(Frame {
-            id,
-            error: Some(err),
-            ..
-        }) => (
-            id,
-            Err(RpcError::Rpc {
+
+    /// The reply's outcome: its `result`, or its `error` (a null result is no result, as
+    /// over HTTP).
+    pub fn into_result(self) -> Result<Box<RawValue>, RpcError> {
+        match self {
+            Frame {
+                error: Some(err), ..
+            } => Err(RpcError::Rpc {
                 code: err.code,
                 message: truncate(&err.message, 200),
             }),
-        ),
-        Ok(Frame {
-            id,
-            result: Some(v),
-            ..
-        }) => (id, Ok(v)),
-        Ok(Frame { id, .. }) => (
-            id,
-            Err(RpcError::Shape(
+            Frame {
+                result: Some(v), ..
+            } if v.get() != "null" => Ok(v),
+            _ => Err(RpcError::Shape(
                 "neither `result` nor `error` in the reply".into(),
             )),
-        ),
-        Err(_) => (None, Err(RpcError::NotJson(snippet(text)))),
+        }
     }
+}
+
+/// A JSON reply left as text, for the caller to read into its own type.
+pub type Raw = Box<RawValue>;
+
+/// Reads a raw reply as `T`; a mismatch is [`RpcError::Shape`].
+pub fn read<T: DeserializeOwned>(raw: &RawValue) -> Result<T, RpcError> {
+    serde_json::from_str(raw.get()).map_err(|e| RpcError::Shape(e.to_string()))
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -1029,7 +1057,8 @@ mod fuzz {
         fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), status in 100u16..600) {
             let status = StatusCode::from_u16(status).expect("in range");
             let _ = decode_reply::<TipSet>(&body, status).and_then(TipSet::into_head);
-            let _ = decode_frame(&body);
+            let text = String::from_utf8_lossy(&body);
+            let _ = Frame::parse(&text).map(Frame::into_result);
         }
 
         #[test]

@@ -422,12 +422,6 @@ impl SimNode {
 
     /// One JSON-RPC request → (HTTP status, reply). Shared by HTTP and WebSocket.
     fn answer(&self, api: ApiPath, f: &Faults, body: &[u8]) -> (StatusCode, Value) {
-        if f.reply == Reply::RpcError {
-            return (
-                StatusCode::OK,
-                json!({"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"simulated failure: blockstore: database is closed"}}),
-            );
-        }
         let req: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
@@ -437,7 +431,14 @@ impl SimNode {
                 )
             }
         };
+        // go-jsonrpc echoes the request's id, on errors too (clients match replies by it).
         let id = req.get("id").cloned().unwrap_or(Value::Null);
+        if f.reply == Reply::RpcError {
+            return (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":1,"message":"simulated failure: blockstore: database is closed"}}),
+            );
+        }
         let method = req.get("method").and_then(Value::as_str).unwrap_or("");
         if !self.profile.has_method(method) {
             return self.profile.method_not_found(&id, method);
