@@ -502,6 +502,14 @@ impl Nginx {
                 message: e.to_string(),
             }
         })?;
+        // The private test reads the candidate where it is, so that the file nginx includes
+        // never holds a refused configuration, not even for the test's few milliseconds.
+        if self.cfg.validate == Validate::Private {
+            if let Err(refusal) = self.test(&tmp).await {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(refusal);
+            }
+        }
         let had_previous = output.exists();
         if had_previous {
             let _ = std::fs::remove_file(&backup);
@@ -524,20 +532,22 @@ impl Nginx {
         }
         sync_dir(&output);
 
-        if let Err(refusal) = self.test().await {
-            let restored = if had_previous {
-                std::fs::rename(&backup, &output)
-            } else {
-                std::fs::remove_file(&output)
-            };
-            sync_dir(&output);
-            return Err(match restored {
-                Ok(()) => refusal,
-                Err(e) => NginxError::Rollback {
-                    path: output,
-                    message: e.to_string(),
-                },
-            });
+        if self.cfg.validate == Validate::Full {
+            if let Err(refusal) = self.test(&output).await {
+                let restored = if had_previous {
+                    std::fs::rename(&backup, &output)
+                } else {
+                    std::fs::remove_file(&output)
+                };
+                sync_dir(&output);
+                return Err(match restored {
+                    Ok(()) => refusal,
+                    Err(e) => NginxError::Rollback {
+                        path: output,
+                        message: e.to_string(),
+                    },
+                });
+            }
         }
         if same_routing && !self.reload_owed {
             self.remember(&text, None);
@@ -600,15 +610,18 @@ impl Nginx {
         self.loaded = Some(loaded);
     }
 
-    async fn test(&self) -> Result<(), NginxError> {
+    /// `nginx -t` as configured; the private test includes `file` (the candidate).
+    async fn test(&self, file: &Path) -> Result<(), NginxError> {
         let private;
         let cmd = match self.cfg.validate {
             Validate::Full => &self.cfg.test_cmd,
             Validate::Private => {
-                private = self.private_test().map_err(|e| NginxError::TestCommand {
-                    cmd: "nginx -t (private)".into(),
-                    message: e.to_string(),
-                })?;
+                private = self
+                    .private_test(file)
+                    .map_err(|e| NginxError::TestCommand {
+                        cmd: "nginx -t (private)".into(),
+                        message: e.to_string(),
+                    })?;
                 &private
             }
         };
@@ -627,7 +640,7 @@ impl Nginx {
 
     /// The private test configuration (see [`Validate::Private`]), written in a hidden
     /// directory beside the output, and the command that tests it.
-    fn private_test(&self) -> std::io::Result<Vec<String>> {
+    fn private_test(&self, file: &Path) -> std::io::Result<Vec<String>> {
         let dir = sibling(&self.cfg.output, ".chain-co-test", true);
         std::fs::create_dir_all(&dir)?;
         let d = dir.display();
@@ -649,7 +662,7 @@ impl Nginx {
              \x20       location / {{ proxy_pass http://{upstream}; }}\n\
              \x20   }}\n\
              }}\n",
-            output = self.cfg.output.display(),
+            output = file.display(),
             upstream = self.cfg.upstream_name,
         );
         std::fs::write(dir.join("nginx.conf"), conf)?;
