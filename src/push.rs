@@ -22,15 +22,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::frames::{self, FrameReader, Incoming};
 use crate::link::{Link, LinkCall, LinkEnd, Pending};
 use crate::probe::Target;
 use crate::rpc::{Frame, Head, RpcError, TipSet, Transport};
@@ -224,7 +225,6 @@ impl PushHub {
     ) -> Result<(), String> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-        use tokio_tungstenite::tungstenite::Message;
 
         let endpoint = target.endpoint.with_transport(Transport::Ws);
         let mut request = endpoint
@@ -241,8 +241,7 @@ impl PushHub {
         let config = WebSocketConfig::default()
             .max_message_size(Some(max_frame))
             .max_frame_size(Some(max_frame))
-            // One connection per node: keep the idle buffers small (the default read buffer
-            // is 128 KiB); a larger frame grows them.
+            // Used for the handshake only (frames are read by `frames`).
             .read_buffer_size(4 * 1024)
             .write_buffer_size(0);
         // Boxed: the handshake's state (TLS included) is large and needed only once; inline,
@@ -259,35 +258,38 @@ impl PushHub {
         if std::mem::take(first) {
             self.first_try_done();
         }
-        let (mut ws, _) = ws?;
+        // After the handshake, frames are read by `frames` (no buffer kept between messages);
+        // a go-jsonrpc server sends nothing before the first request, so no byte is lost here.
+        let (ws, _) = ws?;
+        let (mut rd, mut wr) = tokio::io::split(ws.into_inner());
+        let mut reader = FrameReader::new(max_frame);
         let mut pending = Pending::new(1);
         let mut notify_id = pending.reserve();
         let ask = |id: u64| {
-            Message::Text(
+            frames::text(
                 json!({"jsonrpc": "2.0", "id": id, "method": "Filecoin.ChainNotify", "params": []})
-                    .to_string()
-                    .into(),
+                    .to_string(),
             )
         };
-        ws.send(ask(notify_id)).await.map_err(|e| e.to_string())?;
+        wr.write_all(&ask(notify_id))
+            .await
+            .map_err(|e| e.to_string())?;
         end.set_open(true);
         let mut channel: Option<Value> = None;
         let mut ask_again: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
-                frame = ws.next() => {
-                    let Some(frame) = frame else { return Ok(()) };
-                    let frame = frame.map_err(|e| e.to_string())?;
-                    let lossy;
-                    let text: &str = match &frame {
-                        Message::Text(t) => t.as_str(),
-                        Message::Binary(b) => {
-                            lossy = String::from_utf8_lossy(b);
-                            &lossy
+                incoming = reader.next(&mut rd) => {
+                    let message = match incoming.map_err(|e| e.to_string())? {
+                        Incoming::Message(m) => m,
+                        Incoming::Ping(p) => {
+                            wr.write_all(&frames::pong(p)).await.map_err(|e| e.to_string())?;
+                            continue;
                         }
-                        Message::Close(_) => return Ok(()),
-                        _ => continue,
+                        Incoming::Closed => return Ok(()),
                     };
+                    let lossy = String::from_utf8_lossy(&message);
+                    let text: &str = &lossy;
                     let Ok(msg) = Frame::parse(text) else {
                         return Err("a frame is not JSON".into());
                     };
@@ -341,13 +343,12 @@ impl PushHub {
                 Some(job) = end.rx.recv() => {
                     let LinkCall { calls, reply } = *job;
                     let first_id = pending.open(calls.len(), reply);
+                    let mut out = Vec::new();
                     for (i, (method, params)) in calls.into_iter().enumerate() {
-                        let frame = json!({"jsonrpc": "2.0", "id": first_id + i as u64, "method": method, "params": params});
-                        ws.feed(Message::Text(frame.to_string().into()))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let call = json!({"jsonrpc": "2.0", "id": first_id + i as u64, "method": method, "params": params});
+                        out.extend(frames::text(call.to_string()));
                     }
-                    ws.flush().await.map_err(|e| e.to_string())?;
+                    wr.write_all(&out).await.map_err(|e| e.to_string())?;
                 }
                 _ = async {
                     match ask_again {
@@ -357,7 +358,7 @@ impl PushHub {
                 } => {
                     ask_again = None;
                     notify_id = pending.reserve();
-                    ws.send(ask(notify_id)).await.map_err(|e| e.to_string())?;
+                    wr.write_all(&ask(notify_id)).await.map_err(|e| e.to_string())?;
                 }
             }
         }
