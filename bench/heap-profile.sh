@@ -8,15 +8,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
-# Its own target directory: the profiling build must not replace the release binary.
-export CARGO_TARGET_DIR=target/dhat
-cargo build --release --quiet --features dhat-heap --bin chain-co
+# The simulator runs from the plain build (under dhat it would be too slow to be the pool);
+# the profiled build has its own target directory, so as not to replace the plain one.
+cargo build --release --quiet --bin chain-co
+sim=target/release/chain-co
+CARGO_TARGET_DIR=target/dhat cargo build --release --quiet --features dhat-heap --bin chain-co
 bin=target/dhat/release/chain-co
 work=$(mktemp -d)
 # KEEP=FILE keeps dhat's raw profile (for dh_view.html, or a closer look).
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$work/dhat-heap.json" "$KEEP"; rm -rf "$work"' EXIT
 nodes=$(python3 -c "print(','.join('n%04d' % i for i in range($n)))")
-"$bin" sim --nodes "$nodes" --block-delay "${BLOCK_DELAY:-30s}" > "$work/ready.json" 2>/dev/null &
+"$sim" sim --nodes "$nodes" --block-delay "${BLOCK_DELAY:-30s}" > "$work/ready.json" 2>/dev/null &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 python3 - "$work" <<'PY'
 import json, sys

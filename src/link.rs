@@ -33,7 +33,7 @@ pub struct LinkCall {
 /// What came of a call offered to the link.
 #[derive(Debug)]
 pub enum ViaLink {
-    /// The link was not open (or busy): make the call another way.
+    /// The link was not open: make the call another way.
     NotOpen,
     /// The link closed before every reply came: make the call another way.
     Lost,
@@ -55,9 +55,9 @@ pub struct LinkEnd {
     open: Arc<AtomicBool>,
 }
 
-/// Batches queued but not yet sent; more means the link is not keeping up, and the call goes
-/// over HTTP instead of waiting behind them.
-const QUEUE: usize = 4;
+/// Batches queued but not yet sent; a caller beyond them waits for room (a busy link is not a
+/// broken one).
+const QUEUE: usize = 8;
 
 impl Link {
     pub fn new() -> (Link, LinkEnd) {
@@ -76,24 +76,26 @@ impl Link {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Makes `calls` over the link if it is open, each bounded by `timeout` from now.
+    /// Makes `calls` over the link if it is open, each bounded by `timeout` from now. A busy
+    /// link is waited for (within the timeout): only a closed one sends the call elsewhere.
     pub async fn call(&self, calls: Vec<Call>, timeout: Duration) -> ViaLink {
         if !self.is_open() {
             return ViaLink::NotOpen;
         }
         let n = calls.len();
+        let timed_out = || ViaLink::Done((0..n).map(|_| Err(RpcError::Timeout(timeout))).collect());
+        let deadline = tokio::time::Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
-        if self
-            .tx
-            .try_send(Box::new(LinkCall { calls, reply }))
-            .is_err()
-        {
-            return ViaLink::NotOpen;
+        let job = Box::new(LinkCall { calls, reply });
+        match tokio::time::timeout_at(deadline, self.tx.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return ViaLink::NotOpen,
+            Err(_) => return timed_out(),
         }
-        match tokio::time::timeout(timeout, answer).await {
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(replies)) => ViaLink::Done(replies),
             Ok(Err(_)) => ViaLink::Lost,
-            Err(_) => ViaLink::Done((0..n).map(|_| Err(RpcError::Timeout(timeout))).collect()),
+            Err(_) => timed_out(),
         }
     }
 }
