@@ -94,7 +94,11 @@ impl Daemon {
             token: std::sync::RwLock::new(config.api.token.clone()),
             notices: Mutex::new(Vec::new()),
             mark_writes: tokio::sync::Mutex::new(()),
-            history: Mutex::new(crate::history::History::default()),
+            history: Mutex::new({
+                let mut h = crate::history::History::default();
+                h.fit(config.nodes.len());
+                h
+            }),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),

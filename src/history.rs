@@ -48,11 +48,29 @@ pub struct Event {
 pub struct Sample(pub u32, pub u32, pub u16, pub u16);
 
 /// The journal and the heads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct History {
     events: VecDeque<Event>,
     heads: BTreeMap<String, VecDeque<Sample>>,
+    /// The least time between two samples of a node: [`SAMPLE_EVERY`], sparser for large pools.
+    every: Duration,
 }
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            events: VecDeque::new(),
+            heads: BTreeMap::new(),
+            every: SAMPLE_EVERY,
+        }
+    }
+}
+
+/// Nodes whose heads are sampled every [`SAMPLE_EVERY`]; a larger pool is sampled
+/// proportionally less often, so that the rings never hold more than about 870 KB (issue #17:
+/// at 1000 nodes, one sample per 10 s for an hour was 6 MiB, a fifth of the memory target).
+/// The chart of a pool that large is an overview; the metrics keep every probe.
+pub const FULL_RATE_NODES: usize = 200;
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -83,12 +101,20 @@ impl History {
         latency: Option<Duration>,
     ) {
         let t = unix(at);
-        let ring = self.heads.entry(node.to_string()).or_default();
-        if ring
-            .back()
-            .is_some_and(|s| t < u64::from(s.0) + SAMPLE_EVERY.as_secs())
-        {
+        let every = self.every.as_secs();
+        // Exactly an hour's worth: a ring that doubled as it grew would waste up to half.
+        let full = (HEADS_WINDOW.as_secs() / every.max(1)) as usize + 1;
+        let ring = self
+            .heads
+            .entry(node.to_string())
+            .or_insert_with(|| VecDeque::with_capacity(full));
+        if ring.back().is_some_and(|s| t < u64::from(s.0) + every) {
             return;
+        }
+        // The oldest go first, so that the ring never outgrows its hour.
+        let oldest = t.saturating_sub(HEADS_WINDOW.as_secs());
+        while ring.front().is_some_and(|s| u64::from(s.0) < oldest) {
+            ring.pop_front();
         }
         let clamp16 = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
         ring.push_back(Sample(
@@ -97,15 +123,23 @@ impl History {
             lag.map_or(u16::MAX, clamp16),
             latency.map_or(u16::MAX, |l| clamp16(l.as_millis() as u64)),
         ));
-        let oldest = t.saturating_sub(HEADS_WINDOW.as_secs());
-        while ring.front().is_some_and(|s| u64::from(s.0) < oldest) {
-            ring.pop_front();
-        }
     }
 
-    /// Forgets nodes that are no longer configured.
+    /// Forgets the nodes not in `nodes` and sets the sampling rate for a pool of that size.
     pub fn retain_nodes(&mut self, nodes: &[&str]) {
         self.heads.retain(|n, _| nodes.contains(&n.as_str()));
+        self.fit(nodes.len());
+    }
+
+    /// One sample per [`SAMPLE_EVERY`] × ⌈nodes / [`FULL_RATE_NODES`]⌉.
+    pub fn fit(&mut self, nodes: usize) {
+        let factor = nodes.div_ceil(FULL_RATE_NODES).max(1) as u32;
+        self.every = SAMPLE_EVERY * factor;
+    }
+
+    /// The least time between two samples of a node, for this pool's size.
+    pub fn every(&self) -> Duration {
+        self.every
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -152,5 +186,23 @@ mod tests {
         assert_eq!(a.last().map(|s| s.3), Some(u16::MAX), "no latency known");
         h.retain_nodes(&[]);
         assert!(h.heads().is_empty());
+    }
+
+    #[test]
+    fn large_pools_are_sampled_less_often_and_rings_hold_an_hour_exactly() {
+        let mut h = History::default();
+        h.fit(150);
+        assert_eq!(h.every(), SAMPLE_EVERY);
+        h.fit(1000);
+        assert_eq!(h.every(), SAMPLE_EVERY * 5);
+        for i in 0..10_000 {
+            h.sample("a", at(i * 10), Some(i), Some(0), None);
+        }
+        assert_eq!(
+            h.heads()["a"].len(),
+            73,
+            "an hour at one per 50 s, both ends"
+        );
+        assert!(h.heads.get("a").expect("ring").capacity() <= 80);
     }
 }
