@@ -880,7 +880,9 @@ async fn start_session_system(
             assert!(Instant::now() < deadline, "haproxy did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut text = std::fs::read_to_string(&cfg).expect("config");
+        // HAProxy instead of nginx: one target per config.
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        let mut text = text[..text.find("[nginx]\n").expect("an [nginx] section")].to_string();
         text.push_str(&format!("[haproxy]\nsocket = \"{d}/admin.sock\"\n"));
         std::fs::write(&cfg, text).expect("config");
         (Some(child), format!("http://127.0.0.1:{port}/rpc/v1"))
