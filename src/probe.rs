@@ -174,17 +174,10 @@ impl Prober {
         let t = self.targets.iter().find(|t| t.name == name)?;
         let learned = self.learned(name);
         let calls = vec![("Filecoin.ChainHead".to_string(), json!([]))];
-        let reply = match self.via_link(t, &learned, calls).await {
-            Some(mut r) => r.pop().expect("one call, one reply"),
-            None => {
-                let endpoint = t.endpoint.with_transport(learned.transport);
-                Box::pin(
-                    self.client
-                        .call::<Raw>(&endpoint, "Filecoin.ChainHead", json!([])),
-                )
-                .await
-            }
-        };
+        let reply = self
+            .exchange(t, &learned, calls, Instant::now())
+            .await
+            .and_then(|mut r| r.pop().expect("one call, one reply"));
         Some(
             reply
                 .and_then(|raw| read::<TipSet>(&raw))
@@ -192,21 +185,52 @@ impl Prober {
         )
     }
 
+    /// Makes `calls` over the node's link, or over HTTP when it has none open (within what is
+    /// left of the probe's time since `started`). The outer error is a WebSocket probe that
+    /// could not be made at all (see [`RpcClient::batch`]).
+    async fn exchange(
+        &self,
+        t: &Target,
+        learned: &Learned,
+        calls: Vec<Call>,
+        started: Instant,
+    ) -> Result<Vec<Result<Raw, RpcError>>, RpcError> {
+        let n = calls.len();
+        let calls = match self.via_link(t, learned, calls).await {
+            Ok(replies) => return Ok(replies),
+            Err(calls) => calls,
+        };
+        // Boxed: the HTTP client's state is large and, with links open, rarely needed.
+        let left = self.client.timeout().saturating_sub(started.elapsed());
+        let endpoint = t.endpoint.with_transport(learned.transport);
+        match tokio::time::timeout(left, Box::pin(self.client.batch(&endpoint, calls))).await {
+            Ok(r) => r,
+            Err(_) => Ok((0..n)
+                .map(|_| Err(RpcError::Timeout(self.client.timeout())))
+                .collect()),
+        }
+    }
+
     /// Makes `calls` over the node's link if it is open and the operator did not pin HTTP;
-    /// `None`: make them over HTTP (the link was closed, or lost on the way).
+    /// gives them back to be made over HTTP when the link was closed or lost on the way.
     async fn via_link(
         &self,
         t: &Target,
         learned: &Learned,
         calls: Vec<Call>,
-    ) -> Option<Vec<Result<Raw, RpcError>>> {
+    ) -> Result<Vec<Result<Raw, RpcError>>, Vec<Call>> {
         if t.transport_fixed && learned.transport == Transport::Http {
-            return None;
+            return Err(calls);
         }
-        let link = self.links.as_ref()?.link(&t.name)?;
-        match link.call(calls, self.client.timeout()).await {
-            ViaLink::Done(replies) => Some(replies),
-            ViaLink::NotOpen | ViaLink::Lost => None,
+        let Some(link) = self.links.as_ref().and_then(|l| l.link(&t.name)) else {
+            return Err(calls);
+        };
+        if !link.is_open() {
+            return Err(calls);
+        }
+        match link.call(calls.clone(), self.client.timeout()).await {
+            ViaLink::Done(replies) => Ok(replies),
+            ViaLink::NotOpen | ViaLink::Lost => Err(calls),
         }
     }
 
@@ -254,27 +278,7 @@ impl Prober {
             calls.push((m.into(), json!([])));
         }
 
-        let mut replies = match self.via_link(t, &learned, calls.clone()).await {
-            Some(r) => Ok(r),
-            None => {
-                // Over HTTP within what is left of the probe's time (boxed: the HTTP client's
-                // state is large and, with links open, rarely needed).
-                let left = self.client.timeout().saturating_sub(started.elapsed());
-                let endpoint = t.endpoint.with_transport(learned.transport);
-                let n = calls.len();
-                match tokio::time::timeout(
-                    left,
-                    Box::pin(self.client.batch(&endpoint, calls.clone())),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Ok((0..n)
-                        .map(|_| Err(RpcError::Timeout(self.client.timeout())))
-                        .collect()),
-                }
-            }
-        };
+        let mut replies = self.exchange(t, &learned, calls.clone(), started).await;
         // Fuhon answers a POST with 400 and an empty body: try the same call over WebSocket.
         if !t.transport_fixed
             && learned.transport == Transport::Http

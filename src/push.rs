@@ -233,27 +233,12 @@ impl PushHub {
         max_frame: usize,
         first: &mut bool,
     ) -> Result<(), String> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-        let endpoint = target.endpoint.with_transport(Transport::Ws);
-        let mut request = endpoint
-            .url
-            .as_str()
-            .into_client_request()
+        // The handshake only: after it, frames are read by `frames`.
+        let (request, config) = target
+            .endpoint
+            .with_transport(Transport::Ws)
+            .ws_request(max_frame)
             .map_err(|e| e.to_string())?;
-        if let Some(token) = &endpoint.token {
-            let value = format!("Bearer {}", token.expose())
-                .parse()
-                .map_err(|_| "token is not a valid header".to_string())?;
-            request.headers_mut().insert("authorization", value);
-        }
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(max_frame))
-            .max_frame_size(Some(max_frame))
-            // Used for the handshake only (frames are read by `frames`).
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(0);
         // Boxed: the handshake's state (TLS included) is large and needed only once; inline,
         // it would size every node's task for its whole life.
         let connect = Box::pin(tokio_tungstenite::connect_async_with_config(

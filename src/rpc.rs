@@ -122,6 +122,43 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The WebSocket upgrade request (bearer token in the header, never in the URL) and the
+    /// settings for a connection whose messages are capped at `max_bytes`.
+    pub fn ws_request(
+        &self,
+        max_bytes: usize,
+    ) -> Result<
+        (
+            tokio_tungstenite::tungstenite::handshake::client::Request,
+            tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+        ),
+        RpcError,
+    > {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| RpcError::Transport(e.to_string()))?;
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {}", token.expose())
+                .parse()
+                .map_err(|_| RpcError::Transport("the token is not a valid header value".into()))?;
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max_bytes))
+            .max_frame_size(Some(max_bytes))
+            // Not the default 128 KiB: a larger message grows it.
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0);
+        Ok((request, config))
+    }
+}
+
 /// One call of a batch: method and params.
 pub type Call = (String, serde_json::Value);
 
@@ -337,26 +374,9 @@ impl RpcClient {
         calls: Vec<Call>,
     ) -> Result<Vec<Result<Raw, RpcError>>, RpcError> {
         use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
         use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-        let mut request = endpoint
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| RpcError::Transport(e.to_string()))?;
-        if let Some(token) = &endpoint.token {
-            let value = format!("Bearer {}", token.expose())
-                .parse()
-                .map_err(|_| RpcError::Transport("the token is not a valid header value".into()))?;
-            request.headers_mut().insert(header::AUTHORIZATION, value);
-        }
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(self.max_reply_bytes))
-            .max_frame_size(Some(self.max_reply_bytes))
-            .read_buffer_size(8 * 1024)
-            .write_buffer_size(0);
+        let (request, config) = endpoint.ws_request(self.max_reply_bytes)?;
         let limit = self.max_reply_bytes;
         let ws_error = |e: WsError| match e {
             WsError::Http(resp) => RpcError::Http {
