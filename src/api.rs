@@ -178,7 +178,7 @@ impl Status {
             network: d.network.clone(),
             best_height: d.best_height,
             expected_height: d.expected_height,
-            warnings: d.warnings.clone(),
+            warnings: d.warnings.iter().map(|w| w.text.clone()).collect(),
             nodes: d
                 .nodes
                 .iter()

@@ -17,7 +17,7 @@ use crate::evaluate::{merge_pushed_heads, Evaluator};
 use crate::overrides::Overrides;
 use crate::probe::{Prober, Target};
 use crate::rpc::{RpcClient, RpcError};
-use crate::select::{Exclusion, Role, Trigger};
+use crate::select::{Exclusion, Role, Trigger, Warning, WarningKind};
 
 /// Pause between the rounds of a check.
 const ROUND_GAP: Duration = Duration::from_millis(200);
@@ -35,8 +35,8 @@ pub struct CheckReport {
     pub network: Option<String>,
     pub best_height: Option<u64>,
     pub expected_height: Option<u64>,
-    /// Pool-wide trouble: stale pool, network tie, implementation split.
-    pub warnings: Vec<String>,
+    /// Pool-wide trouble: stale pool, network tie, implementation split, finality.
+    pub warnings: Vec<Warning>,
     /// This host's VRRP role, when `[ha]` is configured.
     pub role: Option<String>,
 }
@@ -138,12 +138,12 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         .map(|v| v.name.as_str())
         .collect();
     if !rejected.is_empty() {
-        warnings.push(format!(
+        warnings.push(Warning::new(WarningKind::TokenRejected, format!(
             "{} rejected the configured token. Clients send one token through nginx to whichever \
              node is primary, so every daemon of the pool must accept the same token: share the \
              JWT secret between them (with Venus, use one sophon-auth service)",
             rejected.join(", ")
-        ));
+        )));
     }
     Ok(CheckReport {
         primary: decision.primary.clone(),

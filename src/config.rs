@@ -243,6 +243,8 @@ struct RawSelect {
     max_clock_skew: Option<Spanned<HumanDuration>>,
     lag_grace: Option<Spanned<HumanDuration>>,
     hold_down: Option<Spanned<HumanDuration>>,
+    finality_stall_after: Option<u64>,
+    f3_max_behind: Option<u64>,
 }
 
 /// Defaults, in one place.
@@ -868,6 +870,12 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
         max_clock_skew: max_clock_skew.unwrap_or(defaults::MAX_CLOCK_SKEW),
         lag_grace,
         hold_down,
+        finality_stall_after: raw
+            .finality_stall_after
+            .unwrap_or(crate::select::DEFAULT_FINALITY_STALL_AFTER),
+        f3_max_behind: raw
+            .f3_max_behind
+            .unwrap_or(crate::select::DEFAULT_F3_MAX_BEHIND),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::publish::Publisher;
 use crate::push::PushHub;
 use crate::report::{probe_summary, push_summary, ApplyRecord, Report};
 use crate::rpc::{RpcClient, RpcError};
-use crate::select::{Decision, Track, Trigger};
+use crate::select::{Decision, Track, Trigger, Warning};
 
 /// The parts of a running chain-co, built from a config.
 pub struct Daemon {
@@ -49,7 +49,7 @@ pub struct Daemon {
     switches: u64,
     primary_since: Option<SystemTime>,
     /// Warnings of the previous round, so that each is logged when it appears, not every round.
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     role: Option<Role>,
     /// The ChainNotify subscriptions, and the token that ends them (on reload or shutdown).
     push: Option<(PushHub, CancellationToken)>,
@@ -578,16 +578,18 @@ impl Daemon {
                 journal.record(now, EventKind::Down, Some(&v.name), v.reason.clone());
             }
         }
+        // By kind, not by words: a warning whose words change each round (an age, an
+        // epoch) is still the same warning, said once when it appears and once when it clears.
         for w in &d.warnings {
-            if !self.warnings.contains(w) {
+            if !self.warnings.iter().any(|o| o.kind == w.kind) {
                 warn!(warning = %w, "pool warning");
-                journal.record(now, EventKind::Warning, None, w.clone());
+                journal.record(now, EventKind::Warning, None, w.text.clone());
             }
         }
         for w in &self.warnings {
-            if !d.warnings.contains(w) {
+            if !d.warnings.iter().any(|n| n.kind == w.kind) {
                 info!(warning = %w, "pool warning cleared");
-                journal.record(now, EventKind::Warning, None, format!("cleared: {w}"));
+                journal.record(now, EventKind::Warning, None, w.cleared_text());
             }
         }
         if let Some(s) = &d.switch {

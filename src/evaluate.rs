@@ -12,7 +12,7 @@ use crate::overrides::Overrides;
 use crate::probe::Round;
 use crate::push::{PushState, PushStatus};
 use crate::select::ChainConfig;
-use crate::select::{select, Decision, SelectRules, SelectState, Trigger};
+use crate::select::{select, Decision, SelectRules, SelectState, Trigger, Warning, WarningKind};
 
 /// What an evaluation found.
 #[derive(Debug, Clone)]
@@ -62,8 +62,11 @@ impl Evaluator {
             .map(|b| decision.lag_grace - b + Duration::from_millis(50))
             .min();
         for node in &silent {
-            decision.warnings.push(format!(
-                "{node}: ChainNotify delivered nothing while polls show newer heads; relying on polls"
+            decision.warnings.push(Warning::new(
+                WarningKind::SilentPush(node.clone()),
+                format!(
+                    "{node}: ChainNotify delivered nothing while polls show newer heads; relying on polls"
+                ),
             ));
         }
         self.state = next;

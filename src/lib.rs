@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod demo;
 pub mod errors;
 pub mod evaluate;
+pub mod f3;
 pub mod frames;
 pub mod ha;
 pub mod history;

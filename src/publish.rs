@@ -321,6 +321,7 @@ mod tests {
             network: None,
             switch: None,
             warnings: Vec::new(),
+            finalized: None,
             pool_stale: false,
             implementation_split: false,
             lag_grace: Duration::from_secs(12),

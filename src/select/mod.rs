@@ -31,18 +31,34 @@
 //!    disagree on the chain — is reported in `warnings`.
 //!
 //! [`select`] runs these as small named steps over one context, in this order:
-//! `expect_chain` → `screen_identity` → `corroborate_leader` → `find_best_head` →
-//! `remember_history` → `judge_nodes` → `apply_hysteresis` (with flap damping) →
-//! `apply_operator_marks` → `choose_primary` → `choose_backups` → `report_pool_warnings` →
-//! `finish`. Verdicts are [`Exclusion`] values; their words come from `Display`.
+//! `expect_chain` → `screen_identity` → `judge_finality` → `expose_misreports` →
+//! `corroborate_leader` → `confirm_heads` → `find_best_head` → `remember_history` →
+//! `judge_nodes` → `apply_hysteresis` (with flap damping) → `apply_operator_marks` →
+//! `choose_primary` → `choose_backups` → `report_pool_warnings` → `report_finality` →
+//! `finish`. Verdicts are [`Exclusion`] values; their words come from `Display`; warnings are
+//! [`Warning`]s with a kind.
+//!
+//! **Trust** (`trust.rs`, since F3 and since one lying daemon could take the primary): the
+//! pool's finalized tipset is the newest one that at least two nodes' F3 reports; a node whose
+//! chain or finality conflicts with it is excluded before weight is looked at. A head that
+//! only one node reports is *unconfirmed*: it never makes others "behind" and never outranks
+//! a head two nodes share, until a second node reports it or the clock shows every other node
+//! late (their heads lower, and the lone head's epoch older than the propagation cutoff). A
+//! node reporting a tipset the majority reports with another weight or height is excluded as
+//! misreporting. One node can never, alone, take the primary or exclude another node.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::f3::{Finality, TipsetRef};
 use crate::overrides::Overrides;
 use crate::rpc::{Head, Identity, RpcError};
+
+mod trust;
+mod warning;
+pub use warning::{Warning, WarningKind};
 
 /// What chain the pool must be on, and its clock, from `[chain]`. Unset values come from the
 /// built-in table of known networks, or from the nodes themselves.
@@ -85,7 +101,16 @@ pub struct SelectRules {
     /// primary again, doubled for each further drop within [`FLAP_WINDOW`]; `None`: two block
     /// delays; zero: no hold-down.
     pub hold_down: Option<Duration>,
+    /// Epochs the pool's finalized tipset may trail its best head before "finality stalled" is
+    /// said (F3 normally trails by a few; it has stalled network-wide several times).
+    pub finality_stall_after: u64,
+    /// F3 instances a node may trail the pool's newest before a warning on that node.
+    pub f3_max_behind: u64,
 }
+
+/// F3 normally finalizes a few epochs behind the head.
+pub const DEFAULT_FINALITY_STALL_AFTER: u64 = 20;
+pub const DEFAULT_F3_MAX_BEHIND: u64 = 5;
 
 /// How long a drop counts against a node for flap damping.
 pub const FLAP_WINDOW: Duration = Duration::from_secs(3600);
@@ -102,6 +127,8 @@ impl SelectRules {
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             lag_grace: None,
             hold_down: None,
+            finality_stall_after: DEFAULT_FINALITY_STALL_AFTER,
+            f3_max_behind: DEFAULT_F3_MAX_BEHIND,
         }
     }
 }
@@ -156,6 +183,9 @@ pub struct Observation {
     /// subscription that would have pushed a change). Lag in time is only counted up to here:
     /// after it, the node may have caught up unseen.
     pub observed_at: Option<SystemTime>,
+    /// What the node last said about finality (asked every few rounds); `None`: not asked yet,
+    /// or the node has no finality methods.
+    pub finality: Option<Finality>,
 }
 
 impl Observation {
@@ -169,6 +199,7 @@ impl Observation {
             via_push: false,
             unsupported: Vec::new(),
             observed_at: None,
+            finality: None,
         }
     }
 }
@@ -216,6 +247,24 @@ pub enum Exclusion {
         for_: Duration,
         grace: Duration,
     },
+    /// The node's chain, or the finality it reports, conflicts with the tipset the pool
+    /// finalized: a dead fork, however heavy.
+    ConflictsWithFinality {
+        finalized: TipsetRef,
+        /// What the node has at that epoch.
+        has: TipsetRef,
+        /// `true`: the node's own F3 says so; `false`: its chain holds another tipset there.
+        reported: bool,
+    },
+    /// The node reports a tipset that other nodes also report, with another weight or height:
+    /// it is lying or broken.
+    Misreported {
+        height: u64,
+        weight: u128,
+        pool_height: u64,
+        pool_weight: u128,
+        others: usize,
+    },
 }
 
 impl Exclusion {
@@ -262,9 +311,18 @@ impl std::fmt::Display for Exclusion {
                 epochs,
                 weight,
                 best,
-            } => write!(
+            } if weight < best => write!(
                 f,
                 "on a lighter fork since height {since} ({epochs} epochs; weight {weight} < {best})"
+            ),
+            Exclusion::LighterFork {
+                since,
+                epochs,
+                weight,
+                best,
+            } => write!(
+                f,
+                "on a fork no other node confirms since height {since} ({epochs} epochs; weight {weight}, the pool's chain {best})"
             ),
             Exclusion::Stale { age, stale_after } => write!(
                 f,
@@ -277,6 +335,29 @@ impl std::fmt::Display for Exclusion {
                 "behind the best head for {} (lag_grace {})",
                 fmt_ms(*for_),
                 fmt_ms(*grace)
+            ),
+            Exclusion::ConflictsWithFinality {
+                finalized,
+                has,
+                reported,
+            } => write!(
+                f,
+                "on a fork that conflicts with the finalized tipset at epoch {}: {} {} there, the pool finalized {}",
+                finalized.epoch,
+                if *reported { "it reports" } else { "its chain holds" },
+                short_key(&has.key),
+                short_key(&finalized.key)
+            ),
+            Exclusion::Misreported {
+                height,
+                weight,
+                pool_height,
+                pool_weight,
+                others,
+            } => write!(
+                f,
+                "misreports its head: the tipset it reports at height {height} with weight {weight} is reported by {others} other node{} at height {pool_height} with weight {pool_weight} (lying or broken)",
+                if *others == 1 { "" } else { "s" }
             ),
         }
     }
@@ -313,6 +394,15 @@ pub struct SelectState {
     /// Each heavier best head seen, with when it was first seen: a node whose head is lighter
     /// than an entry has been behind since that entry's time.
     pub best_seen: Vec<(u128, SystemTime)>,
+    /// The tipsets the pool finalized, by epoch (recent ones): finality is never reverted, so a
+    /// node holding another tipset at one of these epochs is on a dead fork.
+    pub finalized: BTreeMap<u64, Vec<String>>,
+    /// Per node, the last few tipsets its F3 said it finalized: two nodes asked a moment apart
+    /// may be one certificate apart, and still corroborate each other.
+    pub f3_seen: BTreeMap<String, Vec<TipsetRef>>,
+    /// When each recent head key was first reported by any node: a node is behind a head
+    /// since the head was first seen, even if it was confirmed only later.
+    pub first_seen: BTreeMap<Vec<String>, SystemTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +441,12 @@ pub struct NodeVerdict {
     /// Flap damping: how long the node is still kept from becoming primary.
     #[serde(with = "humantime_serde", default)]
     pub held_for: Option<Duration>,
+    /// The epoch the node says is final (its F3 certificate's, else `ChainGetFinalizedTipSet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized_epoch: Option<u64>,
+    /// The node's F3 in words: finalized epoch and instance, down, or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f3: Option<String>,
     pub track: Track,
     /// Why, in words an operator can act on.
     pub reason: String,
@@ -382,8 +478,12 @@ pub struct Decision {
     pub network: Option<String>,
     /// Set when the primary changed in this round.
     pub switch: Option<Switch>,
-    /// Pool-wide trouble an operator must see: stale pool, network tie, implementation split.
-    pub warnings: Vec<String>,
+    /// Pool-wide trouble an operator must see: stale pool, network tie, implementation split,
+    /// finality stalled. Each has a kind (its identity across rounds) and words.
+    pub warnings: Vec<Warning>,
+    /// The newest tipset at least two nodes say F3 finalized; `None` in a pool without F3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized: Option<TipsetRef>,
     /// The best head is older than stale_after by the wall clock (one of the warnings, as a
     /// value for alerts).
     #[serde(default)]
@@ -516,6 +616,13 @@ fn fmt_ms(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
+/// The first CID of a key, shortened, for reasons and warnings.
+pub(crate) fn short_key(key: &[String]) -> String {
+    key.first()
+        .map(|c| format!("{}…", crate::f3::cap(&c.chars().take(16).collect::<String>(), 16)))
+        .unwrap_or_else(|| "(no key)".into())
+}
+
 fn fmt_secs(s: u64) -> String {
     humantime::format_duration(Duration::from_secs(s)).to_string()
 }
@@ -601,7 +708,11 @@ struct Context<'a> {
     expected_height: Option<u64>,
     lag_grace: Duration,
     hold_down: Duration,
-    warnings: Vec<String>,
+    /// How long a new tipset may take to reach a healthy node: a third of the block delay
+    /// (mainnet's PropagationDelaySecs is 10 s of 30). Past it, a head that has not moved on
+    /// is late by the clock.
+    propagation: Duration,
+    warnings: Vec<Warning>,
     /// Per node: why this round's probe was bad, if it was.
     bad: Vec<Option<Exclusion>>,
     /// Per node: behind the pool for longer than lag_grace (goes down at once).
@@ -609,6 +720,23 @@ struct Context<'a> {
     /// Per node on the pool's chain: epochs below the best head.
     lag: Vec<Option<u64>>,
     best: Option<&'a Head>,
+    /// The best head is confirmed (by a second node or by the clock): only then are nodes
+    /// below it judged behind. Without any confirmed head (a real split), weight still ranks
+    /// but excludes nobody.
+    best_confirmed: bool,
+    /// The weight of the best head the pool vouches for.
+    best_weight: u128,
+    /// Per node: its head is confirmed (another node reports the same tipset, or the clock
+    /// shows every other node late).
+    confirmed: Vec<bool>,
+    /// Per node: the weight the pool vouches for (the agreed weight of a tipset several
+    /// nodes report), used for ranking and lag.
+    weight: Vec<u128>,
+    /// The pool's finalized tipset this round, and the recent ones.
+    finalized: Option<TipsetRef>,
+    finalized_map: BTreeMap<u64, Vec<String>>,
+    f3_seen: BTreeMap<String, Vec<TipsetRef>>,
+    first_seen: BTreeMap<Vec<String>, SystemTime>,
     best_chain: BTreeMap<u64, Vec<String>>,
     best_seen: Vec<(u128, SystemTime)>,
     /// Per node: the hysteresis memory, updated by `judge_nodes` and `apply_hysteresis`.
@@ -637,11 +765,11 @@ impl<'a> Context<'a> {
     }
 
     /// How long a head lighter than the best has been behind, counted up to when it was seen.
-    fn behind_for(&self, h: &Head, seen: Option<SystemTime>) -> Option<Duration> {
+    fn behind_for(&self, weight: u128, seen: Option<SystemTime>) -> Option<Duration> {
         let seen = seen.unwrap_or(self.now);
         self.best_seen
             .iter()
-            .find(|(w, _)| *w > h.weight)
+            .find(|(w, _)| *w > weight)
             .and_then(|(_, t)| seen.duration_since(*t).ok())
     }
 }
@@ -660,7 +788,10 @@ pub fn select(
 ) -> (Decision, SelectState) {
     let mut cx = expect_chain(rules, chain, overrides, prev, observations, now, trigger);
     screen_identity(&mut cx);
+    trust::judge_finality(&mut cx);
+    trust::expose_misreports(&mut cx);
     corroborate_leader(&mut cx);
+    trust::confirm_heads(&mut cx);
     find_best_head(&mut cx);
     remember_history(&mut cx);
     judge_nodes(&mut cx);
@@ -669,6 +800,7 @@ pub fn select(
     choose_primary(&mut cx);
     choose_backups(&mut cx);
     report_pool_warnings(&mut cx);
+    trust::report_finality(&mut cx);
     finish(cx)
 }
 
@@ -698,7 +830,12 @@ fn expect_chain<'a>(
     let hold_down = rules
         .hold_down
         .unwrap_or(Duration::from_secs(2 * exp.block_delay));
-    let warnings = exp.tie.iter().cloned().collect();
+    let warnings = exp
+        .tie
+        .iter()
+        .map(|t| Warning::new(WarningKind::NetworkTie, t.clone()))
+        .collect();
+    let propagation = Duration::from_millis(exp.block_delay * 1000 / 3);
     let n = observations.len();
     Context {
         rules,
@@ -713,11 +850,23 @@ fn expect_chain<'a>(
         expected_height,
         lag_grace,
         hold_down,
+        propagation,
         warnings,
         bad: vec![None; n],
         forced_down: vec![false; n],
         lag: vec![None; n],
         best: None,
+        best_confirmed: false,
+        best_weight: 0,
+        confirmed: vec![false; n],
+        weight: observations
+            .iter()
+            .map(|o| o.result.as_ref().map_or(0, |h| h.weight))
+            .collect(),
+        finalized: None,
+        finalized_map: prev.finalized.clone(),
+        f3_seen: prev.f3_seen.clone(),
+        first_seen: prev.first_seen.clone(),
         best_chain: prev.best_chain.clone(),
         best_seen: prev.best_seen.clone(),
         tracks: observations
@@ -771,12 +920,17 @@ fn corroborate_leader(cx: &mut Context) {
 }
 
 /// Rule 3: the best head, by weight, then height, then config order.
+/// Among confirmed heads only, when any is (an unconfirmed head is one node's claim).
 fn find_best_head(cx: &mut Context) {
-    let best_idx = cx
-        .candidates()
+    let cands = cx.candidates();
+    let confirmed: Vec<usize> = cands.iter().copied().filter(|&i| cx.confirmed[i]).collect();
+    cx.best_confirmed = !confirmed.is_empty();
+    let pool = if confirmed.is_empty() { cands } else { confirmed };
+    let best_idx = pool
         .into_iter()
-        .max_by_key(|&i| cx.head(i).map(|h| rank_key(h, i)));
+        .max_by_key(|&i| cx.head(i).map(|h| (cx.weight[i], h.height, std::cmp::Reverse(i))));
     cx.best = best_idx.and_then(|i| cx.head(i));
+    cx.best_weight = best_idx.map_or(0, |i| cx.weight[i]);
 }
 
 /// The best chain's recent history (to tell forks from lag), when each heavier head was first
@@ -801,12 +955,16 @@ fn remember_history(cx: &mut Context) {
         cx.best_chain.pop_first();
     }
     let now = cx.now;
-    if cx.best_seen.last().is_none_or(|(w, _)| b.weight > *w) {
-        cx.best_seen.push((b.weight, now));
+    let bw = cx.best_weight;
+    // Behind since the head was first seen anywhere, even if confirmed only later: a new
+    // head reaches one node first, and the stalled primary is behind from that moment.
+    let since = cx.first_seen.get(&b.key).copied().unwrap_or(now).min(now);
+    if cx.best_seen.last().is_none_or(|(w, _)| bw > *w) {
+        cx.best_seen.push((bw, since));
     }
     // A reorg to a lighter best head, or a clock that went back: start again.
-    if cx.best_seen.iter().any(|(w, t)| *w > b.weight || *t > now) {
-        cx.best_seen = vec![(b.weight, now)];
+    if cx.best_seen.iter().any(|(w, t)| *w > bw || *t > now) {
+        cx.best_seen = vec![(bw, since)];
     }
     while cx.best_seen.len() > HISTORY {
         cx.best_seen.remove(0);
@@ -815,10 +973,13 @@ fn remember_history(cx: &mut Context) {
         let age = cx.now_s.saturating_sub(b.timestamp);
         if age > cx.stale_after {
             cx.pool_stale = true;
-            cx.warnings.push(format!(
-                "pool is stale: the best head (height {}) is {} old; by the clock the chain is at {exp_h}",
-                b.height,
-                fmt_secs(age)
+            cx.warnings.push(Warning::new(
+                WarningKind::PoolStale,
+                format!(
+                    "pool is stale: the best head (height {}) is {} old; by the clock the chain is at {exp_h}",
+                    b.height,
+                    fmt_secs(age)
+                ),
             ));
         }
     }
@@ -846,19 +1007,23 @@ fn judge_nodes(cx: &mut Context) {
         let l = b.height.saturating_sub(h.height);
         cx.lag[i] = Some(l);
         let rules = cx.rules;
-        cx.bad[i] = if l > rules.max_lag {
+        // Below an unconfirmed best (a real split, no head shared by two nodes) nobody is
+        // behind: weight still ranks, but excludes no one.
+        let judged = cx.best_confirmed;
+        let weight = cx.weight[i];
+        cx.bad[i] = if judged && l > rules.max_lag {
             Some(Exclusion::Lagging {
                 epochs: l,
                 max: rules.max_lag,
             })
-        } else if let Some(since) =
-            fork_since.filter(|&s| b.height.saturating_sub(s) >= rules.max_lag.max(1))
+        } else if let Some(since) = fork_since
+            .filter(|&s| judged && b.height.saturating_sub(s) >= rules.max_lag.max(1))
         {
             Some(Exclusion::LighterFork {
                 since,
                 epochs: b.height - since,
-                weight: h.weight,
-                best: b.weight,
+                weight,
+                best: cx.best_weight,
             })
         } else if age > cx.stale_after {
             Some(Exclusion::Stale {
@@ -866,8 +1031,8 @@ fn judge_nodes(cx: &mut Context) {
                 stale_after: cx.stale_after,
             })
         } else if let Some(d) = cx
-            .behind_for(h, cx.observations[i].observed_at)
-            .filter(|d| *d > cx.lag_grace)
+            .behind_for(weight, cx.observations[i].observed_at)
+            .filter(|d| judged && *d > cx.lag_grace)
         {
             // Behind the pool for longer than lag_grace is already a sustained signal, not one
             // slow probe: the node goes down at once, without waiting for `fall` bad probes.
@@ -960,10 +1125,16 @@ fn apply_hysteresis(cx: &mut Context) {
             height: h.map(|h| h.height),
             lag,
             head_age: h.map(|h| Duration::from_secs(cx.now_s.saturating_sub(h.timestamp))),
-            behind: h.and_then(|h| cx.behind_for(h, o.observed_at)),
+            behind: h.and_then(|_| cx.behind_for(cx.weight[i], o.observed_at)),
             via_push: o.via_push,
             unsupported: o.unsupported.clone(),
             held_for,
+            finalized_epoch: o.finality.as_ref().and_then(|f| {
+                f.f3_finalized()
+                    .or(f.finalized.as_ref())
+                    .map(|t| t.epoch)
+            }),
+            f3: o.finality.as_ref().map(|f| f.f3.to_string()),
             track: t.clone(),
             reason,
             exclusion: cx.bad[i].clone(),
@@ -978,9 +1149,15 @@ fn apply_operator_marks(cx: &mut Context) {
     let mut ranked: Vec<usize> = (0..cx.nodes.len())
         .filter(|&i| cx.nodes[i].healthy)
         .collect();
+    // Confirmed heads first: an unconfirmed head is one node's claim and never outranks a
+    // head the pool vouches for.
     ranked.sort_by_key(|&i| {
         let h = cx.head(i).filter(|_| cx.bad[i].is_none());
-        (std::cmp::Reverse(h.map(|h| (h.weight, h.height))), i)
+        let vouched = cx.confirmed[i] || !cx.best_confirmed;
+        (
+            std::cmp::Reverse(h.map(|h| (vouched, cx.weight[i], h.height))),
+            i,
+        )
     });
     let drained = &cx.overrides.drained;
     let undrained_up = ranked
@@ -1074,9 +1251,12 @@ fn report_pool_warnings(cx: &mut Context) {
     if let (Some(text), Some(since), Some(b)) = (&split, cx.split_since, cx.best) {
         if b.height.saturating_sub(since) >= SPLIT_REPORT_EPOCHS {
             cx.implementation_split = true;
-            cx.warnings.push(format!(
-                "implementation split for {} epochs: {text}; the heavier chain is used",
-                b.height - since
+            cx.warnings.push(Warning::new(
+                WarningKind::ImplementationSplit,
+                format!(
+                    "implementation split for {} epochs: {text}; the heavier chain is used",
+                    b.height - since
+                ),
             ));
         }
     }
@@ -1131,6 +1311,7 @@ fn finish(cx: Context) -> (Decision, SelectState) {
         network: cx.exp.network.clone(),
         switch,
         warnings: cx.warnings,
+        finalized: cx.finalized.clone(),
         pool_stale: cx.pool_stale,
         implementation_split: cx.implementation_split,
         lag_grace: cx.lag_grace,
@@ -1143,6 +1324,9 @@ fn finish(cx: Context) -> (Decision, SelectState) {
         best_chain: cx.best_chain,
         split_since: cx.split_since,
         best_seen: cx.best_seen,
+        finalized: cx.finalized_map,
+        f3_seen: cx.f3_seen,
+        first_seen: cx.first_seen,
     };
     (decision, next)
 }
@@ -1197,11 +1381,7 @@ fn implementation_split(observations: &[Observation], bad: &[Option<Exclusion>])
     for (i, a) in agreed.iter().enumerate() {
         for b in &agreed[i + 1..] {
             if a.0 == b.0 && a.1 != b.1 && a.2 != b.2 {
-                let short = |k: &Vec<String>| {
-                    k.first()
-                        .map(|c| format!("{}…", &c[..c.len().min(16)]))
-                        .unwrap_or_default()
-                };
+                let short = |k: &Vec<String>| short_key(k);
                 return Some(format!(
                     "at height {}, {} nodes on {} and {} nodes on {}",
                     a.0,
@@ -1228,10 +1408,17 @@ mod tests {
     const GENESIS_TS: u64 = 1_000;
 
     fn head(height: u64, weight: u128) -> Head {
+        // Nodes at one height share a tipset unless the table gives it another weight: two
+        // weights at one height are two tipsets.
+        let key = if weight == u128::from(height) * 10 {
+            format!("bafy{height}")
+        } else {
+            format!("bafy{height}w{weight}")
+        };
         Head {
             height,
             weight,
-            key: vec![format!("bafy{height}")],
+            key: vec![key],
             timestamp: GENESIS_TS + height * 30,
             blocks: 1,
         }
@@ -1354,10 +1541,24 @@ mod tests {
             },
             Row {
                 what: "the heaviest head wins, not config order",
-                rounds: vec![vec![H(100), H(101), H(100)]; 2],
+                rounds: vec![vec![H(100), H(101), H(101)]; 2],
                 primary: Some("b"),
-                backups: &["a", "c"],
+                backups: &["c", "a"],
                 reasons: &[],
+            },
+            Row {
+                what: "a head only one node reports does not outrank a shared one (on time)",
+                rounds: vec![vec![H(100), H(101), H(100)]; 2],
+                primary: Some("a"),
+                backups: &["c", "b"],
+                reasons: &[("b", "healthy")],
+            },
+            Row {
+                what: "a heavier claim at the pool's own height evicts nobody and wins nothing",
+                rounds: vec![vec![H(100), HW(100, 1001), H(100)]; 3],
+                primary: Some("a"),
+                backups: &["c", "b"],
+                reasons: &[("a", "healthy"), ("c", "healthy")],
             },
             Row {
                 what: "weight beats height",
@@ -1368,9 +1569,9 @@ mod tests {
             },
             Row {
                 what: "equal weight: greater height wins",
-                rounds: vec![vec![HW(100, 1000), HW(101, 1000), HW(100, 1000)]; 2],
+                rounds: vec![vec![HW(100, 1000), HW(101, 1000), HW(101, 1000)]; 2],
                 primary: Some("b"),
-                backups: &["a", "c"],
+                backups: &["c", "a"],
                 reasons: &[],
             },
             Row {
@@ -1738,6 +1939,7 @@ mod tests {
                 let obs = observe(&["a", "b", "c"], &answers);
                 let mut cx = context(&rules, &o, &p, &obs);
                 screen_identity(&mut cx);
+                trust::confirm_heads(&mut cx);
                 find_best_head(&mut cx);
                 assert_eq!(cx.best.map(|b| b.height), Some(best));
             }
@@ -1750,6 +1952,7 @@ mod tests {
             let obs = observe(&["a", "b"], &[A::H(20), A::H(16)]);
             let mut cx = context(&rules, &o, &p, &obs);
             screen_identity(&mut cx);
+            trust::confirm_heads(&mut cx);
             find_best_head(&mut cx);
             remember_history(&mut cx);
             judge_nodes(&mut cx);
@@ -1766,6 +1969,7 @@ mod tests {
             obs[2].identity.as_mut().expect("id").implementation = Implementation::Forest;
             let mut cx = context(&rules, &o, &p, &obs);
             screen_identity(&mut cx);
+            trust::confirm_heads(&mut cx);
             find_best_head(&mut cx);
             remember_history(&mut cx);
             judge_nodes(&mut cx);
@@ -1938,7 +2142,7 @@ mod tests {
         );
         assert_eq!(d[1].primary, None);
         assert!(
-            d[1].warnings[0].contains("splits evenly between networks calibrationnet and testnet")
+            d[1].warnings[0].text.contains("splits evenly between networks calibrationnet and testnet")
         );
         let chain = ChainConfig {
             network: Some("calibrationnet".into()),
@@ -2037,7 +2241,7 @@ mod tests {
         assert!(d[1]
             .warnings
             .iter()
-            .any(|w| w.contains("pool is stale") && w.contains("the chain is at 110")));
+            .any(|w| w.text.contains("pool is stale") && w.text.contains("the chain is at 110")));
         assert_eq!(d[1].expected_height, Some(110));
     }
 
@@ -2169,10 +2373,10 @@ mod tests {
         let w = d[5]
             .warnings
             .iter()
-            .find(|w| w.contains("implementation split"))
+            .find(|w| w.text.contains("implementation split"))
             .expect("reported");
         assert!(
-            w.contains("lotus nodes on bafy105") && w.contains("forest nodes on forestfork105"),
+            w.text.contains("lotus nodes on bafy105") && w.text.contains("forest nodes on forestfork105"),
             "{w}"
         );
         assert_eq!(d[5].primary.as_deref(), Some("a"), "the heavier chain wins");

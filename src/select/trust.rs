@@ -1,0 +1,316 @@
+//! The steps that decide whom to believe: finality, corroborated heads, misreports.
+//!
+//! Filecoin's 2021 rule "the heaviest head wins" lets one daemon that lies, or has a bug,
+//! take the primary with a `ParentWeight` one higher and evict every honest node as "behind".
+//! And since F3 (mainnet, April 2025) a heavier fork can be dead: a tipset F3 finalized is
+//! never reverted (Lotus checkpoints it), and Lotus mines on the latest head even when it is
+//! lighter, "because F3 may end up finalizing a tipset with a lower weight" (CHANGELOG 1.31.0).
+//!
+//! So, before weight is looked at:
+//! - **finality**: the pool's finalized tipset is the newest one that at least two nodes' F3
+//!   reports; a node whose own chain holds another tipset at that epoch, or whose F3 reports
+//!   another one there, is on a dead fork and excluded;
+//! - **misreports**: a tipset several nodes report must have one weight and height; a node in
+//!   the minority is lying or broken and excluded (a tie excludes nobody);
+//! - **confirmation**: a head that only one node reports is unconfirmed until a second node
+//!   reports it or the clock shows every other node late. Unconfirmed heads never make others
+//!   "behind" and never outrank a confirmed head.
+//!
+//! One node can never, alone, exclude another: every exclusion here rests on what two nodes
+//! agree on. F3 stalls network-wide are warnings, never exclusions: nodes are compared with
+//! each other, never with an absolute finality lag.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use super::{short_key, Context, Exclusion, Warning, WarningKind};
+use crate::f3::TipsetRef;
+
+/// Tipsets of the pool's finality remembered (epochs are checked against these).
+const FINALIZED_KEPT: usize = 64;
+/// Certificates remembered per node, to corroborate nodes asked a moment apart.
+const F3_SEEN_KEPT: usize = 8;
+/// Head keys whose first sighting is remembered.
+const FIRST_SEEN_KEPT: usize = 256;
+
+/// The pool's finalized tipset, and exclusions of nodes whose chain or finality conflicts
+/// with what the pool finalized.
+pub(super) fn judge_finality(cx: &mut Context) {
+    remember_certificates(cx);
+    let newest = corroborated_finality(cx);
+    if let Some(t) = &newest {
+        cx.finalized_map.insert(t.epoch, t.key.clone());
+        while cx.finalized_map.len() > FINALIZED_KEPT {
+            cx.finalized_map.pop_first();
+        }
+    }
+    cx.finalized = cx.finalized_map.last_key_value().map(|(e, k)| TipsetRef {
+        epoch: *e,
+        key: k.clone(),
+    });
+    for i in 0..cx.observations.len() {
+        if cx.bad[i].is_some() {
+            continue;
+        }
+        if let Some(x) = finality_conflict(cx, i) {
+            cx.bad[i] = Some(x);
+        }
+    }
+}
+
+/// Adds this round's certificates to each node's recent ones; forgets removed nodes.
+fn remember_certificates(cx: &mut Context) {
+    for (i, o) in cx.observations.iter().enumerate() {
+        if cx.bad[i].is_some() {
+            continue;
+        }
+        let Some(t) = o.finality.as_ref().and_then(|f| f.f3_finalized()) else {
+            continue;
+        };
+        let seen = cx.f3_seen.entry(o.node.clone()).or_default();
+        if !seen.contains(t) {
+            seen.push(t.clone());
+            seen.sort();
+            if seen.len() > F3_SEEN_KEPT {
+                seen.remove(0);
+            }
+        }
+    }
+    let names: BTreeSet<&str> = cx.observations.iter().map(|o| o.node.as_str()).collect();
+    cx.f3_seen.retain(|n, _| names.contains(n.as_str()));
+}
+
+/// The newest tipset that at least two eligible nodes' F3 reported; `None` when none is, or
+/// when two different tipsets at that epoch each have two (nothing to go by).
+fn corroborated_finality(cx: &Context) -> Option<TipsetRef> {
+    let mut count: BTreeMap<&TipsetRef, usize> = BTreeMap::new();
+    for (i, o) in cx.observations.iter().enumerate() {
+        if cx.bad[i].is_some() {
+            continue;
+        }
+        for t in cx.f3_seen.get(&o.node).into_iter().flatten() {
+            *count.entry(t).or_default() += 1;
+        }
+    }
+    let agreed: Vec<&TipsetRef> = count
+        .iter()
+        .filter(|(_, c)| **c >= 2)
+        .map(|(t, _)| *t)
+        .collect();
+    let top = agreed.iter().map(|t| t.epoch).max()?;
+    let at_top: Vec<&&TipsetRef> = agreed.iter().filter(|t| t.epoch == top).collect();
+    (at_top.len() == 1).then(|| (*at_top[0]).clone())
+}
+
+/// Why node `i` is on a dead fork, if its chain or its F3 holds another tipset at an epoch
+/// the pool finalized.
+fn finality_conflict(cx: &Context, i: usize) -> Option<Exclusion> {
+    let f = cx.observations[i].finality.as_ref()?;
+    let against = |has: &TipsetRef, reported: bool| {
+        let key = cx.finalized_map.get(&has.epoch)?;
+        (key != &has.key).then(|| Exclusion::ConflictsWithFinality {
+            finalized: TipsetRef {
+                epoch: has.epoch,
+                key: key.clone(),
+            },
+            has: has.clone(),
+            reported,
+        })
+    };
+    f.f3_finalized()
+        .and_then(|t| against(t, true))
+        .or_else(|| f.chain_at.as_ref().and_then(|t| against(t, false)))
+}
+
+/// A tipset several nodes report has one weight and one height; the minority is excluded.
+/// A tie (a pool of two) excludes nobody: both are ranked by the lower claim and the
+/// disagreement is a pool warning.
+pub(super) fn expose_misreports(cx: &mut Context) {
+    let mut groups: BTreeMap<&Vec<String>, Vec<usize>> = BTreeMap::new();
+    for i in cx.candidates() {
+        if let Some(h) = cx.head(i) {
+            groups.entry(&h.key).or_default().push(i);
+        }
+    }
+    let mut disputed = Vec::new();
+    for members in groups.values().filter(|m| m.len() >= 2) {
+        let mut claims: BTreeMap<(u128, u64), Vec<usize>> = BTreeMap::new();
+        for &i in members {
+            let h = cx.head(i).expect("candidate has a head");
+            claims.entry((h.weight, h.height)).or_default().push(i);
+        }
+        if claims.len() == 1 {
+            continue;
+        }
+        let top = claims.values().map(Vec::len).max().expect("non-empty");
+        let winners: Vec<&(u128, u64)> = claims
+            .iter()
+            .filter(|(_, m)| m.len() == top)
+            .map(|(c, _)| c)
+            .collect();
+        if let [&(pool_weight, pool_height)] = winners[..] {
+            for (&(weight, height), liars) in &claims {
+                if (weight, height) == (pool_weight, pool_height) {
+                    continue;
+                }
+                for &i in liars {
+                    cx.bad[i] = Some(Exclusion::Misreported {
+                        height,
+                        weight,
+                        pool_height,
+                        pool_weight,
+                        others: top,
+                    });
+                }
+            }
+        } else {
+            let lowest = claims.keys().map(|c| c.0).min().expect("non-empty");
+            for &i in members {
+                cx.weight[i] = lowest;
+            }
+            let names: Vec<&str> = members
+                .iter()
+                .map(|&i| cx.observations[i].node.as_str())
+                .collect();
+            let h = cx.head(members[0]).expect("candidate");
+            disputed.push(format!(
+                "{} report tipset {} at height {} with different weights or heights; neither is believed above the lower claim",
+                names.join(" and "),
+                short_key(&h.key),
+                h.height
+            ));
+        }
+    }
+    if !disputed.is_empty() {
+        cx.warnings.push(Warning::new(
+            WarningKind::HeadDisagreement,
+            disputed.join("; "),
+        ));
+    }
+}
+
+/// Which heads are confirmed: reported by two nodes, or the only one left, or the highest
+/// head of the pool once its epoch is older than the propagation cutoff (every other node is
+/// then late by the clock). Also remembers when each head was first seen.
+pub(super) fn confirm_heads(cx: &mut Context) {
+    let cands = cx.candidates();
+    let now = cx.now;
+    let mut count: BTreeMap<&Vec<String>, usize> = BTreeMap::new();
+    for &i in &cands {
+        let h = cx.head(i).expect("candidate has a head");
+        *count.entry(&h.key).or_default() += 1;
+        if !cx.first_seen.contains_key(&h.key) {
+            cx.first_seen.insert(h.key.clone(), now);
+        }
+    }
+    while cx.first_seen.len() > FIRST_SEEN_KEPT {
+        let oldest = cx
+            .first_seen
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(k, _)| k.clone())
+            .expect("non-empty");
+        cx.first_seen.remove(&oldest);
+    }
+    for &i in &cands {
+        let h = cx.head(i).expect("candidate");
+        // Every other node is lower, and late by the clock: the epoch after its head began
+        // longer ago than the propagation cutoff. Nodes at the same height are on time, so a
+        // heavier claim at the pool's own height is never confirmed this way.
+        let others_late = cands.iter().filter(|&&j| j != i).all(|&j| {
+            cx.head(j)
+                .is_some_and(|o| o.height < h.height && late(cx, o.height, o.timestamp, now))
+        });
+        cx.confirmed[i] = count[&h.key] >= 2 || cands.len() == 1 || others_late;
+    }
+}
+
+/// Whether a head at `height` is late by the clock: the next epoch began longer ago than the
+/// propagation cutoff, so a healthy node would have a newer head unless that epoch was a null
+/// round (then the node that is higher proves otherwise). The epoch's start comes from the
+/// chain's clock where known (a tipset's timestamp is its epoch's start), else from the head.
+fn late(cx: &Context, height: u64, timestamp: u64, now: SystemTime) -> bool {
+    let delay = cx.exp.block_delay;
+    let next = cx
+        .exp
+        .genesis_timestamp
+        .map(|g| g + (height + 1) * delay)
+        .unwrap_or(timestamp + delay);
+    now >= SystemTime::UNIX_EPOCH + Duration::from_secs(next) + cx.propagation
+}
+
+/// Finality warnings: a stall network-wide, nodes that disagree on it, and nodes whose F3
+/// trails.
+pub(super) fn report_finality(cx: &mut Context) {
+    if let (Some(f), Some(b)) = (&cx.finalized, cx.best) {
+        let behind = b.height.saturating_sub(f.epoch);
+        if behind > cx.rules.finality_stall_after {
+            cx.warnings.push(Warning::new(
+                WarningKind::FinalityStalled,
+                format!(
+                    "finality stalled since epoch {}: the best head is {behind} epochs past it (finality_stall_after {}); no node is excluded for it",
+                    f.epoch, cx.rules.finality_stall_after
+                ),
+            ));
+        }
+    }
+    if let Some(text) = finality_disagreement(cx) {
+        cx.warnings
+            .push(Warning::new(WarningKind::FinalityDisagreement, text));
+    }
+    report_f3_behind(cx);
+}
+
+/// Two nodes report different F3-finalized tipsets at one epoch, and the pool has no
+/// finality of its own there: said, and nobody excluded for it.
+fn finality_disagreement(cx: &Context) -> Option<String> {
+    let mut at: BTreeMap<u64, BTreeMap<&Vec<String>, Vec<&str>>> = BTreeMap::new();
+    for (node, seen) in &cx.f3_seen {
+        for t in seen {
+            at.entry(t.epoch)
+                .or_default()
+                .entry(&t.key)
+                .or_default()
+                .push(node.as_str());
+        }
+    }
+    let (epoch, keys) = at
+        .iter()
+        .rev()
+        .find(|(e, keys)| keys.len() > 1 && !cx.finalized_map.contains_key(e))?;
+    let sides: Vec<String> = keys
+        .iter()
+        .map(|(k, nodes)| format!("{} on {}", nodes.join(", "), short_key(k)))
+        .collect();
+    Some(format!(
+        "nodes disagree on the tipset F3 finalized at epoch {epoch} ({}); no tipset is finalized by two nodes there, so nobody is excluded for it",
+        sides.join("; ")
+    ))
+}
+
+/// A node whose F3 instance trails the pool's newest by more than f3_max_behind while its
+/// chain is fine: a warning on that node, never an exclusion.
+fn report_f3_behind(cx: &mut Context) {
+    let instances: Vec<(usize, u64)> = cx
+        .observations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| Some((i, o.finality.as_ref()?.f3_instance()?)))
+        .collect();
+    let Some(top) = instances.iter().map(|(_, n)| *n).max() else {
+        return;
+    };
+    for (i, n) in instances {
+        let trails = top - n;
+        if trails > cx.rules.f3_max_behind && cx.bad[i].is_none() {
+            let node = cx.observations[i].node.clone();
+            cx.warnings.push(Warning::new(
+                WarningKind::F3Behind(node.clone()),
+                format!(
+                    "{node}: F3 instance {n} trails the pool's {top} by {trails} (f3_max_behind {}); its chain is fine, so it stays in",
+                    cx.rules.f3_max_behind
+                ),
+            ));
+        }
+    }
+}
