@@ -138,12 +138,15 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         .map(|v| v.name.as_str())
         .collect();
     if !rejected.is_empty() {
-        warnings.push(Warning::new(WarningKind::TokenRejected, format!(
+        warnings.push(Warning::new(
+            WarningKind::TokenRejected,
+            format!(
             "{} rejected the configured token. Clients send one token through nginx to whichever \
              node is primary, so every daemon of the pool must accept the same token: share the \
              JWT secret between them (with Venus, use one sophon-auth service)",
             rejected.join(", ")
-        )));
+        ),
+        ));
     }
     Ok(CheckReport {
         primary: decision.primary.clone(),

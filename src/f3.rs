@@ -118,7 +118,10 @@ impl Finality {
 /// third-party server words these its own way).
 pub fn f3_error(e: &RpcError) -> Option<F3View> {
     match e {
-        RpcError::Rpc { code: -32603, message } => Some(F3View::Down(cap(message, 80))),
+        RpcError::Rpc {
+            code: -32603,
+            message,
+        } => Some(F3View::Down(cap(message, 80))),
         RpcError::Rpc { .. } => Some(F3View::Lacking),
         // A transport failure is the probe's failure, not news about F3.
         _ => None,
@@ -245,10 +248,11 @@ fn from_str<T: DeserializeOwned>(raw: &str) -> Result<T, String> {
 }
 
 fn tipset_ref(epoch: i64, key: Option<Vec<Cid>>, head: Option<u64>) -> Result<TipsetRef, String> {
-    let epoch =
-        u64::try_from(epoch).map_err(|_| format!("epoch {epoch} is below zero"))?;
+    let epoch = u64::try_from(epoch).map_err(|_| format!("epoch {epoch} is below zero"))?;
     if let Some(h) = head.filter(|&h| epoch > h) {
-        return Err(format!("finalized epoch {epoch} is above the node's head {h}"));
+        return Err(format!(
+            "finalized epoch {epoch} is above the node's head {h}"
+        ));
     }
     let key = key.unwrap_or_default();
     if key.is_empty() {
@@ -274,16 +278,24 @@ mod tests {
     use super::*;
 
     fn cert(chain: &str) -> String {
-        format!(r#"{{"GPBFTInstance":6204,"ECChain":{chain},"SupplementalData":{{}},"Signers":[0],"Signature":"AA=="}}"#)
+        format!(
+            r#"{{"GPBFTInstance":6204,"ECChain":{chain},"SupplementalData":{{}},"Signers":[0],"Signature":"AA=="}}"#
+        )
     }
 
     fn entry(epoch: i64, cid: &str) -> String {
-        format!(r#"{{"Key":[{{"/":"{cid}"}}],"Commitments":"AAAA","Epoch":{epoch},"PowerTable":{{"/":"bafyPT"}}}}"#)
+        format!(
+            r#"{{"Key":[{{"/":"{cid}"}}],"Commitments":"AAAA","Epoch":{epoch},"PowerTable":{{"/":"bafyPT"}}}}"#
+        )
     }
 
     #[test]
     fn the_last_ec_chain_entry_is_the_finalized_tipset() {
-        let raw = cert(&format!("[{},{}]", entry(100, "bafyA"), entry(101, "bafyB")));
+        let raw = cert(&format!(
+            "[{},{}]",
+            entry(100, "bafyA"),
+            entry(101, "bafyB")
+        ));
         assert_eq!(
             read_certificate(&raw, Some(105)),
             F3View::Finalized {
@@ -303,12 +315,15 @@ mod tests {
             (cert("null"), "missing"),
             (r#"{"GPBFTInstance":1}"#.to_string(), "missing"),
             (cert(&format!("[{}]", entry(-1, "bafyA"))), "below zero"),
-            (cert(&format!("[{}]", entry(200, "bafyA"))), "above the node's head"),
             (
-                cert(r#"[{"Key":"AAAA","Epoch":5}]"#),
-                "invalid type",
+                cert(&format!("[{}]", entry(200, "bafyA"))),
+                "above the node's head",
             ),
-            (cert(r#"[{"Key":[{"/":"bafy\n[nginx]"}],"Epoch":5}]"#), "not a CID"),
+            (cert(r#"[{"Key":"AAAA","Epoch":5}]"#), "invalid type"),
+            (
+                cert(r#"[{"Key":[{"/":"bafy\n[nginx]"}],"Epoch":5}]"#),
+                "not a CID",
+            ),
             (cert(r#"[{"Key":[],"Epoch":5}]"#), "no key"),
             (
                 cert(&format!("[{}]", vec![entry(5, "bafyA"); 200].join(","))),
@@ -339,7 +354,10 @@ mod tests {
             message: "Method not found".into(),
         };
         assert_eq!(f3_error(&missing), Some(F3View::Lacking));
-        assert_eq!(f3_error(&RpcError::Timeout(std::time::Duration::from_secs(1))), None);
+        assert_eq!(
+            f3_error(&RpcError::Timeout(std::time::Duration::from_secs(1))),
+            None
+        );
     }
 
     #[test]

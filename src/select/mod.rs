@@ -619,7 +619,12 @@ fn fmt_ms(d: Duration) -> String {
 /// The first CID of a key, shortened, for reasons and warnings.
 pub(crate) fn short_key(key: &[String]) -> String {
     key.first()
-        .map(|c| format!("{}…", crate::f3::cap(&c.chars().take(16).collect::<String>(), 16)))
+        .map(|c| {
+            format!(
+                "{}…",
+                crate::f3::cap(&c.chars().take(16).collect::<String>(), 16)
+            )
+        })
         .unwrap_or_else(|| "(no key)".into())
 }
 
@@ -925,10 +930,15 @@ fn find_best_head(cx: &mut Context) {
     let cands = cx.candidates();
     let confirmed: Vec<usize> = cands.iter().copied().filter(|&i| cx.confirmed[i]).collect();
     cx.best_confirmed = !confirmed.is_empty();
-    let pool = if confirmed.is_empty() { cands } else { confirmed };
-    let best_idx = pool
-        .into_iter()
-        .max_by_key(|&i| cx.head(i).map(|h| (cx.weight[i], h.height, std::cmp::Reverse(i))));
+    let pool = if confirmed.is_empty() {
+        cands
+    } else {
+        confirmed
+    };
+    let best_idx = pool.into_iter().max_by_key(|&i| {
+        cx.head(i)
+            .map(|h| (cx.weight[i], h.height, std::cmp::Reverse(i)))
+    });
     cx.best = best_idx.and_then(|i| cx.head(i));
     cx.best_weight = best_idx.map_or(0, |i| cx.weight[i]);
 }
@@ -1016,8 +1026,8 @@ fn judge_nodes(cx: &mut Context) {
                 epochs: l,
                 max: rules.max_lag,
             })
-        } else if let Some(since) = fork_since
-            .filter(|&s| judged && b.height.saturating_sub(s) >= rules.max_lag.max(1))
+        } else if let Some(since) =
+            fork_since.filter(|&s| judged && b.height.saturating_sub(s) >= rules.max_lag.max(1))
         {
             Some(Exclusion::LighterFork {
                 since,
@@ -1129,11 +1139,10 @@ fn apply_hysteresis(cx: &mut Context) {
             via_push: o.via_push,
             unsupported: o.unsupported.clone(),
             held_for,
-            finalized_epoch: o.finality.as_ref().and_then(|f| {
-                f.f3_finalized()
-                    .or(f.finalized.as_ref())
-                    .map(|t| t.epoch)
-            }),
+            finalized_epoch: o
+                .finality
+                .as_ref()
+                .and_then(|f| f.f3_finalized().or(f.finalized.as_ref()).map(|t| t.epoch)),
             f3: o.finality.as_ref().map(|f| f.f3.to_string()),
             track: t.clone(),
             reason,
@@ -2141,9 +2150,9 @@ mod tests {
             &[round.clone(), round.clone()],
         );
         assert_eq!(d[1].primary, None);
-        assert!(
-            d[1].warnings[0].text.contains("splits evenly between networks calibrationnet and testnet")
-        );
+        assert!(d[1].warnings[0]
+            .text
+            .contains("splits evenly between networks calibrationnet and testnet"));
         let chain = ChainConfig {
             network: Some("calibrationnet".into()),
             genesis: Some("bafyGenesis".into()),
@@ -2376,7 +2385,8 @@ mod tests {
             .find(|w| w.text.contains("implementation split"))
             .expect("reported");
         assert!(
-            w.text.contains("lotus nodes on bafy105") && w.text.contains("forest nodes on forestfork105"),
+            w.text.contains("lotus nodes on bafy105")
+                && w.text.contains("forest nodes on forestfork105"),
             "{w}"
         );
         assert_eq!(d[5].primary.as_deref(), Some("a"), "the heavier chain wins");

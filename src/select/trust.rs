@@ -314,3 +314,440 @@ fn report_f3_behind(cx: &mut Context) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::f3::{F3View, Finality, TipsetRef};
+    use crate::rpc::{Head, Identity, Implementation};
+
+    const G: u64 = 1_000;
+
+    fn key(height: u64, fork: &str) -> Vec<String> {
+        vec![format!("bafy{fork}{height}")]
+    }
+
+    fn head(height: u64, fork: &str, weight: u128) -> Head {
+        Head {
+            height,
+            weight,
+            key: key(height, fork),
+            timestamp: G + height * 30,
+            blocks: 1,
+        }
+    }
+
+    /// A node at `height` on chain `fork` ("" is the pool's), weight 10 an epoch (a fork's
+    /// weight is given explicitly).
+    fn node(name: &str, h: Head) -> Observation {
+        let mut o = Observation::new(name, Ok(h));
+        o.identity = Some(Identity {
+            implementation: Implementation::Lotus,
+            version: "1.34.0".into(),
+            network: Some("testnet".into()),
+            genesis: "bafyGenesis".into(),
+            genesis_timestamp: G,
+            block_delay: Some(30),
+        });
+        o
+    }
+
+    fn f3(mut o: Observation, epoch: u64, fork: &str, instance: u64) -> Observation {
+        o.finality = Some(Finality {
+            f3: F3View::Finalized {
+                tipset: TipsetRef {
+                    epoch,
+                    key: key(epoch, fork),
+                },
+                instance,
+            },
+            finalized: None,
+            chain_at: None,
+            instance: None,
+        });
+        o
+    }
+
+    fn f3_down(mut o: Observation, chain_at: Option<(u64, &str)>) -> Observation {
+        o.finality = Some(Finality {
+            f3: F3View::Down("client error (Connect)".into()),
+            finalized: None,
+            chain_at: chain_at.map(|(e, fork)| TipsetRef {
+                epoch: e,
+                key: key(e, fork),
+            }),
+            instance: None,
+        });
+        o
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Runs rounds, each at its own time; returns the decisions.
+    fn run(rules: &SelectRules, rounds: Vec<(u64, Vec<Observation>)>) -> Vec<Decision> {
+        let mut state = SelectState::default();
+        rounds
+            .into_iter()
+            .map(|(now, obs)| {
+                let (d, next) = select(
+                    rules,
+                    &ChainConfig::default(),
+                    &Overrides::default(),
+                    &state,
+                    &obs,
+                    at(now),
+                    Trigger::Probe,
+                );
+                state = next;
+                d
+            })
+            .collect()
+    }
+
+    fn rules() -> SelectRules {
+        SelectRules::basic(2, 1, 3)
+    }
+
+    fn reason<'a>(d: &'a Decision, n: &str) -> &'a str {
+        &d.verdict(n).expect("node").reason
+    }
+
+    /// Epoch `h`'s start plus `s` seconds.
+    fn t(h: u64, s: u64) -> u64 {
+        G + h * 30 + s
+    }
+
+    #[test]
+    fn a_heavier_fork_that_conflicts_with_finality_is_excluded_whatever_its_weight() {
+        // c forked off before epoch 95, which a and b finalized; its fork is heavier.
+        let round = |h: u64| {
+            vec![
+                f3(node("a", head(h, "", h as u128 * 10)), 95, "", 7),
+                f3(node("b", head(h, "", h as u128 * 10)), 95, "", 7),
+                f3_down(node("c", head(h, "x", 5_000)), Some((95, "x"))),
+            ]
+        };
+        let d = run(
+            &rules(),
+            vec![(t(100, 2), round(100)), (t(101, 2), round(101))],
+        );
+        let d = d.last().expect("decided");
+        assert_eq!(d.finalized.as_ref().map(|f| f.epoch), Some(95));
+        assert_eq!(d.primary.as_deref(), Some("a"));
+        let c = d.verdict("c").expect("c");
+        assert!(matches!(
+            c.exclusion,
+            Some(Exclusion::ConflictsWithFinality {
+                reported: false,
+                ..
+            })
+        ));
+        assert!(
+            reason(d, "c")
+                .contains("on a fork that conflicts with the finalized tipset at epoch 95"),
+            "{}",
+            reason(d, "c")
+        );
+    }
+
+    #[test]
+    fn a_node_reporting_the_networks_certificate_on_another_chain_is_caught_by_its_chain() {
+        let mut c = f3(node("c", head(100, "x", 5_000)), 95, "", 7);
+        if let Some(f) = c.finality.as_mut() {
+            f.chain_at = Some(TipsetRef {
+                epoch: 95,
+                key: key(95, "x"),
+            });
+        }
+        let obs = vec![
+            f3(node("a", head(100, "", 1000)), 95, "", 7),
+            f3(node("b", head(100, "", 1000)), 95, "", 7),
+            c,
+        ];
+        let d = run(&rules(), vec![(t(100, 2), obs)]);
+        assert!(matches!(
+            d[0].verdict("c").and_then(|v| v.exclusion.clone()),
+            Some(Exclusion::ConflictsWithFinality { .. })
+        ));
+    }
+
+    #[test]
+    fn a_conflicting_certificate_excludes_its_node() {
+        let obs = vec![
+            f3(node("a", head(100, "", 1000)), 95, "", 7),
+            f3(node("b", head(100, "", 1000)), 95, "", 7),
+            f3(node("c", head(100, "", 1000)), 95, "x", 7),
+        ];
+        let d = run(&rules(), vec![(t(100, 2), obs)]);
+        assert!(matches!(
+            d[0].verdict("c").and_then(|v| v.exclusion.clone()),
+            Some(Exclusion::ConflictsWithFinality { reported: true, .. })
+        ));
+    }
+
+    #[test]
+    fn two_nodes_that_disagree_on_finality_exclude_nobody_and_say_so() {
+        let round = || {
+            vec![
+                f3(node("a", head(100, "", 1000)), 95, "", 7),
+                f3(node("b", head(100, "x", 1000)), 95, "x", 7),
+            ]
+        };
+        let d = run(&rules(), vec![(t(100, 2), round()), (t(100, 7), round())]);
+        let d = &d[1];
+        assert_eq!(d.finalized, None);
+        assert!(d
+            .nodes
+            .iter()
+            .all(|v| !matches!(v.exclusion, Some(Exclusion::ConflictsWithFinality { .. }))));
+        assert!(d
+            .warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::FinalityDisagreement));
+        assert_eq!(
+            d.primary.as_deref(),
+            Some("a"),
+            "the sticky first pick stays"
+        );
+    }
+
+    #[test]
+    fn nodes_one_certificate_apart_still_corroborate() {
+        let d = run(
+            &rules(),
+            vec![
+                (
+                    t(100, 2),
+                    vec![
+                        f3(node("a", head(100, "", 1000)), 95, "", 7),
+                        f3(node("b", head(100, "", 1000)), 95, "", 7),
+                    ],
+                ),
+                (
+                    t(101, 2),
+                    vec![
+                        f3(node("a", head(101, "", 1010)), 96, "", 8),
+                        f3(node("b", head(101, "", 1010)), 95, "", 7),
+                    ],
+                ),
+            ],
+        );
+        assert_eq!(d[1].finalized.as_ref().map(|f| f.epoch), Some(95));
+        assert!(d[1].warnings.is_empty(), "{:?}", d[1].warnings);
+    }
+
+    #[test]
+    fn a_finality_stall_is_one_warning_from_the_first_round_never_an_exclusion() {
+        let round = |h: u64| {
+            vec![
+                f3(node("a", head(h, "", h as u128 * 10)), 100, "", 7),
+                f3(node("b", head(h, "", h as u128 * 10)), 100, "", 7),
+            ]
+        };
+        let d = run(
+            &rules(),
+            vec![(t(130, 2), round(130)), (t(131, 2), round(131))],
+        );
+        for d in &d {
+            let stalls: Vec<&Warning> = d
+                .warnings
+                .iter()
+                .filter(|w| w.kind == WarningKind::FinalityStalled)
+                .collect();
+            assert_eq!(stalls.len(), 1);
+            assert!(stalls[0].text.contains("finality stalled since epoch 100"));
+            assert!(d.nodes.iter().all(|v| v.healthy));
+        }
+        // Caught up: cleared.
+        let d = run(
+            &rules(),
+            vec![
+                (t(130, 2), round(130)),
+                (t(131, 2), {
+                    let mut r = round(131);
+                    for o in &mut r {
+                        *o = f3(o.clone(), 128, "", 9);
+                    }
+                    r
+                }),
+            ],
+        );
+        assert!(d[1].warnings.is_empty(), "{:?}", d[1].warnings);
+    }
+
+    #[test]
+    fn a_trailing_f3_instance_warns_on_that_node_only() {
+        let obs = vec![
+            f3(node("a", head(100, "", 1000)), 95, "", 20),
+            f3(node("b", head(100, "", 1000)), 95, "", 20),
+            f3(node("c", head(100, "", 1000)), 95, "", 12),
+        ];
+        let d = run(&rules(), vec![(t(100, 2), obs)]);
+        let kinds: Vec<&WarningKind> = d[0].warnings.iter().map(|w| &w.kind).collect();
+        assert_eq!(kinds, vec![&WarningKind::F3Behind("c".into())]);
+        assert!(d[0].verdict("c").is_some_and(|v| v.healthy));
+    }
+
+    #[test]
+    fn a_misreported_weight_is_excluded_by_the_majority_and_disputed_in_a_pair() {
+        let liar = || node("c", head(100, "", 1001));
+        let honest = |n: &str| node(n, head(100, "", 1000));
+        let d = run(
+            &rules(),
+            vec![(t(100, 2), vec![honest("a"), honest("b"), liar()])],
+        );
+        assert!(matches!(
+            d[0].verdict("c").and_then(|v| v.exclusion.clone()),
+            Some(Exclusion::Misreported { others: 2, .. })
+        ));
+        assert!(reason(&d[0], "c").contains("lying or broken"));
+        // A pair: nobody is excluded, neither outranks the other, the first stays.
+        let d = run(
+            &rules(),
+            vec![
+                (t(100, 2), vec![honest("a"), liar()]),
+                (t(100, 8), vec![honest("a"), liar()]),
+            ],
+        );
+        assert_eq!(d[1].primary.as_deref(), Some("a"));
+        assert!(d[1].nodes.iter().all(|v| v.exclusion.is_none()));
+        assert!(d[1]
+            .warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::HeadDisagreement));
+    }
+
+    #[test]
+    fn a_lone_heavier_head_at_the_pools_height_never_takes_the_primary_or_evicts() {
+        let round = |h: u64, s: u64| {
+            (
+                t(h, s),
+                vec![
+                    node("a", head(h, "", h as u128 * 10)),
+                    node("b", head(h, "", h as u128 * 10)),
+                    node("c", head(h, "liar", h as u128 * 10 + 1)),
+                ],
+            )
+        };
+        let rounds: Vec<_> = (100..110)
+            .flat_map(|h| [round(h, 3), round(h, 20)])
+            .collect();
+        for d in run(&rules(), rounds) {
+            assert_eq!(d.primary.as_deref(), Some("a"));
+            for n in ["a", "b"] {
+                assert!(
+                    d.verdict(n).is_some_and(|v| v.healthy),
+                    "{n}: {}",
+                    reason(&d, n)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pool_of_two_leaves_a_stalled_primary_by_the_clock() {
+        // a stalls at 100; b moves on. b is alone at its height, but a is late by the clock.
+        let rounds = vec![
+            (
+                t(100, 3),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(100, "", 1000)),
+                ],
+            ),
+            (
+                t(101, 3),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(101, "", 1010)),
+                ],
+            ),
+            (
+                t(101, 9),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(101, "", 1010)),
+                ],
+            ),
+            (
+                t(101, 25),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(101, "", 1010)),
+                ],
+            ),
+        ];
+        let d = run(&rules(), rounds);
+        assert_eq!(
+            d[1].primary.as_deref(),
+            Some("a"),
+            "b's new head is not yet confirmed"
+        );
+        assert_eq!(
+            d[2].primary.as_deref(),
+            Some("a"),
+            "within the propagation cutoff"
+        );
+        assert_eq!(d[3].primary.as_deref(), Some("b"), "{:?}", d[3].nodes);
+        assert!(reason(&d[3], "a").contains("behind the best head"));
+    }
+
+    #[test]
+    fn a_new_head_seen_first_on_one_node_counts_from_its_first_sighting() {
+        // b has 101 at +2 s, c at +4 s; a (primary) is stalled: a is behind since +2 s.
+        let rounds = vec![
+            (
+                t(100, 3),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(100, "", 1000)),
+                    node("c", head(100, "", 1000)),
+                ],
+            ),
+            (
+                t(101, 2),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(101, "", 1010)),
+                    node("c", head(100, "", 1000)),
+                ],
+            ),
+            (
+                t(101, 4),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(101, "", 1010)),
+                    node("c", head(101, "", 1010)),
+                ],
+            ),
+            (
+                t(101, 15),
+                vec![
+                    node("a", head(100, "", 1000)),
+                    node("b", head(101, "", 1010)),
+                    node("c", head(101, "", 1010)),
+                ],
+            ),
+        ];
+        let d = run(&rules(), rounds);
+        assert_eq!(
+            d[2].verdict("a").and_then(|v| v.behind),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(d[3].primary.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_pool_without_f3_decides_as_before() {
+        let obs = vec![
+            node("a", head(100, "", 1000)),
+            node("b", head(100, "", 1000)),
+        ];
+        let d = run(&rules(), vec![(t(100, 2), obs)]);
+        assert_eq!(d[0].finalized, None);
+        assert!(d[0].warnings.is_empty());
+        assert_eq!(d[0].primary.as_deref(), Some("a"));
+    }
+}
