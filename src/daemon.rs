@@ -477,6 +477,9 @@ impl Daemon {
             .recheck_after
             .map(|d| tokio::time::Instant::now() + d);
         let decision = evaluation.decision;
+        // The next rounds check each node's chain at the epoch the pool finalized.
+        self.prober
+            .set_pool_finalized(decision.finalized.as_ref().map(|f| f.epoch));
         self.log_changes(&decision, &prev_tracks, now);
         self.warnings = decision.warnings.clone();
         if decision.switch.as_ref().is_some_and(|s| s.to.is_some()) {

@@ -13,6 +13,12 @@
 //! - the sync method: Forest has no `Filecoin.SyncState` but `Forest.SyncStatus`.
 //!
 //! Each such fallback is logged once, when it is learned, not on every probe.
+//!
+//! Finality (see [`crate::f3`]) is asked every [`FINALITY_EVERY`] rounds, not every round, so
+//! the cost of probing stays flat: the F3 certificate and progress, the finalized tipset, and
+//! the tipset the node's chain holds at the pool's finalized epoch. The last answers are
+//! attached to every observation until the next ask. A method the node lacks is asked again
+//! every [`ASK_LACKING_AGAIN`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +28,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::f3::{self, F3View, Finality};
 use crate::link::ViaLink;
 use crate::push::PushHub;
 use crate::rpc::{
@@ -68,6 +75,11 @@ impl SyncMethod {
     }
 }
 
+/// Finality is asked every this many rounds (the first round included).
+pub const FINALITY_EVERY: u32 = 3;
+/// A finality method a node lacks is asked again after this long (it may be upgraded).
+pub const ASK_LACKING_AGAIN: Duration = Duration::from_secs(300);
+
 /// What the prober has learned about one node.
 #[derive(Debug, Clone)]
 struct Learned {
@@ -76,6 +88,22 @@ struct Learned {
     sync: SyncMethod,
     /// Optional methods the node lacks; their checks are off for it (shown in status).
     unsupported: std::collections::BTreeSet<&'static str>,
+    /// The node's finality as last asked.
+    finality: Option<Finality>,
+    /// Rounds until finality is asked again (0: this round).
+    finality_in: u32,
+    /// Until when the F3 certificate, and the finalized tipset, are not asked (lacking).
+    f3_lacking_until: Option<Instant>,
+    finalized_lacking_until: Option<Instant>,
+}
+
+/// Which finality calls a round makes, in this order after the others.
+#[derive(Debug, Clone, Copy, Default)]
+struct FinalityAsk {
+    certificate: bool,
+    finalized: bool,
+    /// The pool's finalized epoch, to see which tipset the node's chain holds there.
+    chain_at: Option<u64>,
 }
 
 /// Probes a fixed set of targets, remembering what it learns about each between rounds.
@@ -87,6 +115,8 @@ pub struct Prober {
     learned: Arc<Mutex<HashMap<String, Learned>>>,
     /// The nodes' links (the push connections), used while open instead of HTTP.
     links: Option<PushHub>,
+    /// The pool's finalized epoch from the last decision: each node's chain is checked there.
+    pool_finalized: Arc<Mutex<Option<u64>>>,
 }
 
 fn method_missing<T>(r: &Result<T, RpcError>) -> bool {
@@ -105,6 +135,10 @@ impl Prober {
                         transport: t.endpoint.transport,
                         sync: SyncMethod::SyncState,
                         unsupported: Default::default(),
+                        finality: None,
+                        finality_in: 0,
+                        f3_lacking_until: None,
+                        finalized_lacking_until: None,
                     },
                 )
             })
@@ -115,6 +149,28 @@ impl Prober {
             sync_checks,
             learned: Arc::new(Mutex::new(learned)),
             links: None,
+            pool_finalized: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The pool's finalized epoch, as the last decision found it.
+    pub fn set_pool_finalized(&self, epoch: Option<u64>) {
+        *self.pool_finalized.lock().expect("pool finalized lock") = epoch;
+    }
+
+    /// Which finality calls to make of this node this round, if any; counts the rounds.
+    fn finality_ask(&self, name: &str, learned: &Learned) -> FinalityAsk {
+        let now = Instant::now();
+        if learned.finality_in > 0 {
+            self.update(name, |l| l.finality_in -= 1);
+            return FinalityAsk::default();
+        }
+        self.update(name, |l| l.finality_in = FINALITY_EVERY - 1);
+        let due = |until: Option<Instant>| until.is_none_or(|u| now >= u);
+        FinalityAsk {
+            certificate: due(learned.f3_lacking_until),
+            finalized: due(learned.finalized_lacking_until),
+            chain_at: *self.pool_finalized.lock().expect("pool finalized lock"),
         }
     }
 
@@ -277,6 +333,8 @@ impl Prober {
         if let Some(m) = sync_method {
             calls.push((m.into(), json!([])));
         }
+        let finality = self.finality_ask(&t.name, &learned);
+        finality_calls(&finality, &mut calls);
 
         let mut replies = self.exchange(t, &learned, calls.clone(), started).await;
         // Fuhon answers a POST with 400 and an empty body: try the same call over WebSocket.
@@ -388,6 +446,8 @@ impl Prober {
                 }
             }
         };
+        let head_height = head.as_ref().ok().map(|h| h.height);
+        let finality = self.read_finality(&t.name, &finality, &mut replies, head_height);
         match &head {
             Ok(h) => debug!(height = h.height, latency = ?latency, "head"),
             Err(e) => {
@@ -399,6 +459,7 @@ impl Prober {
         obs.identity = learned.identity;
         obs.peers = peers;
         obs.syncing_to = syncing_to;
+        obs.finality = finality;
         obs.unsupported = self
             .learned(&t.name)
             .unsupported
@@ -406,6 +467,67 @@ impl Prober {
             .map(|m| m.to_string())
             .collect();
         (obs, latency)
+    }
+
+    /// Reads this round's finality replies (the calls `ask` added), remembers what they say,
+    /// and gives the node's finality as known now.
+    fn read_finality(
+        &self,
+        name: &str,
+        ask: &FinalityAsk,
+        replies: &mut impl Iterator<Item = Result<Raw, RpcError>>,
+        head: Option<u64>,
+    ) -> Option<Finality> {
+        let mut known = self.learned(name).finality.unwrap_or(Finality {
+            f3: F3View::Lacking,
+            finalized: None,
+            chain_at: None,
+            instance: None,
+        });
+        let mut asked = false;
+        let lacking_until = Some(Instant::now() + ASK_LACKING_AGAIN);
+        if ask.certificate {
+            asked = true;
+            let cert = replies.next().expect("asked");
+            let progress = replies.next().expect("asked");
+            match cert {
+                Ok(raw) => known.f3 = f3::read_certificate(raw.get(), head),
+                Err(e) => match f3::f3_error(&e) {
+                    Some(F3View::Lacking) => {
+                        known.f3 = F3View::Lacking;
+                        self.update(name, |l| l.f3_lacking_until = lacking_until);
+                    }
+                    Some(view) => known.f3 = view,
+                    None => {}
+                },
+            }
+            known.instance = progress.ok().and_then(|raw| f3::read_progress(raw.get()));
+        }
+        if ask.finalized {
+            asked = true;
+            match replies.next().expect("asked") {
+                Ok(raw) => known.finalized = f3::read_tipset(raw.get(), head).ok(),
+                Err(RpcError::Rpc { .. }) => {
+                    known.finalized = None;
+                    self.update(name, |l| l.finalized_lacking_until = lacking_until);
+                }
+                Err(_) => {}
+            }
+        }
+        if ask.chain_at.is_some() {
+            asked = true;
+            known.chain_at = match replies.next().expect("asked") {
+                Ok(raw) => f3::read_tipset(raw.get(), head).ok(),
+                // Below the epoch asked, or an error: nothing to compare.
+                Err(_) => None,
+            };
+        }
+        let nothing = known.f3 == F3View::Lacking && known.finalized.is_none();
+        if asked {
+            let stored = (!nothing).then(|| known.clone());
+            self.update(name, |l| l.finality = stored);
+        }
+        (!nothing).then_some(known)
     }
 
     /// Records once that a node lacks an optional method, and says so once.
@@ -447,6 +569,21 @@ impl Prober {
                 l.unsupported.insert("Filecoin.SyncState");
             }
         });
+    }
+}
+
+/// The finality calls of `ask`, in the order [`Prober::read_finality`] reads them.
+fn finality_calls(ask: &FinalityAsk, calls: &mut Vec<Call>) {
+    if ask.certificate {
+        calls.push(("Filecoin.F3GetLatestCertificate".into(), json!([])));
+        calls.push(("Filecoin.F3GetProgress".into(), json!([])));
+    }
+    if ask.finalized {
+        calls.push(("Filecoin.ChainGetFinalizedTipSet".into(), json!([])));
+    }
+    if let Some(epoch) = ask.chain_at {
+        // `null`: from the node's own head, so the answer is on the node's own chain.
+        calls.push(("Filecoin.ChainGetTipSetByHeight".into(), json!([epoch, null])));
     }
 }
 

@@ -55,15 +55,21 @@ pub fn unix_now() -> u64 {
 }
 
 /// Which chain a node follows: the network's main chain (`id` 0), or a private fork that left
-/// it after `fork_at` and gains weight at half the rate (a minority of the power mines it).
+/// it after `fork_at` and gains weight at half the rate (a minority of the power mines it), or,
+/// `heavy`, at twice the rate (a fork heavier than the chain F3 finalized: dead all the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Branch {
     pub id: u64,
     pub fork_at: u64,
+    pub heavy: bool,
 }
 
 impl Branch {
-    pub const MAIN: Branch = Branch { id: 0, fork_at: 0 };
+    pub const MAIN: Branch = Branch {
+        id: 0,
+        fork_at: 0,
+        heavy: false,
+    };
 
     fn on_fork(&self, height: u64) -> bool {
         self.id != 0 && height > self.fork_at
@@ -71,7 +77,9 @@ impl Branch {
 
     /// The weight of the tipset at `height` (what its children carry as `ParentWeight`).
     pub fn weight(&self, height: u64) -> u128 {
-        if self.on_fork(height) {
+        if self.on_fork(height) && self.heavy {
+            main_weight(self.fork_at) + u128::from(height - self.fork_at) * WEIGHT_PER_EPOCH * 2
+        } else if self.on_fork(height) {
             main_weight(self.fork_at) + u128::from(height - self.fork_at) * WEIGHT_PER_EPOCH / 2
         } else {
             main_weight(height)
@@ -262,6 +270,7 @@ mod tests {
         let fork = Branch {
             id: 7,
             fork_at: 100,
+            heavy: false,
         };
         let head = |b: &Branch, h| {
             serde_json::from_value::<TipSet>(tipset_json(&clock, b, h, false, TipsetStyle::Lotus))

@@ -14,11 +14,12 @@
 //! HTTP errors, require a token.
 
 mod chain;
+mod finality;
 mod node;
 mod profile;
 
 pub use chain::ChainClock;
-pub use node::{NodeStatus, Op, SIM_NETWORK};
+pub use node::{ForkF3, NodeStatus, Op, SIM_NETWORK};
 pub use profile::Profile;
 
 use std::collections::BTreeMap;
@@ -87,6 +88,7 @@ impl SimPool {
             clock,
             null_rounds: spec.null_rounds,
             token: spec.token.clone(),
+            f3: Default::default(),
         };
         for (name, profile) in &spec.nodes {
             let node =

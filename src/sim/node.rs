@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::chain::{self, Branch, ChainClock};
+use super::finality::{F3Network, EC_FINALITY};
 use super::profile::{ApiPath, Profile};
 
 /// A change to a simulated node, as sent to `POST /nodes/{name}`.
@@ -73,8 +74,32 @@ pub enum Op {
         #[serde(with = "humantime_serde")]
         max: Duration,
     },
+    /// F3 stops finalizing network-wide: every node's certificate stays where it is.
+    FinalityStall,
+    /// F3 finalizes again, network-wide.
+    FinalityResume,
+    /// This node's F3 is down (Forest: its sidecar gone): F3 methods answer -32603, the
+    /// finalized tipset falls back to EC finality.
+    F3Down,
+    /// This node's F3 is back.
+    F3Up,
+    /// The node leaves the chain a few epochs *before* the finalized tipset, onto a fork
+    /// heavier than the network's: dead by F3, heavier by weight. `f3`: "down" (its own F3
+    /// is down too) or "network" (it still reports the network's certificate).
+    HeavyFork { f3: ForkF3 },
+    /// The node reports the network's tipsets with this much extra `ParentWeight` (by poll
+    /// and by push): a lying or broken node.
+    Inflate { weight: u64 },
     /// Back to a healthy, following, fast, open node of the pool's network.
     Heal,
+}
+
+/// What a node on a heavy fork says about F3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForkF3 {
+    Down,
+    Network,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -103,6 +128,9 @@ struct Faults {
     required: bool,
     push: Push,
     jitter: Duration,
+    f3_down: bool,
+    /// Extra ParentWeight reported on heads.
+    inflate: u128,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +158,8 @@ impl Faults {
             token,
             push: Push::Normal,
             jitter: Duration::ZERO,
+            f3_down: false,
+            inflate: 0,
         }
     }
 }
@@ -165,6 +195,7 @@ pub(super) struct Shared {
     pub clock: ChainClock,
     pub null_rounds: bool,
     pub token: Option<String>,
+    pub f3: Arc<F3Network>,
 }
 
 pub(super) struct SimNode {
@@ -222,6 +253,7 @@ impl SimNode {
         let app = Router::new()
             .route("/rpc/v0", post(rpc_v0).get(ws_v0))
             .route("/rpc/v1", post(rpc_v1).get(ws_v1))
+            .route("/rpc/v2", post(rpc_v2))
             .route("/health", get(health))
             .with_state(self.clone());
         let cancelled = stop.clone();
@@ -292,8 +324,30 @@ impl SimNode {
                 f.branch = Branch {
                     id: 1 + self.addr.port() as u64,
                     fork_at: at,
+                    heavy: false,
                 }
             }
+            Op::HeavyFork { f3 } => {
+                let finalized =
+                    self.shared
+                        .f3
+                        .finalized(&self.shared.clock, now, self.shared.null_rounds);
+                f.branch = Branch {
+                    id: 1 + self.addr.port() as u64,
+                    fork_at: finalized.saturating_sub(2),
+                    heavy: true,
+                };
+                f.f3_down = f3 == ForkF3::Down;
+            }
+            Op::FinalityStall => {
+                self.shared
+                    .f3
+                    .stall(&self.shared.clock, now, self.shared.null_rounds)
+            }
+            Op::FinalityResume => self.shared.f3.resume(),
+            Op::F3Down => f.f3_down = true,
+            Op::F3Up => f.f3_down = false,
+            Op::Inflate { weight } => f.inflate = u128::from(weight),
             Op::Network { name } => f.network = name,
             Op::Peers { count } => f.peers = count,
             Op::Syncing { epochs } => {
@@ -440,8 +494,24 @@ impl SimNode {
             );
         }
         let method = req.get("method").and_then(Value::as_str).unwrap_or("");
-        if !self.profile.has_method(method) {
+        if !self.profile.has_method(method) || !self.profile.has_method_on(method, api) {
             return self.profile.method_not_found(&id, method);
+        }
+        if f.f3_down && method.starts_with("Filecoin.F3") && !(method == "Filecoin.F3IsRunning" && self.profile != Profile::Forest) {
+            return (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32603,"message":self.profile.f3_down_message()}}),
+            );
+        }
+        let params = req.get("params").cloned().unwrap_or(Value::Null);
+        if let Some(result) = self.finality_result(f, method, &params) {
+            return match result {
+                Ok(v) => (StatusCode::OK, json!({"jsonrpc":"2.0","id":id,"result":v})),
+                Err(message) => (
+                    StatusCode::OK,
+                    json!({"jsonrpc":"2.0","id":id,"error":{"code":1,"message":message}}),
+                ),
+            };
         }
         match self.result(api, f, method) {
             Some(result) => (
@@ -464,12 +534,102 @@ impl SimNode {
         t
     }
 
+    /// A head as the node reports it: with its extra weight when it inflates.
+    fn head_tipset(&self, f: &Faults, height: u64) -> Value {
+        let mut t = self.tipset(f, height);
+        if f.inflate > 0 {
+            if let Some(blocks) = t.get_mut("Blocks").and_then(Value::as_array_mut) {
+                for b in blocks {
+                    let w: u128 = b["ParentWeight"]
+                        .as_str()
+                        .and_then(|w| w.parse().ok())
+                        .unwrap_or(0);
+                    b["ParentWeight"] = Value::String((w + f.inflate).to_string());
+                }
+            }
+        }
+        t
+    }
+
+    /// The finality methods (see `sim/finality.rs`): `None` for any other method; `Err` with
+    /// the daemon's words for a call it refuses.
+    fn finality_result(
+        &self,
+        f: &Faults,
+        method: &str,
+        params: &Value,
+    ) -> Option<Result<Value, String>> {
+        let now = SystemTime::now();
+        let head = chain::last_tipset_height(self.height_with(f, now), self.shared.null_rounds);
+        let clock = &self.shared.clock;
+        let f3_epoch = self.shared.f3.finalized(clock, now, self.shared.null_rounds);
+        let ec_epoch =
+            chain::last_tipset_height(head.saturating_sub(EC_FINALITY), self.shared.null_rounds);
+        // Where the node's F3 runs, its finalized tipset is F3's (on its own chain, as Lotus
+        // and Forest read it from their chain store); else EC finality.
+        let finalized = if f.f3_down { ec_epoch } else { f3_epoch.min(head) };
+        Some(Ok(match method {
+            "Filecoin.F3GetLatestCertificate" => {
+                // The network's certificate: the main chain's tipsets.
+                let main = Faults { branch: Branch::MAIN, ..f.clone() };
+                let entry = |e: u64| {
+                    json!({
+                        "Key": self.tipset(&main, e)["Cids"],
+                        "Commitments": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                        "Epoch": e,
+                        "PowerTable": {"/": chain::cid(0x907e_7ab1)}
+                    })
+                };
+                let base = chain::last_tipset_height(f3_epoch.saturating_sub(1), self.shared.null_rounds);
+                json!({
+                    "GPBFTInstance": F3Network::instance(f3_epoch),
+                    "ECChain": [entry(base), entry(f3_epoch)],
+                    "SupplementalData": {
+                        "Commitments": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                        "PowerTable": {"/": chain::cid(0x907e_7ab1)}
+                    },
+                    "Signers": [0, 3],
+                    "Signature": "uYtvw/NWm2jKQj+d99UAG4aiPnpOMSZoXjcaOq5ArJ3zpwDx0d9iL5l2QqBgj2c4",
+                    "PowerTableDelta": null
+                })
+            }
+            "Filecoin.F3GetProgress" => json!({
+                "ID": F3Network::instance(f3_epoch) + 1,
+                "Round": 0,
+                "Phase": if self.shared.f3.is_stalled() { 3 } else { 1 },
+            }),
+            "Filecoin.F3IsRunning" => Value::Bool(!f.f3_down),
+            "Filecoin.ChainGetFinalizedTipSet" => self.tipset(f, finalized),
+            "Filecoin.ChainGetTipSetByHeight" => {
+                let Some(epoch) = params.get(0).and_then(Value::as_u64) else {
+                    return Some(Err("expected an epoch".into()));
+                };
+                if epoch > head {
+                    return Some(Err(format!(
+                        "looking for tipset with height greater than start point, req: {epoch}, head: {head}"
+                    )));
+                }
+                self.tipset(f, epoch)
+            }
+            // /rpc/v2 (Forest; Lotus v1.35+): F3's finalized tipset, null while its F3 is
+            // down; `ecFinalityThresholdDepth` -1 as recorded from a real Forest.
+            "Filecoin.ChainGetTipSetFinalityStatus" => json!({
+                "ecFinalityThresholdDepth": -1,
+                "ecFinalizedTipSet": self.tipset(f, ec_epoch),
+                "f3FinalizedTipSet": if f.f3_down { Value::Null } else { self.tipset(f, f3_epoch.min(head)) },
+                "finalizedTipSet": self.tipset(f, finalized),
+                "head": self.head_tipset(f, head),
+            }),
+            _ => return None,
+        }))
+    }
+
     fn result(&self, api: ApiPath, f: &Faults, method: &str) -> Option<Value> {
         let now = SystemTime::now();
         let height = self.height_with(f, now);
         let network_height = self.shared.clock.height_at(now);
         Some(match method {
-            "Filecoin.ChainHead" => self.tipset(f, height),
+            "Filecoin.ChainHead" => self.head_tipset(f, height),
             "Filecoin.ChainGetGenesis" => {
                 let mut g = self.tipset(f, 0);
                 // Another network has another genesis block.
@@ -534,7 +694,7 @@ impl SimNode {
             self.height_with(&f, SystemTime::now()),
             self.shared.null_rounds,
         );
-        (h, f.branch, self.tipset(&f, h))
+        (h, f.branch, self.head_tipset(&f, h))
     }
 
     /// A WebSocket session: one JSON-RPC request per text frame, one reply per request; and,
@@ -664,6 +824,10 @@ async fn rpc_v0(State(node): State<Arc<SimNode>>, headers: HeaderMap, body: Byte
 
 async fn rpc_v1(State(node): State<Arc<SimNode>>, headers: HeaderMap, body: Bytes) -> Response {
     node.http(ApiPath::V1, &headers, &body).await
+}
+
+async fn rpc_v2(State(node): State<Arc<SimNode>>, headers: HeaderMap, body: Bytes) -> Response {
+    node.http(ApiPath::V2, &headers, &body).await
 }
 
 async fn ws_v0(

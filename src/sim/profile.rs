@@ -58,6 +58,8 @@ impl fmt::Display for Profile {
 pub enum ApiPath {
     V0,
     V1,
+    /// Lotus v1.35+ and Forest: `ChainGetTipSetFinalityStatus` lives here only.
+    V2,
 }
 
 impl Profile {
@@ -147,7 +149,38 @@ impl Profile {
             "Filecoin.SyncState" => !matches!(self, Profile::Forest | Profile::Minimal),
             "Forest.SyncStatus" => *self == Profile::Forest,
             "Filecoin.StateNetworkName" | "Filecoin.NetPeers" => *self != Profile::Minimal,
+            // F3 (Lotus 1.31+, Forest, Venus 1.16+); Fuhon and gateways have none of it.
+            "Filecoin.F3GetLatestCertificate"
+            | "Filecoin.F3GetProgress"
+            | "Filecoin.F3IsRunning"
+            | "Filecoin.ChainGetFinalizedTipSet"
+            | "Filecoin.ChainGetTipSetFinalityStatus" => {
+                !matches!(self, Profile::Fuhon | Profile::Minimal)
+            }
             _ => true,
+        }
+    }
+
+    /// Methods that exist on one API path only: `ChainGetTipSetFinalityStatus` on `/rpc/v2`
+    /// (a real Forest 0.39 answers -32601 on v1, shared/daemons), and v2 serves nothing else
+    /// the simulator plays but `Version` and `ChainHead`.
+    pub fn has_method_on(&self, method: &str, api: ApiPath) -> bool {
+        match (method, api) {
+            ("Filecoin.ChainGetTipSetFinalityStatus", ApiPath::V2) => true,
+            ("Filecoin.ChainGetTipSetFinalityStatus", _) => false,
+            (_, ApiPath::V2) => {
+                matches!(method, "Filecoin.Version" | "Filecoin.ChainHead")
+            }
+            _ => true,
+        }
+    }
+
+    /// What an F3 method answers (-32603) while the node's F3 is down: Forest's words for its
+    /// unreachable sidecar (recorded, shared/daemons); Lotus's own for F3 not running.
+    pub fn f3_down_message(&self) -> &'static str {
+        match self {
+            Profile::Forest => "client error (Connect)",
+            _ => "F3 is not running",
         }
     }
 
