@@ -70,6 +70,9 @@ pub struct Status {
     pub best_height: Option<u64>,
     pub expected_height: Option<u64>,
     pub warnings: Vec<String>,
+    /// The newest tipset at least two nodes' F3 finalized; absent in a pool without F3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized: Option<crate::f3::TipsetRef>,
     pub nodes: Vec<NodeStatus>,
     pub last_apply: Option<ApplyEvent>,
     pub reloads: u64,
@@ -146,6 +149,7 @@ impl Status {
                 best_height: None,
                 expected_height: None,
                 warnings: vec!["no probe round has completed yet".into()],
+                finalized: None,
                 nodes: vec![],
                 last_apply: None,
                 reloads: 0,
@@ -179,6 +183,7 @@ impl Status {
             best_height: d.best_height,
             expected_height: d.expected_height,
             warnings: d.warnings.iter().map(|w| w.text.clone()).collect(),
+            finalized: d.finalized.clone(),
             nodes: d
                 .nodes
                 .iter()

@@ -37,6 +37,8 @@ pub struct CheckReport {
     pub expected_height: Option<u64>,
     /// Pool-wide trouble: stale pool, network tie, implementation split, finality.
     pub warnings: Vec<Warning>,
+    /// The newest tipset two nodes' F3 finalized; `None` in a pool without F3.
+    pub finalized: Option<crate::f3::TipsetRef>,
     /// This host's VRRP role, when `[ha]` is configured.
     pub role: Option<String>,
 }
@@ -58,6 +60,11 @@ pub struct CheckedNode {
     /// Optional methods the node lacks; their checks are off for it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unsupported: Vec<String>,
+    /// The epoch the node says is final, and its F3 in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finalized_epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f3: Option<String>,
 }
 
 /// Probes `rounds` times and reports the last decision.
@@ -112,6 +119,8 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             reason: v.reason.clone(),
             latency: Some(round.latencies[i]),
             unsupported: v.unsupported.clone(),
+            finalized_epoch: v.finalized_epoch,
+            f3: v.f3.clone(),
         })
         .collect();
     let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.upstreams())
@@ -159,6 +168,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         best_height: decision.best_height,
         expected_height: decision.expected_height,
         warnings,
+        finalized: decision.finalized.clone(),
         role: config
             .ha
             .as_ref()
@@ -177,7 +187,7 @@ pub fn render_text(r: &CheckReport) -> String {
         }
     };
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let rows: Vec<[String; 7]> = r
+    let rows: Vec<[String; 8]> = r
         .nodes
         .iter()
         .map(|n| {
@@ -189,6 +199,7 @@ pub fn render_text(r: &CheckReport) -> String {
                 },
                 dash(n.height.map(|h| h.to_string())),
                 dash(n.lag.map(|l| l.to_string())),
+                dash(n.finalized_epoch.map(|e| e.to_string())),
                 match n.role {
                     Role::Primary => "primary".into(),
                     Role::Backup => "backup".into(),
@@ -204,6 +215,7 @@ pub fn render_text(r: &CheckReport) -> String {
         "IMPLEMENTATION",
         "HEIGHT",
         "LAG",
+        "FINALIZED",
         "STATE",
         "LATENCY",
         "REASON",
@@ -230,7 +242,7 @@ pub fn render_text(r: &CheckReport) -> String {
     out.push('\n');
     for row in &rows {
         let text = line(row);
-        let code = match row[4].as_str() {
+        let code = match row[5].as_str() {
             "primary" => "1;32",
             "backup" => "32",
             _ => "31",
@@ -246,6 +258,12 @@ pub fn render_text(r: &CheckReport) -> String {
             r.best_height.map_or("-".into(), |h| h.to_string()),
             r.expected_height.map_or("-".into(), |h| h.to_string())
         );
+    }
+    if let Some(f) = &r.finalized {
+        let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
+    }
+    for n in r.nodes.iter().filter(|n| n.f3.is_some()) {
+        let _ = writeln!(out, "  {}: {}", n.name, n.f3.as_deref().unwrap_or(""));
     }
     if let Some(role) = &r.role {
         let _ = writeln!(out, "VRRP role: {role}");

@@ -155,6 +155,16 @@ pub fn render_status(s: &Status, colour: bool) -> String {
     if let Some(role) = &s.role {
         let _ = writeln!(out, "role: {role}");
     }
+    if let Some(f) = &s.finalized {
+        let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
+    }
+    for n in s
+        .nodes
+        .iter()
+        .filter_map(|n| Some((&n.verdict.name, n.verdict.f3.as_ref()?)))
+    {
+        let _ = writeln!(out, "  {}: {}", n.0, n.1);
+    }
     for w in &s.warnings {
         let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));
     }

@@ -55,6 +55,9 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     height: Family<NodeLabel, Gauge>,
+    finalized: Family<NodeLabel, Gauge>,
+    pool_finalized: Gauge,
+    finality_stalled: Gauge,
     lag: Family<NodeLabel, Gauge>,
     head_age: Family<NodeLabel, FloatGauge>,
     probe_duration: Family<NodeLabel, Histogram>,
@@ -89,6 +92,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("chain_co");
         let m = Metrics {
             height: Family::default(),
+            finalized: Family::default(),
+            pool_finalized: Gauge::default(),
+            finality_stalled: Gauge::default(),
             lag: Family::default(),
             head_age: Family::default(),
             probe_duration: Family::new_with_constructor(|| {
@@ -119,6 +125,21 @@ impl Metrics {
             "node_height",
             "Height of the node's head (epochs)",
             m.height.clone(),
+        );
+        registry.register(
+            "finalized_epoch",
+            "The epoch the node says is final (its F3 certificate's, else its finalized tipset)",
+            m.finalized.clone(),
+        );
+        registry.register(
+            "pool_finalized_epoch",
+            "The newest epoch at least two nodes' F3 finalized (absent in a pool without F3)",
+            m.pool_finalized.clone(),
+        );
+        registry.register(
+            "finality_stalled",
+            "1 while the pool's finalized epoch trails its best head by more than finality_stall_after",
+            m.finality_stalled.clone(),
         );
         registry.register(
             "node_lag_epochs",
@@ -239,6 +260,14 @@ impl Metrics {
             if let Some(lag) = v.lag {
                 self.lag.get_or_create(&l).set(lag as i64);
             }
+            match v.finalized_epoch {
+                Some(e) => {
+                    self.finalized.get_or_create(&l).set(e as i64);
+                }
+                None => {
+                    self.finalized.remove(&l);
+                }
+            }
             if let Some(age) = v.head_age {
                 self.head_age.get_or_create(&l).set(age.as_secs_f64());
             }
@@ -315,6 +344,16 @@ impl Metrics {
         }
         self.warnings.set(report.decision.warnings.len() as i64);
         self.pool_stale.set(i64::from(report.decision.pool_stale));
+        if let Some(f) = &report.decision.finalized {
+            self.pool_finalized.set(f.epoch as i64);
+        }
+        self.finality_stalled.set(i64::from(
+            report
+                .decision
+                .warnings
+                .iter()
+                .any(|w| w.kind == crate::select::WarningKind::FinalityStalled),
+        ));
         self.implementation_split
             .set(i64::from(report.decision.implementation_split));
         self.no_primary
@@ -333,6 +372,7 @@ impl Metrics {
         for node in gone {
             let l = NodeLabel { node: node.clone() };
             self.height.remove(&l);
+            self.finalized.remove(&l);
             self.lag.remove(&l);
             self.head_age.remove(&l);
             self.probe_duration.remove(&l);

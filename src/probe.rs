@@ -583,7 +583,10 @@ fn finality_calls(ask: &FinalityAsk, calls: &mut Vec<Call>) {
     }
     if let Some(epoch) = ask.chain_at {
         // `null`: from the node's own head, so the answer is on the node's own chain.
-        calls.push(("Filecoin.ChainGetTipSetByHeight".into(), json!([epoch, null])));
+        calls.push((
+            "Filecoin.ChainGetTipSetByHeight".into(),
+            json!([epoch, null]),
+        ));
     }
 }
 

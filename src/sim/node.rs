@@ -497,7 +497,10 @@ impl SimNode {
         if !self.profile.has_method(method) || !self.profile.has_method_on(method, api) {
             return self.profile.method_not_found(&id, method);
         }
-        if f.f3_down && method.starts_with("Filecoin.F3") && !(method == "Filecoin.F3IsRunning" && self.profile != Profile::Forest) {
+        if f.f3_down
+            && method.starts_with("Filecoin.F3")
+            && !(method == "Filecoin.F3IsRunning" && self.profile != Profile::Forest)
+        {
             return (
                 StatusCode::OK,
                 json!({"jsonrpc":"2.0","id":id,"error":{"code":-32603,"message":self.profile.f3_down_message()}}),
@@ -562,16 +565,26 @@ impl SimNode {
         let now = SystemTime::now();
         let head = chain::last_tipset_height(self.height_with(f, now), self.shared.null_rounds);
         let clock = &self.shared.clock;
-        let f3_epoch = self.shared.f3.finalized(clock, now, self.shared.null_rounds);
+        let f3_epoch = self
+            .shared
+            .f3
+            .finalized(clock, now, self.shared.null_rounds);
         let ec_epoch =
             chain::last_tipset_height(head.saturating_sub(EC_FINALITY), self.shared.null_rounds);
         // Where the node's F3 runs, its finalized tipset is F3's (on its own chain, as Lotus
         // and Forest read it from their chain store); else EC finality.
-        let finalized = if f.f3_down { ec_epoch } else { f3_epoch.min(head) };
+        let finalized = if f.f3_down {
+            ec_epoch
+        } else {
+            f3_epoch.min(head)
+        };
         Some(Ok(match method {
             "Filecoin.F3GetLatestCertificate" => {
                 // The network's certificate: the main chain's tipsets.
-                let main = Faults { branch: Branch::MAIN, ..f.clone() };
+                let main = Faults {
+                    branch: Branch::MAIN,
+                    ..f.clone()
+                };
                 let entry = |e: u64| {
                     json!({
                         "Key": self.tipset(&main, e)["Cids"],
@@ -580,7 +593,8 @@ impl SimNode {
                         "PowerTable": {"/": chain::cid(0x907e_7ab1)}
                     })
                 };
-                let base = chain::last_tipset_height(f3_epoch.saturating_sub(1), self.shared.null_rounds);
+                let base =
+                    chain::last_tipset_height(f3_epoch.saturating_sub(1), self.shared.null_rounds);
                 json!({
                     "GPBFTInstance": F3Network::instance(f3_epoch),
                     "ECChain": [entry(base), entry(f3_epoch)],
