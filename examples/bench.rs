@@ -186,8 +186,14 @@ fn config(sim: &SimPool, nginx: &PrivateNginx, dir: &Path, extra: &str) -> PathB
         ));
     }
     let cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
+    // `# mainnet timing` in `extra`: lag_grace derived from the block delay, as shipped.
+    let lag_grace = if extra.contains("# mainnet timing") {
+        ""
+    } else {
+        "lag_grace = \"1s\"\n"
+    };
     text.push_str(&format!(
-        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"400ms\"\n{extra}\n[select]\nmax_lag = {MAX_LAG}\nrise = 2\nfall = {FALL}\nlag_grace = \"1s\"\n\
+        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"400ms\"\n{extra}\n[select]\nmax_lag = {MAX_LAG}\nrise = 2\nfall = {FALL}\n{lag_grace}\
          [api]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{d}/state.json\"\n\
          [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n",
         nginx.upstream_file.display().to_string(),
@@ -317,12 +323,16 @@ fn ms(d: Duration) -> String {
 }
 
 async fn pool() -> SimPool {
+    pool_with(BLOCK).await
+}
+
+async fn pool_with(block_delay: Duration) -> SimPool {
     SimPool::start(SimSpec {
         nodes: ["a", "b", "c"]
             .iter()
             .map(|n| (n.to_string(), Profile::Lotus))
             .collect(),
-        block_delay: BLOCK,
+        block_delay,
         null_rounds: false,
         token: None,
         listen: [127, 0, 0, 1].into(),
@@ -745,6 +755,7 @@ async fn main() {
         "scale",
         "data-path",
         "sessions",
+        "trust",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let chosen: Vec<&str> = if args.is_empty() {
@@ -768,6 +779,7 @@ async fn main() {
             "scale" => scenario_scale().await,
             "data-path" => scenario_data_path().await,
             "sessions" => scenario_sessions().await,
+            "trust" => scenario_trust().await,
             other => eprintln!("unknown scenario {other}; choose from {all:?}"),
         }
     }
@@ -1124,5 +1136,126 @@ async fn wait_node(sys: &System, node: &str, healthy: bool) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The primary as nginx has it: the sim node whose address is the upstream's non-backup server.
+fn nginx_primary(sim: &SimPool, sys: &System) -> Option<String> {
+    let addr = upstream_servers(&sys.nginx.upstream_file)
+        .into_iter()
+        .find(|(_, b)| !b)
+        .map(|(a, _)| a)?;
+    sim.ready()
+        .nodes
+        .iter()
+        .find(|n| n.addr.to_string() == addr)
+        .map(|n| n.name.clone())
+}
+
+/// Watches a liar for `watch`: how long it held nginx's primary, and how long (summed over
+/// the honest nodes) an honest node was out of the upstream.
+async fn watch_liar(
+    sim: &SimPool,
+    sys: &System,
+    liar: &str,
+    watch: Duration,
+) -> (Duration, Duration) {
+    let step = Duration::from_millis(50);
+    let (mut held, mut evicted) = (Duration::ZERO, Duration::ZERO);
+    let t0 = Instant::now();
+    while t0.elapsed() < watch {
+        if nginx_primary(sim, sys).as_deref() == Some(liar) {
+            held += step;
+        }
+        let s = status(sys).await;
+        for n in s["nodes"].as_array().into_iter().flatten() {
+            if n["name"] != liar && n["healthy"] != true {
+                evicted += step;
+            }
+        }
+        tokio::time::sleep(step).await;
+    }
+    (held, evicted)
+}
+
+/// Issue #22: one daemon reporting the pool's own head with ParentWeight + 1 (by poll and by
+/// push), and the stall of a primary under the trust rules, at 2 s blocks and mainnet timing.
+async fn scenario_trust() {
+    println!("\n## 9. A lying node: the pool's head with ParentWeight + 1, by poll and push; 20 s watched");
+    println!(
+        "| liar | held nginx's primary | honest nodes out of the upstream (summed) | its reason |"
+    );
+    println!("|---|---|---|---|");
+    for role in ["a backup", "the primary"] {
+        let sim = pool().await;
+        let sys = start(Kind::ChainCo, "chain-co + nginx", &sim, "").await;
+        let primary = nginx_primary(&sim, &sys).unwrap_or_else(|| "a".into());
+        let liar = if role == "the primary" {
+            primary.clone()
+        } else {
+            ["a", "b", "c"]
+                .into_iter()
+                .find(|n| *n != primary)
+                .expect("a backup")
+                .to_string()
+        };
+        sim.apply(&liar, Op::Inflate { weight: 1 })
+            .await
+            .expect("inflate");
+        let (held, evicted) = watch_liar(&sim, &sys, &liar, Duration::from_secs(20)).await;
+        let s = status(&sys).await;
+        let reason = s["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == liar.as_str()))
+            .and_then(|n| n["reason"].as_str())
+            .unwrap_or("-")
+            .to_string();
+        println!(
+            "| {role} | {} | {} | {} |",
+            ms(held),
+            ms(evicted),
+            reason.chars().take(80).collect::<String>()
+        );
+        drop(sys);
+        sim.shutdown().await;
+    }
+    println!("\n## 10. Primary stalls: time until nginx's primary moved, under the trust rules");
+    println!("| timing | block delay | lag_grace | moved after |");
+    println!("|---|---|---|---|");
+    for (label, block, extra, watch) in [
+        ("bench", BLOCK, "", Duration::from_secs(10)),
+        (
+            "mainnet",
+            Duration::from_secs(30),
+            "# mainnet timing",
+            Duration::from_secs(75),
+        ),
+    ] {
+        let sim = pool_with(block).await;
+        let sys = start(Kind::ChainCo, "chain-co + nginx", &sim, extra).await;
+        // Stall just after an epoch began, as a stalled daemon is first seen behind.
+        let victim = nginx_primary(&sim, &sys).unwrap_or_else(|| "a".into());
+        let t0 = Instant::now();
+        sim.apply(&victim, Op::Stall).await.expect("stall");
+        let mut moved = None;
+        while t0.elapsed() < watch {
+            if nginx_primary(&sim, &sys).is_some_and(|p| p != victim) {
+                moved = Some(t0.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let grace = if extra.is_empty() {
+            "1 s".to_string()
+        } else {
+            format!("{} s (0.4 blocks)", block.as_secs() * 2 / 5)
+        };
+        println!(
+            "| {label} | {} s | {grace} | {} |",
+            block.as_secs(),
+            moved.map_or("not within the watch".into(), ms)
+        );
+        drop(sys);
+        sim.shutdown().await;
     }
 }

@@ -97,7 +97,7 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingMove {
     pub node: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::plain")]
     pub after: Duration,
 }
 
@@ -111,15 +111,20 @@ pub struct Excluded {
 pub struct NodeStatus {
     #[serde(flatten)]
     pub verdict: NodeVerdict,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::opt")]
     pub latency: Option<Duration>,
+    /// The same, in milliseconds, for machines.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
     pub error: Option<String>,
     /// `push` when a ChainNotify subscription is up, else `poll`.
     pub source: String,
     pub push: Option<crate::push::PushStatus>,
     /// Age of the last pushed head.
-    #[serde(with = "humantime_serde", default)]
+    #[serde(with = "crate::duration::opt", default)]
     pub pushed_age: Option<Duration>,
+    #[serde(default)]
+    pub pushed_age_ms: Option<f64>,
 }
 
 /// The last apply that did something (or failed).
@@ -193,6 +198,7 @@ impl Status {
                     NodeStatus {
                         verdict: v.clone(),
                         latency: probe.map(|p| p.0),
+                        latency_ms: probe.map(|p| crate::duration::ms(p.0)),
                         error: probe.and_then(|p| p.1.clone()),
                         source: match push {
                             Some((crate::push::PushStatus::Subscribed, _)) => "push".into(),
@@ -200,6 +206,7 @@ impl Status {
                         },
                         push: push.map(|p| p.0.clone()),
                         pushed_age: push.and_then(|p| p.1),
+                        pushed_age_ms: push.and_then(|p| p.1).map(crate::duration::ms),
                     }
                 })
                 .collect(),

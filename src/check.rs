@@ -55,8 +55,10 @@ pub struct CheckedNode {
     pub healthy: bool,
     pub role: Role,
     pub reason: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::opt")]
     pub latency: Option<Duration>,
+    /// The same, in milliseconds, for machines.
+    pub latency_ms: Option<f64>,
     /// Optional methods the node lacks; their checks are off for it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unsupported: Vec<String>,
@@ -99,6 +101,8 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             now,
             Trigger::Probe,
         );
+        // The next rounds check each node's chain at the epoch the pool finalized.
+        prober.set_pool_finalized(evaluation.decision.finalized.as_ref().map(|f| f.epoch));
         last = Some((round, evaluation.decision));
     }
     let (round, decision) = last.expect("at least one round ran");
@@ -118,6 +122,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             role: v.role,
             reason: v.reason.clone(),
             latency: Some(round.latencies[i]),
+            latency_ms: Some(crate::duration::ms(round.latencies[i])),
             unsupported: v.unsupported.clone(),
             finalized_epoch: v.finalized_epoch,
             f3: v.f3.clone(),
@@ -205,7 +210,7 @@ pub fn render_text(r: &CheckReport) -> String {
                     Role::Backup => "backup".into(),
                     Role::Excluded => "excluded".into(),
                 },
-                dash(n.latency.map(|l| format!("{}ms", l.as_millis()))),
+                dash(n.latency.map(crate::duration::human)),
                 n.reason.clone(),
             ]
         })

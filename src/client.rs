@@ -183,10 +183,8 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                 v.version.clone().unwrap_or("-".into()),
                 v.height.map_or("-".into(), |h| h.to_string()),
                 v.lag.map_or("-".into(), |l| l.to_string()),
-                v.head_age
-                    .map_or("-".into(), |a| format!("{}s", a.as_secs())),
-                n.latency
-                    .map_or("-".into(), |l| format!("{}ms", l.as_millis())),
+                v.head_age.map_or("-".into(), crate::duration::human),
+                n.latency.map_or("-".into(), crate::duration::human),
                 match v.role {
                     Role::Primary => "primary".into(),
                     Role::Backup => "backup".into(),
@@ -265,7 +263,7 @@ pub fn render_status(s: &Status, colour: bool) -> String {
             out,
             "sessions of {} move in {}",
             m.node,
-            humantime::format_duration(m.after)
+            crate::duration::human(m.after)
         );
     }
     for (node, m) in &s.overrides.drained {
@@ -317,7 +315,9 @@ pub async fn probe(
     let network: Result<String, _> = client
         .call(&endpoint, "Filecoin.StateNetworkName", json!([]))
         .await;
-    let peers: Result<Vec<Value>, _> = client.call(&endpoint, "Filecoin.NetPeers", json!([])).await;
+    // Forest answers `null`, not `[]`, when it has no peer.
+    let peers: Result<Option<Vec<serde::de::IgnoredAny>>, _> =
+        client.call(&endpoint, "Filecoin.NetPeers", json!([])).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -329,14 +329,17 @@ pub async fn probe(
         head.blocks,
         now.saturating_sub(head.timestamp)
     );
-    let _ = writeln!(out, "tipset:   {}", head.key.join(", "));
+    // A daemon's words reach the terminal without control characters or escape sequences.
+    let clean = |s: &str| crate::f3::cap(s, 120);
+    let key: Vec<String> = head.key.iter().map(|k| clean(k)).collect();
+    let _ = writeln!(out, "tipset:   {}", key.join(", "));
     let _ = writeln!(out, "weight:   {} (parent)", head.weight);
     match version {
         Ok(v) => {
             let _ = writeln!(
                 out,
                 "version:  {} ({}), API {}",
-                v.version,
+                clean(&v.version),
                 v.implementation(),
                 v.api_version
             );
@@ -348,12 +351,15 @@ pub async fn probe(
     let _ = writeln!(
         out,
         "network:  {}",
-        network.unwrap_or_else(|e| e.to_string())
+        network.map_or_else(|e| clean(&e.to_string()), |n| clean(&n))
     );
     let _ = writeln!(
         out,
         "peers:    {}",
-        peers.map_or_else(|e| e.to_string(), |p| p.len().to_string())
+        peers.map_or_else(
+            |e| clean(&e.to_string()),
+            |p| p.map_or(0, |p| p.len()).to_string()
+        )
     );
     Ok(out)
 }

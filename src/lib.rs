@@ -31,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod duration;
 pub mod errors;
 pub mod evaluate;
 pub mod f3;

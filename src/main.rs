@@ -173,7 +173,9 @@ enum Command {
     /// `--method`, any JSON-RPC method (e.g. `--method Filecoin.ChainHead --params '[]'`).
     Probe {
         /// The daemon's JSON-RPC URL, e.g. http://127.0.0.1:1234/rpc/v1 (ws:// for Fuhon).
-        url: String,
+        /// Without it, `FULLNODE_API_INFO` (TOKEN:/ip4/HOST/tcp/PORT/http), as every Lotus
+        /// tool reads it.
+        url: Option<String>,
         /// File holding the daemon's token.
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -462,7 +464,23 @@ async fn dispatch(command: Command) -> ExitCode {
             timeout,
         } => report(
             async {
-                let token = read_token(token_file.as_deref())?;
+                let mut token = read_token(token_file.as_deref())?;
+                let url = match url {
+                    Some(u) => u,
+                    None => {
+                        let info = std::env::var("FULLNODE_API_INFO").map_err(|_| {
+                            anyhow::anyhow!(
+                                "give the daemon's URL, or set FULLNODE_API_INFO (TOKEN:/ip4/HOST/tcp/PORT/http)"
+                            )
+                        })?;
+                        let (u, t) = chain_co::config::parse_api_info(&info)
+                            .map_err(|e| anyhow::anyhow!("FULLNODE_API_INFO: {e}"))?;
+                        if token.is_none() {
+                            token = t.map(chain_co::secret::Secret::new);
+                        }
+                        u.to_string()
+                    }
+                };
                 let out = chain_co::client::probe(&url, token, method.as_deref(), &params, timeout)
                     .await?;
                 println!("{}", out.trim_end());

@@ -180,7 +180,8 @@ struct Request<'a, P: Serialize> {
 
 #[derive(Deserialize)]
 struct Response<'a> {
-    #[serde(borrow)]
+    /// `"result": null` is a result (Forest's `NetPeers` without peers), not a missing one.
+    #[serde(borrow, default, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     error: Option<ErrorObject>,
 }
@@ -192,6 +193,17 @@ struct ErrorObject {
     code: i64,
     #[serde(default)]
     message: String,
+}
+
+/// A field that is present, even as JSON `null`, is `Some` (serde reads `null` as `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn present_owned<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// Numbers as gateways and other Lotus-API servers send them: integers, floats (floored) and
@@ -558,7 +570,7 @@ pub struct Frame<'a> {
     pub method: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     pub params: Option<&'a RawValue>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_owned")]
     result: Option<Box<RawValue>>,
     #[serde(default)]
     error: Option<ErrorObject>,
@@ -574,8 +586,8 @@ impl<'a> Frame<'a> {
         serde_json::from_str(text).map_err(|_| RpcError::NotJson(snippet(text.as_bytes())))
     }
 
-    /// The reply's outcome: its `result`, or its `error` (a null result is no result, as
-    /// over HTTP).
+    /// The reply's outcome: its `result` (`null` included, as over HTTP: Forest answers
+    /// `NetPeers` without peers with `null`), or its `error`.
     pub fn into_result(self) -> Result<Box<RawValue>, RpcError> {
         match self {
             Frame {
@@ -586,7 +598,7 @@ impl<'a> Frame<'a> {
             }),
             Frame {
                 result: Some(v), ..
-            } if v.get() != "null" => Ok(v),
+            } => Ok(v),
             _ => Err(RpcError::Shape(
                 "neither `result` nor `error` in the reply".into(),
             )),
@@ -881,6 +893,22 @@ mod tests {
         );
         // Mainnet genesis + height * 30 s, as the doc example shows.
         assert_eq!(h.timestamp, 1598306400 + h.height * 30);
+    }
+
+    #[test]
+    fn a_null_result_is_a_result_not_a_missing_one() {
+        // Real Forest 0.39 without peers (shared/daemons/forest-0.39.0).
+        let body = br#"{"jsonrpc":"2.0","id":1,"result":null}"#;
+        let peers: Option<Vec<serde::de::IgnoredAny>> =
+            decode_reply(body, StatusCode::OK).expect("null is a result");
+        assert!(peers.is_none());
+        let frame = Frame::parse(r#"{"jsonrpc":"2.0","id":3,"result":null}"#).expect("frame");
+        let raw = frame
+            .into_result()
+            .expect("null is a result over the link too");
+        assert_eq!(raw.get(), "null");
+        let missing = decode_reply::<Option<u64>>(br#"{"jsonrpc":"2.0","id":1}"#, StatusCode::OK);
+        assert!(matches!(missing, Err(RpcError::Shape(_))));
     }
 
     #[test]

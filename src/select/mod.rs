@@ -427,10 +427,10 @@ pub struct NodeVerdict {
     /// Epochs below the best head.
     pub lag: Option<u64>,
     /// Wall-clock age of the node's head block.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::opt")]
     pub head_age: Option<Duration>,
     /// How long the node has been behind the best head (by weight).
-    #[serde(with = "humantime_serde", default)]
+    #[serde(with = "crate::duration::opt", default)]
     pub behind: Option<Duration>,
     /// Whether its head came from a ChainNotify push.
     #[serde(default)]
@@ -439,7 +439,7 @@ pub struct NodeVerdict {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsupported: Vec<String>,
     /// Flap damping: how long the node is still kept from becoming primary.
-    #[serde(with = "humantime_serde", default)]
+    #[serde(with = "crate::duration::opt", default)]
     pub held_for: Option<Duration>,
     /// The epoch the node says is final (its F3 certificate's, else `ChainGetFinalizedTipSet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,7 +492,7 @@ pub struct Decision {
     #[serde(default)]
     pub implementation_split: bool,
     /// The lag_grace in force (configured, or derived from the block delay).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::plain")]
     pub lag_grace: Duration,
 }
 
@@ -613,7 +613,7 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 fn fmt_ms(d: Duration) -> String {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+    crate::duration::human(d)
 }
 
 /// The first CID of a key, shortened, for reasons and warnings.
@@ -629,7 +629,7 @@ pub(crate) fn short_key(key: &[String]) -> String {
 }
 
 fn fmt_secs(s: u64) -> String {
-    humantime::format_duration(Duration::from_secs(s)).to_string()
+    crate::duration::human(Duration::from_secs(s))
 }
 
 /// Why a node that answered cannot be a candidate for the best head, if it cannot.
