@@ -35,6 +35,11 @@ pub fn human(d: Duration) -> String {
             break;
         }
     }
+    // Under a minute, milliseconds are the second unit: "1s 500ms" (a lag of 1.5 s is not 1 s).
+    let ms = d.subsec_millis();
+    if parts.len() == 1 && d < Duration::from_secs(60) && ms > 0 {
+        parts.push(format!("{ms}ms"));
+    }
     parts.join(" ")
 }
 
@@ -103,7 +108,8 @@ mod tests {
     #[test]
     fn rounded_for_people() {
         let cases = [
-            (Duration::new(10, 2_947_253), "10s"),
+            (Duration::new(10, 2_947_253), "10s 2ms"),
+            (Duration::from_secs(10), "10s"),
             (Duration::from_secs(100), "1m 40s"),
             (Duration::from_secs(3600), "1h"),
             (Duration::from_secs(3605), "1h 5s"),

@@ -1,0 +1,244 @@
+//! chain-co against real Forest 0.39.0 daemons (ChainSafe's node, built from crates.io), in a
+//! network namespace that reaches nothing but its own loopback (`../shared/daemons/`). Their
+//! head is calibnet's genesis: years stale by the real clock, a healthy pool under a wall clock
+//! near genesis (Debian's `faketime`). Needs root, iproute2, curl, xz-utils and faketime.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A pool of real Forest daemons in namespace `ns`, stopped (and the namespace removed) on drop.
+struct ForestPool {
+    ns: String,
+    script: PathBuf,
+    /// (name, rpc url, token file, pid)
+    nodes: Vec<(String, String, String, u32)>,
+    _dir: tempfile::TempDir,
+}
+
+impl ForestPool {
+    fn start(ns: &str, n: usize) -> Option<ForestPool> {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/daemons/forest-netns.sh");
+        if !script.exists() {
+            skip("../shared/daemons/forest-netns.sh is not beside the checkout");
+            return None;
+        }
+        if !nix::unistd::geteuid().is_root() {
+            skip("real Forest pools need root (network namespaces)");
+            return None;
+        }
+        // One start at a time: the script unpacks the binary to one cache file.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        // A pool left by an interrupted run would hold the namespace's name.
+        let _ = Command::new("bash")
+            .arg(&script)
+            .args(["stop", ns])
+            .output();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["start", ns, &n.to_string()])
+            .arg(dir.path())
+            .output()
+            .expect("run forest-netns.sh");
+        assert!(
+            out.status.success(),
+            "forest-netns.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let nodes = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 5).then(|| {
+                    (
+                        f[0].to_string(),
+                        f[1].to_string(),
+                        f[3].to_string(),
+                        f[4].parse().expect("pid"),
+                    )
+                })
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(nodes.len(), n, "{}", String::from_utf8_lossy(&out.stdout));
+        Some(ForestPool {
+            ns: ns.to_string(),
+            script,
+            nodes,
+            _dir: dir,
+        })
+    }
+
+    fn config(&self, dir: &Path) -> PathBuf {
+        let mut text = String::new();
+        for (name, url, token, _) in &self.nodes {
+            text.push_str(&format!(
+                "[[node]]\nname = \"{name}\"\nurl = \"{url}\"\ntoken_file = \"{token}\"\n"
+            ));
+        }
+        text.push_str("[nginx]\noutput = \"/nonexistent/upstream.conf\"\n");
+        let path = dir.join("chain-co.toml");
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+
+    /// `chain-co ARGS` inside the namespace, optionally under a wall clock near genesis.
+    fn chain_co(&self, near_genesis: bool, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]);
+        if near_genesis {
+            cmd.args([
+                "env",
+                "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                "faketime",
+                "2022-11-01 18:13:20",
+            ]);
+        }
+        cmd.arg(BIN)
+            .args(args)
+            .output()
+            .expect("run chain-co in the namespace")
+    }
+}
+
+impl Drop for ForestPool {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["stop", &self.ns])
+            .output();
+    }
+}
+
+fn check_json(pool: &ForestPool, near_genesis: bool, config: &Path) -> serde_json::Value {
+    let out = pool.chain_co(
+        near_genesis,
+        &[
+            "check",
+            "--json",
+            "--rounds",
+            "4",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn real_forest_daemons_are_identified_stale_by_the_clock_and_healthy_near_genesis() {
+    let Some(pool) = ForestPool::start("cc-forest-check", 2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = pool.config(dir.path());
+
+    let json = check_json(&pool, false, &config);
+    for n in json["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["implementation"], "forest", "{n:#}");
+        assert_eq!(n["network"], "calibrationnet", "{n:#}");
+        assert_eq!(n["healthy"], false, "{n:#}");
+        let reason = n["reason"].as_str().expect("reason");
+        assert!(
+            reason.starts_with("stale: head is 4y"),
+            "rounded, no nanoseconds: {reason}"
+        );
+        // F3 is not built into this Forest: F3 down, not a broken node.
+        assert_eq!(n["f3"], "F3 down (client error (Connect))", "{n:#}");
+        assert_eq!(n["finalized_epoch"], 0, "EC finality still answers: {n:#}");
+        assert!(n["latency_ms"].is_f64(), "{n:#}");
+    }
+    assert!(json["primary"].is_null());
+    let warnings = json["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0]
+        .as_str()
+        .expect("text")
+        .contains("pool is stale"));
+
+    let json = check_json(&pool, true, &config);
+    assert_eq!(json["primary"], "forest-0", "{json:#}");
+    assert_eq!(json["backups"][0], "forest-1", "{json:#}");
+    assert_eq!(json["expected_height"], 0, "{json:#}");
+    // A pool whose nodes all have F3 down is a pool without F3 finality: no exclusion, no
+    // finality of its own.
+    assert!(json["finalized"].is_null(), "{json:#}");
+}
+
+#[test]
+fn a_real_forest_without_peers_reads_as_zero_peers_and_fullnode_api_info_works() {
+    let Some(pool) = ForestPool::start("cc-forest-alone", 1) else {
+        return;
+    };
+    let (_, url, token, _) = &pool.nodes[0];
+    let out = pool.chain_co(false, &["probe", url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("peers:    0"),
+        "NetPeers null is no peer: {text}"
+    );
+    assert!(text.contains("forest"), "{text}");
+    let token = std::fs::read_to_string(token).expect("token");
+    let port = url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .expect("port");
+    let info = format!("{}:/ip4/127.0.0.1/tcp/{port}/http", token.trim());
+    let mut cmd = Command::new("ip");
+    let out = cmd
+        .args(["netns", "exec", &pool.ns, BIN, "probe"])
+        .env("FULLNODE_API_INFO", &info)
+        .output()
+        .expect("probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("network:  calibrationnet"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(token.trim()), "the token is never printed");
+}
+
+#[test]
+fn a_hung_real_forest_is_left_and_a_killed_one_excluded() {
+    let Some(pool) = ForestPool::start("cc-forest-faults", 3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = pool.config(dir.path());
+    let pid = |i: usize| nix::unistd::Pid::from_raw(pool.nodes[i].3 as i32);
+    nix::sys::signal::kill(pid(0), nix::sys::signal::Signal::SIGSTOP).expect("stop forest-0");
+    let json = check_json(&pool, true, &config);
+    let _ = nix::sys::signal::kill(pid(0), nix::sys::signal::Signal::SIGCONT);
+    assert_ne!(json["primary"], "forest-0", "{json:#}");
+    assert!(json["primary"].is_string(), "{json:#}");
+    let hung = &json["nodes"][0];
+    assert!(
+        hung["reason"].as_str().expect("reason").contains("timeout"),
+        "{hung:#}"
+    );
+
+    nix::sys::signal::kill(pid(1), nix::sys::signal::Signal::SIGKILL).expect("kill forest-1");
+    let json = check_json(&pool, true, &config);
+    assert!(json["primary"].is_string(), "{json:#}");
+    assert_ne!(json["primary"], "forest-1", "{json:#}");
+    let dead = &json["nodes"][1];
+    assert_eq!(dead["healthy"], false, "{dead:#}");
+}
