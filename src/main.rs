@@ -204,7 +204,8 @@ enum Command {
     /// Prints one JSON line with the node and control addresses, then serves until interrupted.
     /// Change a node with e.g. `curl -d '{"op":"stall"}' http://CONTROL/nodes/lotus-a`; ops:
     /// stall, resume, lag {epochs}, die, revive, slow {delay}, garbage, rpc_error,
-    /// http_error {status}, require_token {token}, heal. `GET /nodes` shows every node.
+    /// http_error {status}, require_token {token}, heavy_fork {f3}, inflate {weight}, f3_down,
+    /// f3_up, finality_stall, finality_resume, heal. `GET /nodes` shows every node.
     Sim {
         /// Nodes, comma-separated, each `name` or `name:implementation` (lotus, venus, forest,
         /// fuhon; default lotus).
