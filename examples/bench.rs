@@ -337,6 +337,7 @@ async fn pool_with(block_delay: Duration) -> SimPool {
         token: None,
         listen: [127, 0, 0, 1].into(),
         control: ([127, 0, 0, 1], 0).into(),
+        start_height: 1000,
     })
     .await
     .expect("sim")
@@ -620,6 +621,7 @@ async fn scenario_scale() {
             token: None,
             listen: [127, 0, 0, 1].into(),
             control: ([127, 0, 0, 1], 0).into(),
+            start_height: 1000,
         })
         .await
         .expect("sim");

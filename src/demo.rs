@@ -44,6 +44,7 @@ pub async fn demo() -> anyhow::Result<()> {
         token: None,
         listen: [127, 0, 0, 1].into(),
         control: ([127, 0, 0, 1], 0).into(),
+        start_height: 1000,
     })
     .await
     .context("starting the simulated pool")?;

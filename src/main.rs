@@ -226,6 +226,9 @@ enum Command {
         /// Address of the control endpoint (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         control: SocketAddr,
+        /// The network's height at start (0: at genesis, as the recorded real Forest).
+        #[arg(long, default_value_t = 1000)]
+        start_height: u64,
     },
     /// Show the main job in about a minute: a simulated pool, a private nginx (if installed)
     /// and chain-co between them, while the demo stalls, kills and heals nodes.
@@ -511,7 +514,18 @@ async fn dispatch(command: Command) -> ExitCode {
             block_delay,
             listen,
             control,
-        } => report(sim(nodes, null_rounds, token_file, block_delay, listen, control).await),
+            start_height,
+        } => report(
+            sim(
+                nodes,
+                null_rounds,
+                token_file,
+                block_delay,
+                (listen, control),
+                start_height,
+            )
+            .await,
+        ),
         Command::Demo => report(chain_co::demo::demo().await),
     }
 }
@@ -716,8 +730,8 @@ async fn sim(
     null_rounds: bool,
     token_file: Option<PathBuf>,
     block_delay: Duration,
-    listen: IpAddr,
-    control: SocketAddr,
+    (listen, control): (IpAddr, SocketAddr),
+    start_height: u64,
 ) -> anyhow::Result<()> {
     if block_delay < Duration::from_secs(1) {
         anyhow::bail!("--block-delay must be at least 1s (Filecoin timestamps are whole seconds)");
@@ -745,6 +759,7 @@ async fn sim(
         block_delay,
         listen,
         control,
+        start_height,
     })
     .await
     .context("starting the simulated pool")?;

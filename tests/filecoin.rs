@@ -93,7 +93,7 @@ fn a_mixed_pool_is_probed_in_each_implementations_terms() {
     for (name, imp, version) in [
         ("lotus-a", "lotus", "1.28.1+mainnet"),
         ("venus-b", "venus", "1.20.0+git"),
-        ("forest-c", "forest", "0.36.0+git"),
+        ("forest-c", "forest", "0.39.0+git"),
         ("fuhon-d", "fuhon", "Fuhon Node"),
     ] {
         let n = node(&json, name);

@@ -184,6 +184,28 @@ fn base64ish(seed: u64, len: usize) -> String {
     s
 }
 
+/// A genesis block as a real Forest writes it (recorded, shared/daemons): miner `t00`, one
+/// zero beacon entry, no election proof or PoSt proof (`null`), and neither `BLSAggregate` nor
+/// `BlockSig`.
+fn forest_genesis_block(clock: &ChainClock, parents: &[Value], seed: u64) -> Value {
+    json!({
+        "Miner": "t00",
+        "Ticket": { "VRFProof": base64ish(seed ^ 1, 44) },
+        "ElectionProof": { "VRFProof": null, "WinCount": 0 },
+        "BeaconEntries": [{ "Round": 0, "Data": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }],
+        "WinPoStProof": null,
+        "Parents": parents,
+        "ParentWeight": "0",
+        "Height": 0,
+        "ParentStateRoot": { "/": cid(seed ^ 6) },
+        "ParentMessageReceipts": { "/": cid(seed ^ 7) },
+        "Messages": { "/": cid(seed ^ 8) },
+        "Timestamp": clock.timestamp(0),
+        "ForkSignaling": 0,
+        "ParentBaseFee": "100000000",
+    })
+}
+
 /// The full tipset JSON of the tipset at `height` (a null round gives the tipset before it),
 /// every field Lotus sends.
 pub fn tipset_json(
@@ -208,12 +230,11 @@ pub fn tipset_json(
     let blocks: Vec<Value> = (0..n)
         .map(|i| {
             let seed = branch.seed(height).wrapping_mul(7919).wrapping_add(i);
-            // Forest writes an empty vector as null; the genesis block has no beacon entries.
+            if height == 0 && style == TipsetStyle::Forest {
+                return forest_genesis_block(clock, &parents, seed);
+            }
             let beacons = if height == 0 {
-                match style {
-                    TipsetStyle::Forest => Value::Null,
-                    TipsetStyle::Lotus => json!([]),
-                }
+                json!([])
             } else {
                 json!([{ "Round": 17_000_000 + height, "Data": base64ish(seed ^ 4, 128) }])
             };

@@ -50,6 +50,8 @@ pub struct SimSpec {
     pub listen: IpAddr,
     /// Where the control endpoint listens; port 0 picks a free one.
     pub control: SocketAddr,
+    /// The network's height when the pool starts (0: at genesis, as the recorded Forest).
+    pub start_height: u64,
 }
 
 /// The addresses of a running pool, as printed by `chain-co sim` on its first line.
@@ -67,6 +69,10 @@ pub struct SimNodeAddr {
     pub addr: SocketAddr,
     /// Where to reach its JSON-RPC API: `ws://` for Fuhon, which has no HTTP POST.
     pub url: String,
+    /// Its own health endpoint, where the implementation has one (Lotus `/health/readyz`;
+    /// Forest `/readyz?verbose`, on its RPC port here rather than a port of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_url: Option<String>,
 }
 
 /// A running pool. Dropping it does not stop it; call [`SimPool::shutdown`].
@@ -79,7 +85,7 @@ pub struct SimPool {
 
 impl SimPool {
     pub async fn start(spec: SimSpec) -> std::io::Result<SimPool> {
-        let clock = ChainClock::starting_now(spec.block_delay, 1000);
+        let clock = ChainClock::starting_now(spec.block_delay, spec.start_height);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut nodes = BTreeMap::new();
@@ -103,6 +109,10 @@ impl SimPool {
                 implementation: node.profile(),
                 addr: node.addr(),
                 url: format!("{scheme}://{}/rpc/v1", node.addr()),
+                health_url: node
+                    .profile()
+                    .health_path()
+                    .map(|p| format!("http://{}{p}", node.addr())),
             });
             nodes.insert(name.clone(), node);
         }

@@ -25,6 +25,8 @@ use super::chain::{self, Branch, ChainClock};
 use super::finality::{F3Network, EC_FINALITY};
 use super::profile::{ApiPath, Profile};
 
+mod recorded;
+
 /// A change to a simulated node, as sent to `POST /nodes/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -254,8 +256,18 @@ impl SimNode {
             .route("/rpc/v0", post(rpc_v0).get(ws_v0))
             .route("/rpc/v1", post(rpc_v1).get(ws_v1))
             .route("/rpc/v2", post(rpc_v2))
-            .route("/health", get(health))
-            .with_state(self.clone());
+            .route("/health", get(health));
+        let app = match self.profile {
+            Profile::Forest => app
+                .route("/livez", get(own_health))
+                .route("/readyz", get(own_health))
+                .route("/healthz", get(own_health)),
+            Profile::Lotus => app
+                .route("/health/livez", get(own_health))
+                .route("/health/readyz", get(own_health)),
+            _ => app,
+        };
+        let app = app.with_state(self.clone());
         let cancelled = stop.clone();
         let task = self.tracker.spawn(async move {
             // Connections live in this set: when the node dies, dropping the set aborts them
@@ -507,6 +519,15 @@ impl SimNode {
             );
         }
         let params = req.get("params").cloned().unwrap_or(Value::Null);
+        if let Some(result) = self.recorded_result(api, f, method, &params) {
+            return match result {
+                Ok(v) => (StatusCode::OK, json!({"jsonrpc":"2.0","id":id,"result":v})),
+                Err((code, message)) => (
+                    StatusCode::OK,
+                    json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":message}}),
+                ),
+            };
+        }
         if let Some(result) = self.finality_result(f, method, &params) {
             return match result {
                 Ok(v) => (StatusCode::OK, json!({"jsonrpc":"2.0","id":id,"result":v})),
@@ -656,6 +677,7 @@ impl SimNode {
             "Filecoin.ChainTipSetWeight" => Value::String(f.branch.weight(height).to_string()),
             "Filecoin.Version" => self.profile.version(api, self.shared.clock.block_delay),
             "Filecoin.StateNetworkName" => Value::String(f.network.clone()),
+            "Filecoin.NetPeers" if f.peers == 0 => self.profile.no_peers(),
             "Filecoin.NetPeers" => Value::Array(
                 (0..f.peers)
                     .map(|i| {
@@ -686,17 +708,6 @@ impl SimNode {
                     "VMApplied": height * 120
                 })
             }
-            // Forest's replacement for SyncState, camelCase (forest src/chain_sync/sync_status.rs).
-            "Forest.SyncStatus" => json!({
-                "status": if f.syncing { "Syncing" } else { "Synced" },
-                "currentHeadEpoch": height,
-                "currentHeadKey": self.tipset(f, height)["Cids"],
-                "networkHeadEpoch": network_height,
-                "epochsBehind": network_height.saturating_sub(height),
-                "activeForks": null,
-                "nodeStartTime": "2026-11-25T09:00:00Z",
-                "lastUpdated": "2026-11-25T09:00:00Z"
-            }),
             _ => return None,
         })
     }
@@ -860,6 +871,17 @@ async fn ws_v1(
     ws: WebSocketUpgrade,
 ) -> Response {
     node.upgrade(ApiPath::V1, &headers, &q, ws)
+}
+
+/// The daemon's own health check (see `recorded.rs`).
+async fn own_health(State(node): State<Arc<SimNode>>, uri: axum::http::Uri) -> Response {
+    node.count_request();
+    let verbose = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    let (code, body) = node.health_reply(uri.path(), verbose);
+    (code, body).into_response()
 }
 
 /// Fuhon's plain-HTTP health route; harmless on the others.

@@ -124,7 +124,7 @@ impl Profile {
                 "APIVersion": if v0 { 66816 } else { 131840 },
             }),
             Profile::Forest => json!({
-                "Version": "0.36.0+git.72c2f2f0",
+                "Version": "0.39.0+git.unknown",
                 "APIVersion": 131840,
                 "BlockDelay": block_delay,
                 "Agent": "forest",
@@ -142,10 +142,22 @@ impl Profile {
         }
     }
 
+    /// The path of the daemon's own readiness check: Lotus's `/health/readyz` on its API port;
+    /// Forest's `/readyz` (on a port of its own on a real Forest, on the RPC port here).
+    pub fn health_path(&self) -> Option<&'static str> {
+        match self {
+            Profile::Lotus => Some("/health/readyz"),
+            Profile::Forest => Some("/readyz?verbose"),
+            _ => None,
+        }
+    }
+
     /// Whether the implementation has this method at all. Forest removed `Filecoin.SyncState`
-    /// in v0.26.1 in favour of `Forest.SyncStatus`.
+    /// in v0.26.1 in favour of `Forest.SyncStatus`; it has no `ChainBlockstoreInfo` (recorded).
     pub fn has_method(&self, method: &str) -> bool {
         match method {
+            "Filecoin.ChainBlockstoreInfo" => *self != Profile::Forest,
+            "Filecoin.NodeStatus" => !matches!(self, Profile::Fuhon | Profile::Minimal),
             "Filecoin.SyncState" => !matches!(self, Profile::Forest | Profile::Minimal),
             "Forest.SyncStatus" => *self == Profile::Forest,
             "Filecoin.StateNetworkName" | "Filecoin.NetPeers" => *self != Profile::Minimal,
@@ -163,15 +175,26 @@ impl Profile {
 
     /// Methods that exist on one API path only: `ChainGetTipSetFinalityStatus` on `/rpc/v2`
     /// (a real Forest 0.39 answers -32601 on v1, shared/daemons), and v2 serves nothing else
-    /// the simulator plays but `Version` and `ChainHead`.
+    /// the simulator plays but `Version`, `ChainHead` and `ChainGetTipSet` (by tag).
     pub fn has_method_on(&self, method: &str, api: ApiPath) -> bool {
         match (method, api) {
             ("Filecoin.ChainGetTipSetFinalityStatus", ApiPath::V2) => true,
             ("Filecoin.ChainGetTipSetFinalityStatus", _) => false,
             (_, ApiPath::V2) => {
-                matches!(method, "Filecoin.Version" | "Filecoin.ChainHead")
+                matches!(
+                    method,
+                    "Filecoin.Version" | "Filecoin.ChainHead" | "Filecoin.ChainGetTipSet"
+                )
             }
             _ => true,
+        }
+    }
+
+    /// `NetPeers` without a peer: Forest writes the empty list as `null` (recorded).
+    pub fn no_peers(&self) -> Value {
+        match self {
+            Profile::Forest => Value::Null,
+            _ => json!([]),
         }
     }
 
