@@ -15,8 +15,8 @@ use crate::clock::SteadyClock;
 use crate::config::Config;
 use crate::evaluate::{merge_pushed_heads, Evaluator};
 use crate::overrides::Overrides;
-use crate::probe::{Prober, Target};
-use crate::rpc::{RpcClient, RpcError};
+
+use crate::rpc::RpcError;
 use crate::select::{Exclusion, Role, Trigger, Warning, WarningKind};
 
 /// Pause between the rounds of a check.
@@ -67,16 +67,17 @@ pub struct CheckedNode {
     pub finalized_epoch: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub f3: Option<String>,
+    /// What the daemon says about itself (health endpoint, `NodeStatus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_word: Option<crate::health::OwnWord>,
+    /// Whether it accepts the clients' token (`[chain] client_token_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<crate::health::ClientToken>,
 }
 
 /// Probes `rounds` times and reports the last decision.
 pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> {
-    let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)?;
-    let prober = Prober::new(
-        client,
-        config.nodes.iter().map(Target::from).collect(),
-        config.probe.sync_checks,
-    );
+    let prober = config.prober()?;
     let target = config.build_target()?;
     // The operator's drains and preference, as `run` would see them.
     let overrides = Overrides::load(&config.api.state_file).unwrap_or_default();
@@ -126,6 +127,8 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             unsupported: v.unsupported.clone(),
             finalized_epoch: v.finalized_epoch,
             f3: v.f3.clone(),
+            own_word: v.own_word.clone(),
+            client_token: v.client_token,
         })
         .collect();
     let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.upstreams())
@@ -267,9 +270,11 @@ pub fn render_text(r: &CheckReport) -> String {
     if let Some(f) = &r.finalized {
         let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
     }
-    for n in r.nodes.iter().filter(|n| n.f3.is_some()) {
-        let _ = writeln!(out, "  {}: {}", n.name, n.f3.as_deref().unwrap_or(""));
-    }
+    out.push_str(&crate::report::node_detail_lines(
+        r.nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.f3.as_deref(), n.own_word.as_ref())),
+    ));
     if let Some(role) = &r.role {
         let _ = writeln!(out, "VRRP role: {role}");
     }

@@ -158,13 +158,10 @@ pub fn render_status(s: &Status, colour: bool) -> String {
     if let Some(f) = &s.finalized {
         let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
     }
-    for n in s
-        .nodes
-        .iter()
-        .filter_map(|n| Some((&n.verdict.name, n.verdict.f3.as_ref()?)))
-    {
-        let _ = writeln!(out, "  {}: {}", n.0, n.1);
-    }
+    out.push_str(&crate::report::node_detail_lines(s.nodes.iter().map(|n| {
+        let v = &n.verdict;
+        (v.name.as_str(), v.f3.as_deref(), v.own_word.as_ref())
+    })));
     for w in &s.warnings {
         let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));
     }

@@ -45,6 +45,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
     pub ha: Option<crate::ha::RoleSource>,
+    /// `[chain] client_token_file`: the token clients send through nginx to whichever node is
+    /// primary; chain-co checks that every node accepts it.
+    pub client_token: Option<Secret>,
 }
 
 impl Config {
@@ -54,6 +57,17 @@ impl Config {
             &self.target,
             self.nodes.iter().map(|n| n.name.clone()).collect(),
         )
+    }
+
+    /// The prober for these nodes, as `run` and `check` both probe them.
+    pub fn prober(&self) -> Result<crate::probe::Prober, crate::rpc::RpcError> {
+        let client = crate::rpc::RpcClient::new(self.probe.timeout, self.probe.max_reply_bytes)?;
+        Ok(crate::probe::Prober::new(
+            client,
+            self.nodes.iter().map(crate::probe::Target::from).collect(),
+            self.probe.sync_checks,
+        )
+        .with_client_token(self.client_token.clone()))
     }
 
     /// Each node's name and the address the load balancer sends it traffic at, in order.
@@ -116,6 +130,8 @@ pub struct NodeConfig {
     /// `None`: detect (HTTP first; a daemon that answers a POST with 400, as Fuhon does, is
     /// probed over WebSocket from then on).
     pub transport: Option<Transport>,
+    /// The daemon's own health endpoint; `None`: the implementation's default, if it has one.
+    pub health_url: Option<Url>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +225,7 @@ struct RawNode {
     token_env: Option<Spanned<String>>,
     upstream: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
+    health_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +235,7 @@ struct RawChain {
     genesis: Option<Spanned<String>>,
     genesis_timestamp: Option<Spanned<u64>>,
     block_delay: Option<Spanned<HumanDuration>>,
+    client_token_file: Option<Spanned<PathBuf>>,
 }
 
 type HumanDuration = humantime_serde::Serde<Duration>;
@@ -329,6 +347,11 @@ impl Config {
             }
         };
         let nodes = check_nodes(&mut ck, raw.node, base);
+        let client_token = raw
+            .chain
+            .client_token_file
+            .as_ref()
+            .and_then(|f| secret_file(&mut ck, f, "chain.client_token_file", base));
         let chain = check_chain(&mut ck, raw.chain);
         let probe = check_probe(&mut ck, raw.probe);
         let select = check_select(&mut ck, raw.select);
@@ -377,6 +400,7 @@ impl Config {
                 target: target.expect("a target that failed its checks is always reported"),
                 api,
                 ha,
+                client_token,
             })
         } else {
             Err(ck.problems)
@@ -597,28 +621,7 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 );
                 None
             }
-            (Some(f), None) => {
-                let path = resolve(base, f.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(t) if t.trim().is_empty() => {
-                        ck.at(
-                            f.span(),
-                            key("token_file"),
-                            format!("{} is empty", path.display()),
-                        );
-                        None
-                    }
-                    Ok(t) => Some(Secret::new(t.trim())),
-                    Err(e) => {
-                        ck.at(
-                            f.span(),
-                            key("token_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        );
-                        None
-                    }
-                }
-            }
+            (Some(f), None) => secret_file(ck, f, &key("token_file"), base),
             (None, Some(v)) => match std::env::var(v.get_ref()) {
                 Ok(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
                 _ => {
@@ -632,9 +635,6 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
             },
             (None, None) => info_token.map(Secret::new),
         };
-        if let (Some(f), Some(_)) = (&n.token_file, &token) {
-            warn_if_readable_by_others(&resolve(base, f.get_ref()));
-        }
         let upstream = match (&n.upstream, &url) {
             (Some(u), _) => {
                 if !valid_upstream(u.get_ref()) {
@@ -661,6 +661,20 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
             }
             (None, None) => String::new(),
         };
+        let health_url = n.health_url.as_ref().and_then(|h| match Url::parse(h.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+            _ => {
+                ck.at(
+                    h.span(),
+                    key("health_url"),
+                    format!(
+                        "{:?} is not an http(s) URL; write e.g. \"http://10.0.0.11:2346/readyz?verbose\"",
+                        crate::secret::redact_url(h.get_ref())
+                    ),
+                );
+                None
+            }
+        });
         if let Some(url) = url {
             nodes.push(NodeConfig {
                 name,
@@ -668,6 +682,7 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 token,
                 upstream,
                 transport,
+                health_url,
             });
         }
     }
@@ -719,6 +734,30 @@ fn multiaddr_url(addr: &str) -> Result<Url, String> {
         other => return Err(format!("unsupported protocol /{}", other.join("/"))),
     };
     Url::parse(&format!("{scheme}://{host}:{port}/rpc/v1")).map_err(|e| e.to_string())
+}
+
+/// Reads a secret from a file named in the config: trimmed, never empty, and said when others
+/// can read it. The one place every `*token_file` key is read.
+fn secret_file(ck: &mut Checker, f: &Spanned<PathBuf>, key: &str, base: &Path) -> Option<Secret> {
+    let path = resolve(base, f.get_ref());
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().is_empty() => {
+            ck.at(f.span(), key, format!("{} is empty", path.display()));
+            None
+        }
+        Ok(t) => {
+            warn_if_readable_by_others(&path);
+            Some(Secret::new(t.trim()))
+        }
+        Err(e) => {
+            ck.at(
+                f.span(),
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            );
+            None
+        }
+    }
 }
 
 fn check_chain(ck: &mut Checker, raw: RawChain) -> ChainConfig {
@@ -921,24 +960,8 @@ fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {
             ),
         }
     }
-    if let Some(f) = raw.token_file {
-        let path = resolve(base, f.get_ref());
-        match std::fs::read_to_string(&path) {
-            Ok(t) if !t.trim().is_empty() => {
-                warn_if_readable_by_others(&path);
-                api.token = Some(Secret::new(t.trim()));
-            }
-            Ok(_) => ck.at(
-                f.span(),
-                "api.token_file",
-                format!("{} is empty", path.display()),
-            ),
-            Err(e) => ck.at(
-                f.span(),
-                "api.token_file",
-                format!("cannot read {}: {e}", path.display()),
-            ),
-        }
+    if let Some(f) = &raw.token_file {
+        api.token = secret_file(ck, f, "api.token_file", base);
     }
     if let Some(f) = raw.state_file {
         api.state_file = resolve(base, f.get_ref());
@@ -968,6 +991,7 @@ impl From<&NodeConfig> for crate::probe::Target {
                 transport: n.transport.unwrap_or(Transport::Http),
             },
             transport_fixed: n.transport.is_some(),
+            health_url: n.health_url.clone(),
         }
     }
 }

@@ -27,11 +27,11 @@ use crate::ha::{read_role, Role};
 use crate::history::EventKind;
 use crate::metrics::Metrics;
 use crate::overrides::Overrides;
-use crate::probe::{Prober, Round, Target};
+use crate::probe::{Prober, Round};
 use crate::publish::Publisher;
 use crate::push::PushHub;
 use crate::report::{probe_summary, push_summary, ApplyRecord, Report};
-use crate::rpc::{RpcClient, RpcError};
+use crate::rpc::RpcError;
 use crate::select::{Decision, Track, Trigger, Warning};
 
 /// The parts of a running chain-co, built from a config.
@@ -65,13 +65,7 @@ pub struct Daemon {
 }
 
 fn parts(config: &Config) -> Result<(Prober, ApplyTarget), DaemonError> {
-    let client = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)
-        .map_err(DaemonError::Client)?;
-    let prober = Prober::new(
-        client,
-        config.nodes.iter().map(Target::from).collect(),
-        config.probe.sync_checks,
-    );
+    let prober = config.prober().map_err(DaemonError::Client)?;
     let target = config.build_target().map_err(DaemonError::Apply)?;
     Ok((prober, target))
 }

@@ -101,6 +101,7 @@ pub async fn demo() -> anyhow::Result<()> {
                 token: None,
                 upstream: n.addr.to_string(),
                 transport: None,
+                health_url: n.health_url.as_deref().and_then(|u| u.parse().ok()),
             })
             .collect(),
         probe: ProbeConfig {
@@ -118,6 +119,7 @@ pub async fn demo() -> anyhow::Result<()> {
         },
         ha: None,
         target: TargetConfig::Nginx(nginx_cfg),
+        client_token: None,
     };
     let (daemon, shared) = Daemon::new(config, None)?;
     daemon.preflight()?;

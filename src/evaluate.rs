@@ -61,6 +61,9 @@ impl Evaluator {
             .filter(|b| *b <= decision.lag_grace)
             .map(|b| decision.lag_grace - b + Duration::from_millis(50))
             .min();
+        decision
+            .warnings
+            .extend(crate::health::warnings(round, &decision.nodes));
         for node in &silent {
             decision.warnings.push(Warning::new(
                 WarningKind::SilentPush(node.clone()),
@@ -164,6 +167,7 @@ mod tests {
                 .collect(),
             latencies: vec![Duration::ZERO; heights.len()],
             took: Duration::ZERO,
+            tokens_differ: false,
         }
     }
 

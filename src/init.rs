@@ -130,6 +130,7 @@ pub async fn init(addrs: &[String], output: &Path) -> Result<Vec<Found>, InitErr
                     transport: if ws { Transport::Ws } else { Transport::Http },
                 },
                 transport_fixed: ws,
+                health_url: None,
             }
         })
         .collect();

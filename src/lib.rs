@@ -37,6 +37,7 @@ pub mod evaluate;
 pub mod f3;
 pub mod frames;
 pub mod ha;
+pub mod health;
 pub mod history;
 pub mod init;
 pub mod link;

@@ -29,12 +29,14 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::f3::{self, F3View, Finality};
+use crate::health::{self, ClientToken, OwnWord};
 use crate::link::ViaLink;
 use crate::push::PushHub;
 use crate::rpc::{
     read, Call, Endpoint, ForestSyncStatus, Identity, Implementation, Raw, RpcClient, RpcError,
     SyncState, TipSet, Transport, VersionInfo,
 };
+use crate::secret::Secret;
 use crate::select::Observation;
 
 /// A node as the prober sees it.
@@ -44,6 +46,9 @@ pub struct Target {
     pub endpoint: Endpoint,
     /// `false`: the transport of `endpoint` is a first guess, to be corrected by detection.
     pub transport_fixed: bool,
+    /// The daemon's own health endpoint (`[[node]] health_url`); `None`: its implementation's
+    /// default, once it is known.
+    pub health_url: Option<reqwest::Url>,
 }
 
 /// The result of one round: observations in target order, with their latencies.
@@ -54,6 +59,9 @@ pub struct Round {
     pub observations: Vec<Observation>,
     pub latencies: Vec<Duration>,
     pub took: Duration,
+    /// The per-node tokens are not all the same, and no `[chain] client_token_file` lets
+    /// chain-co check the one clients use: a client's token may be refused after a switch.
+    pub tokens_differ: bool,
 }
 
 /// Where a node's sync state comes from.
@@ -95,6 +103,12 @@ struct Learned {
     /// Until when the F3 certificate, and the finalized tipset, are not asked (lacking).
     f3_lacking_until: Option<Instant>,
     finalized_lacking_until: Option<Instant>,
+    /// What the daemon last said about itself, and until when its health URL is not asked (a
+    /// default URL that nothing serves).
+    own_word: OwnWord,
+    health_lacking_until: Option<Instant>,
+    /// Whether it accepted the clients' token when last asked.
+    client_token: Option<ClientToken>,
 }
 
 /// Which finality calls a round makes, in this order after the others.
@@ -104,6 +118,8 @@ struct FinalityAsk {
     finalized: bool,
     /// The pool's finalized epoch, to see which tipset the node's chain holds there.
     chain_at: Option<u64>,
+    /// A slow round for this node: its own word and the clients' token are asked too.
+    slow: bool,
 }
 
 /// Probes a fixed set of targets, remembering what it learns about each between rounds.
@@ -117,6 +133,8 @@ pub struct Prober {
     links: Option<PushHub>,
     /// The pool's finalized epoch from the last decision: each node's chain is checked there.
     pool_finalized: Arc<Mutex<Option<u64>>>,
+    /// The token clients send (`[chain] client_token_file`), tried on every node.
+    client_token: Option<Secret>,
 }
 
 fn method_missing<T>(r: &Result<T, RpcError>) -> bool {
@@ -139,6 +157,9 @@ impl Prober {
                         finality_in: 0,
                         f3_lacking_until: None,
                         finalized_lacking_until: None,
+                        own_word: OwnWord::default(),
+                        health_lacking_until: None,
+                        client_token: None,
                     },
                 )
             })
@@ -150,7 +171,30 @@ impl Prober {
             learned: Arc::new(Mutex::new(learned)),
             links: None,
             pool_finalized: Arc::new(Mutex::new(None)),
+            client_token: None,
         }
+    }
+
+    /// Tries the clients' token (`[chain] client_token_file`) on every node in slow rounds.
+    pub fn with_client_token(mut self, token: Option<Secret>) -> Self {
+        self.client_token = token;
+        self
+    }
+
+    /// The nodes' own tokens differ (compared here, never shown) and nothing checks the one
+    /// clients use.
+    fn tokens_differ(&self) -> bool {
+        if self.client_token.is_some() {
+            return false;
+        }
+        let mut tokens = self
+            .targets
+            .iter()
+            .filter_map(|t| t.endpoint.token.as_ref().map(Secret::expose));
+        let Some(first) = tokens.next() else {
+            return false;
+        };
+        tokens.any(|t| t != first)
     }
 
     /// The pool's finalized epoch, as the last decision found it.
@@ -171,6 +215,7 @@ impl Prober {
             certificate: due(learned.f3_lacking_until),
             finalized: due(learned.finalized_lacking_until),
             chain_at: *self.pool_finalized.lock().expect("pool finalized lock"),
+            slow: true,
         }
     }
 
@@ -207,6 +252,7 @@ impl Prober {
             observations: Vec::with_capacity(n),
             latencies: Vec::with_capacity(n),
             took: started.elapsed(),
+            tokens_differ: self.tokens_differ(),
         };
         for (t, r) in self.targets.iter().zip(results) {
             let (obs, latency) = r.unwrap_or_else(|| {
@@ -335,8 +381,20 @@ impl Prober {
         }
         let finality = self.finality_ask(&t.name, &learned);
         finality_calls(&finality, &mut calls);
+        let slow = finality.slow;
+        let asks_status = slow && !learned.unsupported.contains("Filecoin.NodeStatus");
+        if asks_status {
+            calls.push(("Filecoin.NodeStatus".into(), json!([true])));
+        }
 
-        let mut replies = self.exchange(t, &learned, calls.clone(), started).await;
+        // The daemon's health endpoint and the clients' token, beside the calls.
+        // The latency is the calls' alone.
+        let main = async {
+            let r = self.exchange(t, &learned, calls.clone(), started).await;
+            (r, started.elapsed())
+        };
+        let ((mut replies, mut latency), mut side) =
+            tokio::join!(main, self.side_checks(t, &learned, slow));
         // Fuhon answers a POST with 400 and an empty body: try the same call over WebSocket.
         if !t.transport_fixed
             && learned.transport == Transport::Http
@@ -349,9 +407,9 @@ impl Prober {
                 learned.transport = Transport::Ws;
                 self.update(&t.name, |l| l.transport = Transport::Ws);
                 replies = retry;
+                latency = started.elapsed();
             }
         }
-        let latency = started.elapsed();
         let mut replies = match replies {
             Ok(r) => r.into_iter(),
             Err(e) => {
@@ -448,6 +506,12 @@ impl Prober {
         };
         let head_height = head.as_ref().ok().map(|h| h.height);
         let finality = self.read_finality(&t.name, &finality, &mut replies, head_height);
+        let status = asks_status.then(|| replies.next().expect("asked"));
+        if slow && wants_identity && side.health.is_none() {
+            // Identified just now: its implementation's default health URL is known.
+            side.health = self.health_check(t, &learned).await;
+        }
+        let (own_word, client_token) = self.own_word(&t.name, &mut learned, status, side);
         match &head {
             Ok(h) => debug!(height = h.height, latency = ?latency, "head"),
             Err(e) => {
@@ -460,6 +524,8 @@ impl Prober {
         obs.peers = peers;
         obs.syncing_to = syncing_to;
         obs.finality = finality;
+        obs.own_word = (!own_word.is_empty()).then_some(own_word);
+        obs.client_token = client_token;
         obs.unsupported = self
             .learned(&t.name)
             .unsupported
@@ -530,6 +596,110 @@ impl Prober {
         (!nothing).then_some(known)
     }
 
+    /// The daemon's health endpoint (configured, or its implementation's default) and whether
+    /// it accepts the clients' token; asked in slow rounds only. `None`: not asked, or no
+    /// answer worth keeping (the last one stands).
+    async fn side_checks(&self, t: &Target, learned: &Learned, slow: bool) -> SideChecks {
+        if !slow {
+            return SideChecks::default();
+        }
+        let (health, client_token) =
+            tokio::join!(self.health_check(t, learned), self.token_check(t, learned));
+        SideChecks {
+            health,
+            configured: t.health_url.is_some(),
+            client_token,
+        }
+    }
+
+    /// `GET` the node's health URL; `None` when it has none (yet: a default needs the
+    /// implementation) or a default that nothing served is not due again.
+    async fn health_check(
+        &self,
+        t: &Target,
+        learned: &Learned,
+    ) -> Option<Result<(u16, Vec<u8>), RpcError>> {
+        let url = t.health_url.clone().or_else(|| {
+            let imp = learned.identity.as_ref()?.implementation;
+            let due = learned
+                .health_lacking_until
+                .is_none_or(|u| Instant::now() >= u);
+            due.then(|| health::default_health_url(&t.endpoint.url, imp))
+                .flatten()
+        })?;
+        Some(self.client.get_capped(&url, health::MAX_HEALTH_BYTES).await)
+    }
+
+    /// Tries the clients' token with a read call: refused (401/403), accepted, or `None`
+    /// (no client token, or no answer that tells).
+    async fn token_check(&self, t: &Target, learned: &Learned) -> Option<ClientToken> {
+        let token = self.client_token.clone()?;
+        let endpoint = Endpoint {
+            url: t.endpoint.url.clone(),
+            token: Some(token),
+            transport: learned.transport,
+        };
+        let r = self
+            .client
+            .call::<serde::de::IgnoredAny>(&endpoint, "Filecoin.Version", json!([]))
+            .await;
+        match r {
+            Ok(_) => Some(ClientToken::Accepted),
+            Err(RpcError::Http { status: 401 | 403 }) => Some(ClientToken::Refused),
+            Err(_) => None,
+        }
+    }
+
+    /// Reads this round's own word (health reply, `NodeStatus`), remembers it, and gives what
+    /// is known now.
+    fn own_word(
+        &self,
+        name: &str,
+        learned: &mut Learned,
+        status: Option<Result<Raw, RpcError>>,
+        side: SideChecks,
+    ) -> (OwnWord, Option<ClientToken>) {
+        let mut word = learned.own_word.clone();
+        match status {
+            Some(Ok(raw)) => word.node_status = health::read_node_status(raw.get()),
+            Some(r) if method_missing(&r) => {
+                self.unsupported(
+                    name,
+                    learned,
+                    "Filecoin.NodeStatus",
+                    "has no Filecoin.NodeStatus; its own view of its sync and peers is not shown",
+                );
+                word.node_status = None;
+            }
+            _ => {}
+        }
+        match side.health {
+            Some(Ok((status, body))) if side.configured || status != 404 => {
+                word.readiness = Some(health::read_health(status, &body));
+            }
+            Some(Err(e)) if side.configured => {
+                word.readiness = Some(health::Readiness::NotReady {
+                    status: 0,
+                    failing: vec![format!("its health endpoint does not answer: {e}")],
+                });
+            }
+            // A default URL that nothing serves: the daemon has no health endpoint there.
+            Some(_) => {
+                word.readiness = None;
+                learned.health_lacking_until = Some(Instant::now() + ASK_LACKING_AGAIN);
+            }
+            None => {}
+        }
+        let client_token = side.client_token.or(learned.client_token);
+        let (stored, until) = (word.clone(), learned.health_lacking_until);
+        self.update(name, |l| {
+            l.own_word = stored;
+            l.health_lacking_until = until;
+            l.client_token = client_token;
+        });
+        (word, client_token)
+    }
+
     /// Records once that a node lacks an optional method, and says so once.
     fn unsupported(&self, name: &str, learned: &mut Learned, method: &'static str, why: &str) {
         if learned.unsupported.insert(method) {
@@ -570,6 +740,16 @@ impl Prober {
             }
         });
     }
+}
+
+/// What a slow round asked beside the JSON-RPC calls.
+#[derive(Debug, Default)]
+struct SideChecks {
+    /// The health endpoint's status and (capped) body; `None`: not asked.
+    health: Option<Result<(u16, Vec<u8>), RpcError>>,
+    /// The health URL was configured (a failure is news), not derived (a failure means none).
+    configured: bool,
+    client_token: Option<ClientToken>,
 }
 
 /// The finality calls of `ask`, in the order [`Prober::read_finality`] reads them.

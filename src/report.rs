@@ -68,6 +68,23 @@ pub struct Report {
     pub pending_moves: Vec<(String, Duration)>,
 }
 
+/// The lines under the table of `check` and `status`: per node, its F3 and what it says
+/// about itself, in its own (capped, control-free) words.
+pub fn node_detail_lines<'a>(
+    nodes: impl Iterator<Item = (&'a str, Option<&'a str>, Option<&'a crate::health::OwnWord>)>,
+) -> String {
+    let mut out = String::new();
+    for (name, f3, own) in nodes {
+        if let Some(f3) = f3 {
+            out.push_str(&format!("  {name}: {f3}\n"));
+        }
+        if let Some(own) = own.filter(|w| !w.is_empty()) {
+            out.push_str(&format!("  {name} says: {}\n", own.summary()));
+        }
+    }
+    out
+}
+
 /// Per node: the probe's latency and its error in words.
 pub fn probe_summary(round: &Round) -> BTreeMap<String, (Duration, Option<String>)> {
     round
@@ -119,6 +136,7 @@ mod tests {
             ],
             latencies: vec![Duration::from_millis(3000), Duration::from_millis(1)],
             took: Duration::ZERO,
+            tokens_differ: false,
         };
         let probes = probe_summary(&round);
         assert_eq!(probes["a"].0, Duration::from_millis(3000));

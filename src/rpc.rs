@@ -465,6 +465,35 @@ impl RpcClient {
             .collect())
     }
 
+    /// `GET url` without a token (a daemon's health endpoint), reading at most `max` bytes of
+    /// the body: the status and what was read. Redirects are not followed.
+    pub async fn get_capped(&self, url: &Url, max: usize) -> Result<(u16, Vec<u8>), RpcError> {
+        let classify = |e| classify(e, self.timeout);
+        let get = async {
+            let mut resp = self
+                .http
+                .get(url.clone())
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = resp.status().as_u16();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+                let room = max.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= max {
+                    break;
+                }
+            }
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, get).await {
+            Ok(r) => r,
+            Err(_) => Err(RpcError::Timeout(self.timeout)),
+        }
+    }
+
     /// Sends the request and reads the body up to the cap. Returns the status and the bytes.
     async fn exchange(
         &self,

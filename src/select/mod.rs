@@ -186,6 +186,11 @@ pub struct Observation {
     /// What the node last said about finality (asked every few rounds); `None`: not asked yet,
     /// or the node has no finality methods.
     pub finality: Option<Finality>,
+    /// What the daemon last said about itself (its health endpoint, `NodeStatus`): a
+    /// tie-break and a warning, never a reason to exclude.
+    pub own_word: Option<crate::health::OwnWord>,
+    /// Whether it accepted the clients' token (`[chain] client_token_file`) when last asked.
+    pub client_token: Option<crate::health::ClientToken>,
 }
 
 impl Observation {
@@ -200,6 +205,8 @@ impl Observation {
             unsupported: Vec::new(),
             observed_at: None,
             finality: None,
+            own_word: None,
+            client_token: None,
         }
     }
 }
@@ -447,6 +454,12 @@ pub struct NodeVerdict {
     /// The node's F3 in words: finalized epoch and instance, down, or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f3: Option<String>,
+    /// What the daemon says about itself (its health endpoint, `NodeStatus`), in its words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_word: Option<crate::health::OwnWord>,
+    /// Whether it accepts the clients' token (`[chain] client_token_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<crate::health::ClientToken>,
     pub track: Track,
     /// Why, in words an operator can act on.
     pub reason: String,
@@ -1144,6 +1157,8 @@ fn apply_hysteresis(cx: &mut Context) {
                 .as_ref()
                 .and_then(|f| f.f3_finalized().or(f.finalized.as_ref()).map(|t| t.epoch)),
             f3: o.finality.as_ref().map(|f| f.f3.to_string()),
+            own_word: o.own_word.clone(),
+            client_token: o.client_token,
             track: t.clone(),
             reason,
             exclusion: cx.bad[i].clone(),
@@ -1159,12 +1174,19 @@ fn apply_operator_marks(cx: &mut Context) {
         .filter(|&i| cx.nodes[i].healthy)
         .collect();
     // Confirmed heads first: an unconfirmed head is one node's claim and never outranks a
-    // head the pool vouches for.
+    // head the pool vouches for. Among equal heads, a daemon that says it is ready comes
+    // before one that says nothing, and that before one that says it is not.
     ranked.sort_by_key(|&i| {
         let h = cx.head(i).filter(|_| cx.bad[i].is_none());
         let vouched = cx.confirmed[i] || !cx.best_confirmed;
+        let says_ready = match cx.observations[i].own_word.as_ref().and_then(|w| w.ready()) {
+            Some(true) => 2,
+            None => 1,
+            Some(false) => 0,
+        };
         (
             std::cmp::Reverse(h.map(|h| (vouched, cx.weight[i], h.height))),
+            std::cmp::Reverse(says_ready),
             i,
         )
     });

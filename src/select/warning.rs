@@ -28,6 +28,12 @@ pub enum WarningKind {
     HeadDisagreement,
     /// Nodes refused the configured token (`check`).
     TokenRejected,
+    /// The per-node tokens differ and nothing checks the one clients use.
+    TokensDiffer,
+    /// A node refused the clients' token (`[chain] client_token_file`).
+    ClientTokenRefused(String),
+    /// A node chain-co uses says it is not ready, by its own clock and peers.
+    SaysNotReady(String),
 }
 
 /// One warning: its kind and its words.
