@@ -7,6 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -161,11 +162,14 @@ fn real_forest_daemons_are_identified_stale_by_the_clock_and_healthy_near_genesi
     }
     assert!(json["primary"].is_null());
     let warnings = json["warnings"].as_array().expect("warnings");
-    assert_eq!(warnings.len(), 1, "{warnings:#?}");
-    assert!(warnings[0]
-        .as_str()
-        .expect("text")
-        .contains("pool is stale"));
+    // The pool is stale; each daemon signs tokens with its own secret. Nodes that are not
+    // used are not warned about for saying they are not ready.
+    let texts: Vec<&str> = warnings.iter().filter_map(|w| w.as_str()).collect();
+    assert_eq!(texts.len(), 2, "{texts:#?}");
+    assert!(texts
+        .iter()
+        .any(|w| w.starts_with("per-node tokens differ")));
+    assert!(texts.iter().any(|w| w.contains("pool is stale")));
 
     let json = check_json(&pool, true, &config);
     assert_eq!(json["primary"], "forest-0", "{json:#}");
@@ -241,4 +245,214 @@ fn a_hung_real_forest_is_left_and_a_killed_one_excluded() {
     assert_ne!(json["primary"], "forest-1", "{json:#}");
     let dead = &json["nodes"][1];
     assert_eq!(dead["healthy"], false, "{dead:#}");
+}
+
+/// Runs `f` on a thread of its own inside namespace `ns`: every socket it opens and every
+/// process it starts is in the namespace (a thread's network namespace is its own, and
+/// children inherit it). `f` gets a runtime of its own on that thread.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("the namespace exists");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter namespace");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        f(&rt)
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// `chain-co run` under a wall clock near genesis, its log in a file.
+fn start_run_near_genesis(config: &Path) -> ChildGuard {
+    let stderr_file = config.with_extension("stderr");
+    let child = Command::new("faketime")
+        .args(["2022-11-01 18:13:20", BIN, "run", "--config"])
+        .arg(config)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("CHAIN_CO_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
+        .spawn()
+        .expect("start chain-co run");
+    ChildGuard {
+        child,
+        stderr_file: Some(stderr_file),
+    }
+}
+
+/// Real Forest pool + real nginx + `chain-co run`, all in the namespace; a miner-like websocket
+/// session through nginx; the primary hung, then the next one killed. Each time the session
+/// must leave the daemon and land on a live one.
+#[test]
+fn a_miner_session_through_nginx_leaves_a_hung_and_a_killed_real_forest() {
+    let Some(pool) = ForestPool::start("cc-forest-nginx", 3) else {
+        return;
+    };
+    let nodes = pool.nodes.clone();
+    in_netns(&pool.ns, move |rt| {
+        rt.block_on(async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let upstream = |i: usize| nodes[i].1.split('/').nth(2).expect("host:port").to_string();
+            let nginx = start_nginx_with(dir.path(), &[upstream(0)], Duration::from_secs(60));
+            let mut text = String::new();
+            for (name, url, token, _) in &nodes {
+                text.push_str(&format!(
+                    "[[node]]\nname = \"{name}\"\nurl = \"{url}\"\ntoken_file = \"{token}\"\n"
+                ));
+            }
+            let test_cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
+            text.push_str(&format!(
+                "[probe]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+                 [select]\nrise = 2\nfall = 2\nstale_after = \"1h\"\n\
+                 [api]\nlisten = \"127.0.0.1:0\"\nstate_file = {:?}\n\
+                 [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n",
+                dir.path().join("state.json").display().to_string(),
+                nginx.upstream_file.display().to_string(),
+                test_cmd.join(", "),
+                nginx.pid_file.display().to_string(),
+            ));
+            let config = dir.path().join("chain-co.toml");
+            std::fs::write(&config, text).expect("config");
+            let run = start_run_near_genesis(&config);
+            let api = api_url(&run).await;
+            let up = wait_until(Duration::from_secs(20), || {
+                servers(&nginx.upstream_file).len() == 3
+            })
+            .await;
+            assert!(up.is_some(), "the pool never came up:\n{}", run.stderr());
+
+            let session = chain_co::testbed::Session::start(nginx.addr);
+            let first = wait_until(Duration::from_secs(10), || {
+                session.log().upstream().is_some_and(|u| !u.is_empty())
+            })
+            .await;
+            assert!(first.is_some(), "no session: {:?}", session.log());
+            let on = session.log().upstream().expect("connected").to_string();
+            // nginx's $upstream_addr lists every daemon it tried: the last one served.
+            let index = |addr: &str| {
+                let last = addr.rsplit(", ").next().unwrap_or(addr);
+                (0..3).find(|&i| upstream(i) == last)
+            };
+            let hung = index(&on).expect("the session is on a pool daemon");
+
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(nodes[hung].3 as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            )
+            .expect("hang the session's daemon");
+            let hung_at = std::time::Instant::now();
+            let moved = wait_until(Duration::from_secs(20), || {
+                session
+                    .log()
+                    .upstream()
+                    .is_some_and(|u| index(u).is_some_and(|i| i != hung))
+            })
+            .await;
+            let log = session.log();
+            assert!(
+                moved.is_some(),
+                "the session stayed on the hung daemon: {log:?}\n{}",
+                run.stderr()
+            );
+            println!(
+                "hung real Forest: the session was on another daemon {} ms later",
+                hung_at.elapsed().as_millis()
+            );
+            let status = status_json(&api).await;
+            assert_ne!(status["primary"], nodes[hung].0.as_str(), "{status:#}");
+
+            let killed = index(log.upstream().expect("connected")).expect("on a pool daemon");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(nodes[killed].3 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill the session's daemon");
+            let killed_at = std::time::Instant::now();
+            let moved = wait_until(Duration::from_secs(20), || {
+                session
+                    .log()
+                    .upstream()
+                    .is_some_and(|u| index(u).is_some_and(|i| i != killed && i != hung))
+            })
+            .await;
+            let log = session.stop().await;
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(nodes[hung].3 as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+            assert!(
+                moved.is_some(),
+                "the session did not reach the last live daemon: {log:?}\n{}",
+                run.stderr()
+            );
+            println!(
+                "killed real Forest: the session was on the last live daemon {} ms later",
+                killed_at.elapsed().as_millis()
+            );
+        })
+    });
+}
+
+#[test]
+fn tokens_signed_by_different_secrets_are_said_before_a_switch_fails_a_client() {
+    let Some(pool) = ForestPool::start("cc-forest-tokens", 2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = pool.config(dir.path());
+    let json = check_json(&pool, true, &config);
+    let warnings: Vec<&str> = json["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("per-node tokens differ")),
+        "{warnings:#?}"
+    );
+    // Each Forest says it is not ready by its own clock; chain-co still uses both.
+    assert_eq!(json["primary"], "forest-0", "{json:#}");
+    let own = &json["nodes"][0]["own_word"];
+    assert_eq!(own["readiness"]["state"], "not_ready", "{json:#}");
+    assert!(own["node_status"]["behind"].as_u64().is_some(), "{json:#}");
+
+    // The clients' token: forest-0's, which forest-1 never signed.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let client = format!(
+        "[chain]\nclient_token_file = \"{}\"\n{text}",
+        pool.nodes[0].2
+    );
+    std::fs::write(&config, client).expect("config");
+    let json = check_json(&pool, true, &config);
+    let warnings: Vec<&str> = json["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert!(
+        warnings
+            .contains(&"clients' token refused by forest-1: they will fail after a switch to it"),
+        "{warnings:#?}"
+    );
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.starts_with("per-node tokens differ")),
+        "{warnings:#?}"
+    );
+    assert_eq!(json["nodes"][0]["client_token"], "accepted", "{json:#}");
+    assert_eq!(json["nodes"][1]["client_token"], "refused", "{json:#}");
+    let out = String::from_utf8_lossy(&std::fs::read(&config).expect("config")).to_string();
+    let token = std::fs::read_to_string(&pool.nodes[0].2).expect("token");
+    assert!(!json.to_string().contains(token.trim()), "{out}");
 }
