@@ -56,6 +56,7 @@ pub struct Metrics {
     registry: Registry,
     height: Family<NodeLabel, Gauge>,
     finalized: Family<NodeLabel, Gauge>,
+    says_ready: Family<NodeLabel, Gauge>,
     pool_finalized: Gauge,
     finality_stalled: Gauge,
     lag: Family<NodeLabel, Gauge>,
@@ -93,6 +94,7 @@ impl Metrics {
         let m = Metrics {
             height: Family::default(),
             finalized: Family::default(),
+            says_ready: Family::default(),
             pool_finalized: Gauge::default(),
             finality_stalled: Gauge::default(),
             lag: Family::default(),
@@ -130,6 +132,11 @@ impl Metrics {
             "finalized_epoch",
             "The epoch the node says is final (its F3 certificate's, else its finalized tipset)",
             m.finalized.clone(),
+        );
+        registry.register(
+            "node_says_ready",
+            "1 while the daemon's own health endpoint says it is ready, 0 while it says it is not (absent: it says nothing)",
+            m.says_ready.clone(),
         );
         registry.register(
             "pool_finalized_epoch",
@@ -266,6 +273,14 @@ impl Metrics {
                 }
                 None => {
                     self.finalized.remove(&l);
+                }
+            }
+            match v.own_word.as_ref().and_then(|w| w.ready()) {
+                Some(ready) => {
+                    self.says_ready.get_or_create(&l).set(i64::from(ready));
+                }
+                None => {
+                    self.says_ready.remove(&l);
                 }
             }
             if let Some(age) = v.head_age {

@@ -2140,6 +2140,54 @@ mod tests {
         &d.verdict(n).expect("node").reason
     }
 
+    fn says(ready: bool) -> impl FnOnce(&mut Observation) {
+        move |o: &mut Observation| {
+            o.own_word = Some(crate::health::OwnWord {
+                readiness: Some(if ready {
+                    crate::health::Readiness::Ready
+                } else {
+                    crate::health::Readiness::NotReady {
+                        status: 503,
+                        failing: vec!["epoch outdated".into()],
+                    }
+                }),
+                node_status: None,
+            })
+        }
+    }
+
+    #[test]
+    fn a_daemon_that_says_it_is_ready_wins_a_tie_and_one_that_says_not_is_still_used() {
+        let round = |a_ready: bool| {
+            vec![
+                on(node("a", 100), says(a_ready)),
+                on(node("b", 100), says(true)),
+                node("c", 100),
+            ]
+        };
+        // Equal heads: "b says ready" ranks before "c says nothing" before "a says not".
+        let d = run_at(
+            &rules(),
+            &ChainConfig::default(),
+            &[(100, round(false)), (100, round(false))],
+        );
+        let last = d.last().expect("decisions");
+        assert_eq!(last.primary.as_deref(), Some("b"));
+        assert_eq!(last.backups, vec!["c".to_string(), "a".to_string()]);
+        assert!(last.nodes.iter().all(|v| v.healthy), "none excluded");
+        // A heavier head outranks the daemon's own word: it never holds the chain back.
+        let heavier = vec![
+            on(node("a", 101), says(false)),
+            on(node("b", 100), says(true)),
+        ];
+        let d = run_at(
+            &rules(),
+            &ChainConfig::default(),
+            &[(101, heavier.clone()), (101, heavier)],
+        );
+        assert_eq!(d.last().expect("decisions").primary.as_deref(), Some("a"));
+    }
+
     #[test]
     fn a_node_on_another_network_is_excluded_whatever_its_height() {
         let round = vec![
