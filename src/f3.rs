@@ -129,18 +129,7 @@ pub fn f3_error(e: &RpcError) -> Option<F3View> {
 }
 
 /// A daemon's text, capped and without control characters, for a reason or a status field.
-pub fn cap(s: &str, max: usize) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.chars().count() <= max {
-        return clean;
-    }
-    let mut out: String = clean.chars().take(max).collect();
-    out.push('…');
-    out
-}
+pub use crate::text::inert as cap;
 
 /// One `ECChain` entry, as far as chain-co reads it.
 #[derive(Deserialize)]

@@ -17,6 +17,7 @@ use crate::config::parse_api_info;
 use crate::probe::{Prober, Target};
 use crate::rpc::{Endpoint, RpcClient, Transport};
 use crate::secret::{redact_url, Secret};
+use crate::text::{inert, toml_string};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -68,14 +69,74 @@ fn parse_address(index: usize, addr: &str) -> Result<(Url, Option<String>), Init
         if url.host_str().is_none() {
             return Err(err("the URL has no host".into()));
         }
-        let url = if url.path() == "/" || url.path().is_empty() {
+        let mut url = if url.path() == "/" || url.path().is_empty() {
             url.join("/rpc/v1").map_err(|e| err(e.to_string()))?
         } else {
             url
         };
-        return Ok((url, None));
+        let token = take_url_token(&mut url);
+        return Ok((url, token));
     }
     parse_api_info(addr).map_err(err)
+}
+
+/// Takes a token out of a URL, so that none is written into the config: `?token=` (as
+/// go-jsonrpc takes it) or the userinfo's password (else its user name). The URL keeps the
+/// rest of its query.
+fn take_url_token(url: &mut Url) -> Option<String> {
+    let mut token = None;
+    let rest: Vec<(String, String)> = url
+        .query_pairs()
+        .filter_map(|(k, v)| {
+            if k == "token" {
+                token = Some(v.into_owned());
+                None
+            } else {
+                Some((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect();
+    if token.is_some() {
+        if rest.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(rest);
+        }
+    }
+    let userinfo = url
+        .password()
+        .map(str::to_string)
+        .or_else(|| Some(url.username().to_string()).filter(|u| !u.is_empty()));
+    if userinfo.is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    token.or(userinfo.map(|u| percent_decode(&u)))
+}
+
+/// `%XX` escapes of a URL's userinfo, decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = (b[i] == b'%')
+            .then(|| b.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A node name from what the daemon said: `lotus-10.0.0.11`, unique within the pool.
@@ -207,25 +268,26 @@ pub fn render(found: &[Found]) -> String {
     );
     for f in found {
         t.push_str("[[node]]\n");
-        let _ = writeln!(t, "name = {:?}", f.name);
-        let _ = writeln!(t, "url = {:?}", f.url.as_str());
+        let _ = writeln!(t, "name = {}", toml_string(&f.name));
+        let _ = writeln!(t, "url = {}", toml_string(f.url.as_str()));
         if let Some(p) = &f.token_file {
             let _ = writeln!(
                 t,
-                "token_file = {:?}   # mode 0600",
-                p.display().to_string()
+                "token_file = {}   # mode 0600",
+                toml_string(&p.display().to_string())
             );
         }
+        // Daemon words in a comment: one line, no control characters, capped.
         match (&f.problem, &f.implementation) {
             (Some(why), _) => {
-                let _ = writeln!(t, "# did not identify itself at init: {why}");
+                let _ = writeln!(t, "# did not identify itself at init: {}", inert(why, 200));
             }
             (None, Some(imp)) => {
                 let _ = writeln!(
                     t,
                     "# {imp} {}, network {}",
-                    f.version.as_deref().unwrap_or("?"),
-                    f.network.as_deref().unwrap_or("(unnamed)")
+                    inert(f.version.as_deref().unwrap_or("?"), 80),
+                    inert(f.network.as_deref().unwrap_or("(unnamed)"), 64)
                 );
             }
             _ => {}
@@ -239,7 +301,8 @@ pub fn render(found: &[Found]) -> String {
         Some(n) if networks.len() == 1 => {
             let _ = writeln!(
                 t,
-                "network = {n:?}   # every daemon said so; a node on another chain is excluded"
+                "network = {}   # every daemon said so; a node on another chain is excluded",
+                toml_string(&inert(n, 64))
             );
         }
         _ => t.push_str(
@@ -295,6 +358,48 @@ mod tests {
         let e = parse_address(3, "eyJsecret:/ip4/10.0.0.12/udp/1/http").expect_err("bad");
         assert!(!e.to_string().contains("eyJsecret"), "{e}");
         assert!(parse_address(4, "ftp://x/").is_err());
+    }
+
+    #[test]
+    fn tokens_in_urls_go_to_files_not_into_the_config() {
+        let (u, t) = parse_address(1, "http://10.0.0.1:1234/rpc/v1?token=eyJq&x=1").expect("url");
+        assert_eq!(u.as_str(), "http://10.0.0.1:1234/rpc/v1?x=1");
+        assert_eq!(t.as_deref(), Some("eyJq"));
+        let (u, t) = parse_address(2, "ws://user:s%2Fecret@10.0.0.1:1234/rpc/v0").expect("url");
+        assert_eq!(u.as_str(), "ws://10.0.0.1:1234/rpc/v0");
+        assert_eq!(t.as_deref(), Some("s/ecret"));
+        let (u, t) = parse_address(3, "http://eyJtok@10.0.0.1:1234").expect("url");
+        assert_eq!(u.as_str(), "http://10.0.0.1:1234/rpc/v1");
+        assert_eq!(t.as_deref(), Some("eyJtok"));
+    }
+
+    #[test]
+    fn a_daemon_cannot_write_the_config_through_init() {
+        let hostile = "1.0\n[nginx.reload]\ncmd = [\"/bin/sh\", \"-c\", \"touch /tmp/owned\"]\n[[node]]\nname = \"evil\"\nurl = \"http://evil:1/\"\n\u{1b}[2J";
+        let f = Found {
+            name: "lotus-a".into(),
+            url: "http://10.0.0.1:1234/rpc/v1".parse().expect("url"),
+            token_file: None,
+            implementation: Some("lotus".into()),
+            network: Some(format!("mainnet\"\n{hostile}")),
+            version: Some(hostile.into()),
+            problem: None,
+        };
+        let bad = Found {
+            name: "lotus-b".into(),
+            problem: Some(format!("JSON-RPC error 1: {hostile}")),
+            ..f.clone()
+        };
+        let text = render(&[f, bad]);
+        assert!(!text.contains('\u{1b}'), "{text}");
+        let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
+        let nodes = parsed["node"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 2, "no node of the attacker's: {text}");
+        let reload = parsed.get("nginx").and_then(|n| n.get("reload"));
+        assert!(reload.is_none(), "no command of the attacker's: {text}");
+        let chain = parsed["chain"].as_table().expect("chain");
+        assert_eq!(chain.len(), 1, "{text}");
+        assert!(!chain["network"].as_str().expect("network").contains('\n'));
     }
 
     #[test]

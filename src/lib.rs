@@ -55,3 +55,4 @@ pub mod select;
 pub mod sessions;
 pub mod sim;
 pub mod testbed;
+pub mod text;

@@ -784,11 +784,13 @@ fn identity(
         Err(_) => return None,
     };
     let genesis: TipSet = read(&genesis.ok()?).ok()?;
+    // The daemon's words, made inert once here: they reach logs, terminals, the page and
+    // `init`'s config.
     Some(Identity {
         implementation: version.implementation(),
-        version: version.version,
-        network,
-        genesis: genesis.cids.first()?.cid.clone(),
+        version: crate::text::inert(&version.version, 80),
+        network: network.map(|n| crate::text::inert(&n, 64)),
+        genesis: crate::text::inert(&genesis.cids.first()?.cid, 100),
         genesis_timestamp: genesis.blocks.first()?.timestamp,
         block_delay: version.block_delay,
     })

@@ -570,7 +570,7 @@ pub fn decode_reply<T: DeserializeOwned>(body: &[u8], status: StatusCode) -> Res
             error: Some(err), ..
         }) => Err(RpcError::Rpc {
             code: err.code,
-            message: truncate(&err.message, 200),
+            message: crate::text::inert(&err.message, 200),
         }),
         // go-jsonrpc answers protocol errors with HTTP 500 *and* a JSON body (handled above);
         // anything else that is not 2xx is reported by its status.
@@ -623,7 +623,7 @@ impl<'a> Frame<'a> {
                 error: Some(err), ..
             } => Err(RpcError::Rpc {
                 code: err.code,
-                message: truncate(&err.message, 200),
+                message: crate::text::inert(&err.message, 200),
             }),
             Frame {
                 result: Some(v), ..
@@ -640,27 +640,15 @@ pub type Raw = Box<RawValue>;
 
 /// Reads a raw reply as `T`; a mismatch is [`RpcError::Shape`].
 pub fn read<T: DeserializeOwned>(raw: &RawValue) -> Result<T, RpcError> {
-    serde_json::from_str(raw.get()).map_err(|e| RpcError::Shape(e.to_string()))
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    // serde's words quote the offending value: the daemon's bytes.
+    serde_json::from_str(raw.get())
+        .map_err(|e| RpcError::Shape(crate::text::inert(&e.to_string(), 200)))
 }
 
 /// The start of a body that is not JSON, printable on one line.
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(60)]);
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line = crate::text::inert(&text, 60);
     format!(
         "{:?}{}",
         one_line.trim(),
@@ -752,13 +740,13 @@ fn parse_weight(s: &str) -> Result<u128, RpcError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(RpcError::Shape(format!(
             "ParentWeight {:?} is not a decimal integer",
-            truncate(s, 40)
+            crate::text::inert(s, 40)
         )));
     }
     s.parse().map_err(|_| {
         RpcError::Shape(format!(
             "ParentWeight {} is absurdly large",
-            truncate(s, 40)
+            crate::text::inert(s, 40)
         ))
     })
 }

@@ -92,6 +92,8 @@ pub enum Op {
     /// The node reports the network's tipsets with this much extra `ParentWeight` (by poll
     /// and by push): a lying or broken node.
     Inflate { weight: u64 },
+    /// `Filecoin.Version` says this `Version` (a hostile or odd daemon's words).
+    Version { version: String },
     /// Back to a healthy, following, fast, open node of the pool's network.
     Heal,
 }
@@ -133,6 +135,8 @@ struct Faults {
     f3_down: bool,
     /// Extra ParentWeight reported on heads.
     inflate: u128,
+    /// `Version` as the node says it, instead of its profile's.
+    version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +166,7 @@ impl Faults {
             jitter: Duration::ZERO,
             f3_down: false,
             inflate: 0,
+            version: None,
         }
     }
 }
@@ -360,6 +365,7 @@ impl SimNode {
             Op::F3Down => f.f3_down = true,
             Op::F3Up => f.f3_down = false,
             Op::Inflate { weight } => f.inflate = u128::from(weight),
+            Op::Version { version } => f.version = Some(version),
             Op::Network { name } => f.network = name,
             Op::Peers { count } => f.peers = count,
             Op::Syncing { epochs } => {
@@ -675,7 +681,13 @@ impl SimNode {
                 g
             }
             "Filecoin.ChainTipSetWeight" => Value::String(f.branch.weight(height).to_string()),
-            "Filecoin.Version" => self.profile.version(api, self.shared.clock.block_delay),
+            "Filecoin.Version" => {
+                let mut v = self.profile.version(api, self.shared.clock.block_delay);
+                if let Some(said) = &f.version {
+                    v["Version"] = Value::String(said.clone());
+                }
+                v
+            }
             "Filecoin.StateNetworkName" => Value::String(f.network.clone()),
             "Filecoin.NetPeers" if f.peers == 0 => self.profile.no_peers(),
             "Filecoin.NetPeers" => Value::Array(
