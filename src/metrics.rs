@@ -388,6 +388,7 @@ impl Metrics {
             let l = NodeLabel { node: node.clone() };
             self.height.remove(&l);
             self.finalized.remove(&l);
+            self.says_ready.remove(&l);
             self.lag.remove(&l);
             self.head_age.remove(&l);
             self.probe_duration.remove(&l);
