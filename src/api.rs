@@ -43,6 +43,9 @@ pub struct Shared {
     pub mark_writes: tokio::sync::Mutex<()>,
     /// The journal of events and the heads of the last hour (`/history`, `/heads`, `/`).
     pub history: Mutex<crate::history::History>,
+    /// `[api] allowed_hosts`: names a request's `Host` may carry besides IP addresses and
+    /// `localhost`.
+    pub allowed_hosts: std::sync::RwLock<Vec<String>>,
 }
 
 impl Shared {
@@ -322,13 +325,18 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Every route but `/healthz` sits behind the token layer: a route added to `guarded` cannot
 /// forget the check.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let guarded = Router::new()
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
+    // Changing marks moves the miners' traffic: JSON only (a form or a no-CORS fetch from
+    // another site cannot send it) and never from a foreign origin.
+    let marks = Router::new()
         .route("/nodes/{name}/drain", post(drain))
         .route("/nodes/{name}/undrain", post(undrain))
         .route("/nodes/{name}/prefer", post(prefer))
         .route("/prefer", axum::routing::delete(unprefer))
+        .route_layer(axum::middleware::from_fn(same_origin_json));
+    let guarded = Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .merge(marks)
         .route("/history", get(history))
         .route("/heads", get(heads))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -340,7 +348,93 @@ pub fn router(shared: Arc<Shared>) -> Router {
         // The page holds no data: it fetches the guarded routes with the token it asks for.
         .route("/", get(page))
         .merge(guarded)
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            known_host,
+        ))
         .with_state(shared)
+}
+
+/// `Host` must be an IP address, `localhost`, or a name in `[api] allowed_hosts`: a page
+/// whose name was re-pointed at this host (DNS rebinding) names itself and is refused.
+/// `/healthz` is left open to any name (it says nothing and changes nothing).
+async fn known_host(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ok = request.uri().path() == "/healthz" || {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        host_allowed(host, &shared.allowed_hosts.read().expect("hosts lock"))
+    };
+    if ok {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        "unknown Host: use an IP address or localhost, or list the name in [api] allowed_hosts\n",
+    )
+        .into_response()
+}
+
+/// The name part of a `Host` header (without the port), lower-cased.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.to_ascii_lowercase()
+}
+
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = host_name(host);
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || allowed.iter().any(|a| *a == name)
+}
+
+/// Mark changes carry `Content-Type: application/json`, and an `Origin`, when a browser sends
+/// one, is this API's own.
+async fn same_origin_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "changes need Content-Type: application/json (chain-co drain/prefer send it)\n",
+        )
+            .into_response();
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let foreign = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|origin| {
+            let own = origin
+                .split_once("://")
+                .map(|(_, rest)| rest.trim_end_matches('/'));
+            own.is_none() || own != host
+        });
+    if foreign {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: the request comes from another site's page (Origin)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// `GET /history`: the journal, oldest first.
@@ -474,6 +568,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MarkRequest {
     #[serde(default)]
     pub by: String,
@@ -482,15 +577,23 @@ pub struct MarkRequest {
     pub grace: Option<std::time::Duration>,
 }
 
-fn body_mark(body: &[u8]) -> MarkRequest {
-    serde_json::from_slice::<MarkRequest>(body).unwrap_or(MarkRequest {
-        by: String::new(),
-        grace: None,
+/// The body of a mark change: empty, or a JSON object with `by` and (for a drain) `grace` as
+/// a duration ("30s"). Anything else is refused with the reason: a drain must never happen at
+/// once because its grace was misspelt.
+fn body_mark(body: &[u8]) -> Result<MarkRequest, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(MarkRequest::default());
+    }
+    serde_json::from_slice::<MarkRequest>(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}; send e.g. {{\"by\": \"alice\", \"grace\": \"30s\"}}; nothing changed\n",
+                crate::text::inert(&e.to_string(), 200)
+            ),
+        )
+            .into_response()
     })
-}
-
-fn body_by(body: &[u8]) -> String {
-    body_mark(body).by
 }
 
 /// Applies a change to the marks and saves them; on a failed save the change is undone.
@@ -563,7 +666,10 @@ async fn drain(
     if !nodes.contains_key(&name) {
         return (StatusCode::NOT_FOUND, format!("no node named {name:?}\n")).into_response();
     }
-    let request = body_mark(&body);
+    let request = match body_mark(&body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
     change(&shared, |o| {
         let others = nodes
             .values()
@@ -607,7 +713,10 @@ async fn prefer(
     if !known_nodes(&shared).contains_key(&name) {
         return (StatusCode::NOT_FOUND, format!("no node named {name:?}\n")).into_response();
     }
-    let by = body_by(&body);
+    let by = match body_mark(&body) {
+        Ok(r) => r.by,
+        Err(refusal) => return refusal,
+    };
     change(&shared, |o| {
         if let Some(m) = o.drained.get(&name) {
             return Err((

@@ -98,6 +98,9 @@ pub struct ApiConfig {
     pub state_file: PathBuf,
     /// The operator accepts an API reachable from the network without a token.
     pub allow_unauthenticated: bool,
+    /// Host names (besides IP addresses and `localhost`) that requests may name in `Host`:
+    /// a browser tab on another site cannot reach the API by DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ApiConfig {
@@ -115,6 +118,7 @@ impl Default for ApiConfig {
             token: None,
             state_file: PathBuf::from(defaults::STATE_FILE),
             allow_unauthenticated: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -212,6 +216,7 @@ struct RawApi {
     token_file: Option<Spanned<PathBuf>>,
     state_file: Option<Spanned<PathBuf>>,
     allow_unauthenticated: Option<bool>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -967,6 +972,12 @@ fn check_api(ck: &mut Checker, raw: RawApi, base: &Path) -> ApiConfig {
         api.state_file = resolve(base, f.get_ref());
     }
     api.allow_unauthenticated = raw.allow_unauthenticated.unwrap_or(false);
+    api.allowed_hosts = raw
+        .allowed_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     if api.is_open() && !api.allow_unauthenticated {
         let msg = format!(
             "{} is reachable from the network and [api] has no token_file: anyone who reaches it could drain or prefer nodes and move the miners' traffic; set token_file, listen on 127.0.0.1, or set allow_unauthenticated = true to accept that",

@@ -86,6 +86,7 @@ impl Daemon {
             metrics: Metrics::new(),
             state_file: config.api.state_file.clone(),
             token: std::sync::RwLock::new(config.api.token.clone()),
+            allowed_hosts: std::sync::RwLock::new(config.api.allowed_hosts.clone()),
             notices: Mutex::new(Vec::new()),
             mark_writes: tokio::sync::Mutex::new(()),
             history: Mutex::new({
@@ -330,6 +331,7 @@ impl Daemon {
     /// `/status`, and the running ones stay.
     fn apply_api_change(&mut self, old: &crate::config::ApiConfig) {
         let new = self.config.api.clone();
+        *self.shared.allowed_hosts.write().expect("hosts lock") = new.allowed_hosts.clone();
         if new.token != old.token {
             *self.shared.token.write().expect("token lock") = new.token.clone();
             info!(

@@ -568,3 +568,65 @@ async fn the_status_page_the_journal_and_the_heads() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn another_sites_page_cannot_change_marks_and_a_bad_body_changes_nothing() {
+    let r = running("").await;
+    let send = |path: &str, headers: &[(&str, &str)], body: &str| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}{path}", r.api))
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let resp = req.send().await.expect("answers");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let drained = || async {
+        status_json(&r.api).await["overrides"]["drained"]
+            .as_object()
+            .map_or(0, |d| d.len())
+    };
+    // A no-CORS POST from a page: a form's content type, or none.
+    let form = [("content-type", "text/plain")];
+    assert_eq!(send("/nodes/a/drain", &form, "{}").await.0, 415);
+    assert_eq!(send("/nodes/a/drain", &[], "").await.0, 415);
+    // JSON from another origin.
+    let json = ("content-type", "application/json");
+    let foreign = [json, ("origin", "http://evil.example")];
+    assert_eq!(send("/nodes/b/prefer", &foreign, "{}").await.0, 403);
+    // A name re-pointed at this host (DNS rebinding).
+    let rebound = [json, ("host", "evil.example:9797")];
+    assert_eq!(send("/nodes/a/drain", &rebound, "{}").await.0, 403);
+    let page = reqwest::Client::new()
+        .get(format!("{}/status", r.api))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(page.status().as_u16(), 403, "reading is refused too");
+    // Malformed bodies are refused with the reason, and drain nothing.
+    for body in [
+        r#"{"grace": 30}"#,
+        r#""half a minute""#,
+        "{broken",
+        r#"{"grace":"soon"}"#,
+    ] {
+        let (code, text) = send("/nodes/a/drain", &[json], body).await;
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains("nothing changed"), "{text}");
+    }
+    assert_eq!(drained().await, 0, "nothing was drained");
+    // The real thing works: the CLI's request, and the page's own origin.
+    let own = r.api.trim_start_matches("http://").to_string();
+    let origin = format!("http://{own}");
+    let ok = [json, ("origin", origin.as_str())];
+    let (code, text) = send("/nodes/a/drain", &ok, r#"{"by":"ops","grace":"1m"}"#).await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(drained().await, 1);
+}
