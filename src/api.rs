@@ -393,9 +393,7 @@ fn host_name(host: &str) -> String {
 
 fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let name = host_name(host);
-    name.parse::<std::net::IpAddr>().is_ok()
-        || name == "localhost"
-        || allowed.iter().any(|a| *a == name)
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || allowed.contains(&name)
 }
 
 /// Mark changes carry `Content-Type: application/json`, and an `Origin`, when a browser sends
@@ -580,19 +578,21 @@ pub struct MarkRequest {
 /// The body of a mark change: empty, or a JSON object with `by` and (for a drain) `grace` as
 /// a duration ("30s"). Anything else is refused with the reason: a drain must never happen at
 /// once because its grace was misspelt.
-fn body_mark(body: &[u8]) -> Result<MarkRequest, Response> {
+fn body_mark(body: &[u8]) -> Result<MarkRequest, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(MarkRequest::default());
     }
     serde_json::from_slice::<MarkRequest>(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{}; send e.g. {{\"by\": \"alice\", \"grace\": \"30s\"}}; nothing changed\n",
-                crate::text::inert(&e.to_string(), 200)
-            ),
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}; send e.g. {{\"by\": \"alice\", \"grace\": \"30s\"}}; nothing changed\n",
+                    crate::text::inert(&e.to_string(), 200)
+                ),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
@@ -668,7 +668,7 @@ async fn drain(
     }
     let request = match body_mark(&body) {
         Ok(r) => r,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     change(&shared, |o| {
         let others = nodes
@@ -715,7 +715,7 @@ async fn prefer(
     }
     let by = match body_mark(&body) {
         Ok(r) => r.by,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     change(&shared, |o| {
         if let Some(m) = o.drained.get(&name) {
