@@ -658,11 +658,28 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 let host = url.host_str().unwrap_or_default();
                 let port = url.port_or_known_default().unwrap_or(80);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                if host.contains(':') {
+                let derived = if host.contains(':') {
                     format!("[{host}]:{port}")
                 } else {
                     format!("{host}:{port}")
+                };
+                // The same check as a written `upstream`: the address lands in nginx's file.
+                if !valid_upstream(&derived) {
+                    let span = n
+                        .url
+                        .as_ref()
+                        .or(n.api_info.as_ref())
+                        .map_or(n.name.span(), |u| u.span());
+                    ck.at(
+                        span,
+                        key("url"),
+                        format!(
+                            "its host:port {:?} is not an nginx server address; use a host name or an IP address, or set `upstream`",
+                            crate::text::inert(&derived, 80)
+                        ),
+                    );
                 }
+                derived
             }
             (None, None) => String::new(),
         };
@@ -1168,6 +1185,7 @@ url = "http://[::1]:2345/rpc/v1"
             ("[[node]]\nname = \"a\"\nurl = \"not a url\"\n", 3, "node[0].url"),
             ("[[node]]\nname = \"a\"\nurl = \"ftp://x/\"\n", 3, "scheme"),
             ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ntoken_file = \"/nonexistent/tok\"\n", 4, "cannot read"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://a;b:1234/rpc/v1\"\n", 3, "not an nginx server address"),
             ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ntoken_env = \"CHAIN_CO_TEST_UNSET_VAR\"\n", 4, "not set"),
             ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\nupstream = \"x:1; evil\"\n", 4, "node[0].upstream"),
             ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[probe]\ninterval = \"0s\"\n", 5, "probe.interval"),

@@ -295,6 +295,8 @@ impl RpcClient {
             // A redirect from a daemon is a misconfiguration to report, not to follow: following
             // it could send the bearer token elsewhere.
             .redirect(reqwest::redirect::Policy::none())
+            // HTTP_PROXY and friends would send every daemon's bearer token to the proxy.
+            .no_proxy()
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1)

@@ -385,3 +385,41 @@ async fn init_writes_a_config_that_validates_and_keeps_tokens_out_of_it() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 }
+
+#[test]
+fn proxy_variables_never_see_a_daemons_token() {
+    let sim = Sim::start(&["a", "b"], "1s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("a.token");
+    std::fs::write(&token, "token-for-the-daemon-only\n").expect("token");
+    let config = pool_config(dir.path(), &sim);
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replacen(
+            "[probe]",
+            &format!("token_file = {:?}\n[probe]", token.display().to_string()),
+            1,
+        );
+    std::fs::write(&config, text).expect("config");
+    // A "proxy" that counts who reaches it.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    proxy.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}", proxy.local_addr().expect("addr"));
+    let out = Command::new(BIN)
+        .args(["check", "--json", "--config"])
+        .arg(&config)
+        .env("HTTP_PROXY", &url)
+        .env("http_proxy", &url)
+        .env("ALL_PROXY", &url)
+        .env("all_proxy", &url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .expect("run check");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(json["primary"].is_string(), "{json:#}");
+    assert!(
+        proxy.accept().is_err(),
+        "chain-co went through the proxy with the daemons' tokens"
+    );
+}
