@@ -141,6 +141,15 @@ fn method_missing<T>(r: &Result<T, RpcError>) -> bool {
     matches!(r, Err(e) if e.is_method_missing())
 }
 
+/// An optional method (`StateNetworkName`, `NetPeers`, the sync state, `NodeStatus`) the node
+/// refused with any JSON-RPC error while it answered `ChainHead`: Lotus-API servers of other
+/// projects word "no such method" their own way, with their own codes, so the check is turned
+/// off for it whatever the words. A transport failure, or a node failing everything, says
+/// nothing about the method.
+fn optional_refused<T, H>(r: &Result<T, RpcError>, head: &Result<H, RpcError>) -> bool {
+    method_missing(r) || (head.is_ok() && matches!(r, Err(RpcError::Rpc { .. })))
+}
+
 impl Prober {
     pub fn new(client: RpcClient, targets: Vec<Target>, sync_checks: bool) -> Self {
         let learned = targets
@@ -430,7 +439,7 @@ impl Prober {
             let version = replies.next().expect("asked");
             let network = replies.next().expect("asked");
             let genesis = replies.next().expect("asked");
-            if method_missing(&network) {
+            if optional_refused(&network, &head) {
                 self.unsupported(
                     &t.name,
                     &mut learned,
@@ -468,7 +477,7 @@ impl Prober {
                 .map(|raw| read::<Option<Vec<serde::de::IgnoredAny>>>(&raw))
             {
                 Ok(Ok(peers)) => Some(peers.map_or(0, |p| p.len() as u64)),
-                r if method_missing(&r) => {
+                r if optional_refused(&r, &head) => {
                     self.unsupported(
                         &t.name,
                         &mut learned,
@@ -486,7 +495,7 @@ impl Prober {
             None => None,
             Some(_) => {
                 let reply = replies.next().expect("asked");
-                if method_missing(&reply) {
+                if optional_refused(&reply, &head) {
                     if asked_sync == learned.sync {
                         self.sync_method_missing(&t.name, asked_sync);
                     }
@@ -511,6 +520,14 @@ impl Prober {
             // Identified just now: its implementation's default health URL is known.
             side.health = self.health_check(t, &learned).await;
         }
+        let status = status.map(|r| match r {
+            // Refused as an optional method is: read below as "lacks it".
+            r if optional_refused(&r, &head) => Err(RpcError::Rpc {
+                code: -32601,
+                message: "refused".into(),
+            }),
+            r => r,
+        });
         let (own_word, client_token) = self.own_word(&t.name, &mut learned, status, side);
         match &head {
             Ok(h) => debug!(height = h.height, latency = ?latency, "head"),
@@ -713,7 +730,12 @@ impl Prober {
     /// After a node was unreachable it may come back as another node: ask who it is again.
     fn forget_identity_after(&self, name: &str, e: &RpcError) {
         if matches!(e, RpcError::Connect(_) | RpcError::Timeout(_)) {
-            self.update(name, |l| l.identity = None);
+            // What it lacked may be there now (an upgrade): learn it again.
+            self.update(name, |l| {
+                l.identity = None;
+                l.unsupported.clear();
+                l.sync = SyncMethod::SyncState;
+            });
         }
     }
 
@@ -777,10 +799,11 @@ fn identity(
     genesis: Result<Raw, RpcError>,
 ) -> Option<Identity> {
     let version: VersionInfo = read(&version.ok()?).ok()?;
-    // A node without the method is judged by its genesis; any other failure means: ask again.
+    // A node that refuses the method (any JSON-RPC error) is judged by its genesis; a
+    // transport failure means: ask again.
     let network: Option<String> = match network {
         Ok(raw) => Some(read(&raw).ok()?),
-        Err(e) if e.is_method_missing() => None,
+        Err(RpcError::Rpc { .. }) => None,
         Err(_) => return None,
     };
     let genesis: TipSet = read(&genesis.ok()?).ok()?;

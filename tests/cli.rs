@@ -393,13 +393,11 @@ fn proxy_variables_never_see_a_daemons_token() {
     let token = dir.path().join("a.token");
     std::fs::write(&token, "token-for-the-daemon-only\n").expect("token");
     let config = pool_config(dir.path(), &sim);
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replacen(
-            "[probe]",
-            &format!("token_file = {:?}\n[probe]", token.display().to_string()),
-            1,
-        );
+    let text = std::fs::read_to_string(&config).expect("config").replacen(
+        "[probe]",
+        &format!("token_file = {:?}\n[probe]", token.display().to_string()),
+        1,
+    );
     std::fs::write(&config, text).expect("config");
     // A "proxy" that counts who reaches it.
     let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -303,3 +303,39 @@ async fn minimal_daemons_on_another_chain_are_told_apart_by_genesis() {
     assert_eq!(code, Some(1), "{json:#}");
     assert!(json["warnings"].to_string().contains("genesis"), "{json:#}");
 }
+
+/// A Lotus-API server of another project refuses what it lacks in its own words, with a
+/// parse-error code: the checks those methods serve are off for it, and it is used.
+#[tokio::test]
+async fn optional_methods_refused_in_any_words_turn_their_check_off() {
+    let sim = Sim::start(&["a", "b", "c"], "1s");
+    for method in [
+        "Filecoin.StateNetworkName",
+        "Filecoin.NetPeers",
+        "Filecoin.SyncState",
+        "Forest.SyncStatus",
+        "Filecoin.NodeStatus",
+    ] {
+        let op = serde_json::json!({
+            "op": "refuse",
+            "method": method,
+            "code": -32700,
+            "message": format!("parse error: call {method} is unknown to this server"),
+        });
+        sim.op("c", &op.to_string()).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, json) = check(&config(dir.path(), &sim, false, ""), 2);
+    assert_eq!(code, Some(0), "{json:#}");
+    let c = node(&json, "c");
+    assert_eq!(c["healthy"], true, "{c:#}");
+    let unsupported = c["unsupported"].to_string();
+    for m in ["StateNetworkName", "NetPeers", "SyncState", "NodeStatus"] {
+        assert!(unsupported.contains(m), "{c:#}");
+    }
+    assert_eq!(
+        json["backups"].as_array().expect("backups").len(),
+        2,
+        "{json:#}"
+    );
+}

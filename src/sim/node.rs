@@ -94,6 +94,13 @@ pub enum Op {
     Inflate { weight: u64 },
     /// `Filecoin.Version` says this `Version` (a hostile or odd daemon's words).
     Version { version: String },
+    /// This method answers this JSON-RPC error, in these words (a Lotus-API server of another
+    /// project refusing what it lacks its own way).
+    Refuse {
+        method: String,
+        code: i64,
+        message: String,
+    },
     /// Back to a healthy, following, fast, open node of the pool's network.
     Heal,
 }
@@ -137,6 +144,8 @@ struct Faults {
     inflate: u128,
     /// `Version` as the node says it, instead of its profile's.
     version: Option<String>,
+    /// Methods refused with (code, message).
+    refused: Vec<(String, i64, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +176,7 @@ impl Faults {
             f3_down: false,
             inflate: 0,
             version: None,
+            refused: Vec::new(),
         }
     }
 }
@@ -366,6 +376,11 @@ impl SimNode {
             Op::F3Up => f.f3_down = false,
             Op::Inflate { weight } => f.inflate = u128::from(weight),
             Op::Version { version } => f.version = Some(version),
+            Op::Refuse {
+                method,
+                code,
+                message,
+            } => f.refused.push((method, code, message)),
             Op::Network { name } => f.network = name,
             Op::Peers { count } => f.peers = count,
             Op::Syncing { epochs } => {
@@ -512,6 +527,12 @@ impl SimNode {
             );
         }
         let method = req.get("method").and_then(Value::as_str).unwrap_or("");
+        if let Some((_, code, message)) = f.refused.iter().find(|(m, _, _)| m == method) {
+            return (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":message}}),
+            );
+        }
         if !self.profile.has_method(method) || !self.profile.has_method_on(method, api) {
             return self.profile.method_not_found(&id, method);
         }
