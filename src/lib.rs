@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod backoff;
 pub mod check;
 pub mod client;
 pub mod clock;

@@ -169,11 +169,10 @@ impl PushHub {
         max_frame: usize,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(500);
-        let mut attempt: u64 = 0;
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut first = true;
         loop {
-            attempt += 1;
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.subscribe(&target, &mut end, max_frame, &mut first) => r,
@@ -191,7 +190,7 @@ impl PushHub {
                 ),
                 Err(reason) => {
                     debug!(reason = %reason, "subscription failed");
-                    (PushStatus::Retrying { reason }, backoff)
+                    (PushStatus::Retrying { reason }, backoff.step())
                 }
             };
             let subscribed_long = matches!(
@@ -202,16 +201,11 @@ impl PushHub {
                 })
             );
             if subscribed_long {
-                backoff = Duration::from_millis(500);
-            } else {
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.reset();
             }
             self.set(&target.name, |s| s.status = status);
-            // Jitter: up to a quarter more, so that nodes restarted together do not reconnect
-            // in lockstep.
-            let jitter =
-                wait.mul_f64(0.25 * ((attempt.wrapping_mul(0x9e37_79b9) % 1000) as f64 / 1000.0));
-            let sleep = tokio::time::sleep(wait + jitter);
+            // Nodes restarted together do not reconnect in lockstep.
+            let sleep = tokio::time::sleep(crate::backoff::jitter(wait));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {

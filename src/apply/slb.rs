@@ -67,6 +67,8 @@ pub enum SlbError {
     },
     #[error("node {0} has no [slb.servers] entry")]
     Unmapped(String),
+    #[error("no randomness from the OS for the request's nonce ({0}); nothing was sent")]
+    Random(String),
     #[error("after the push the load balancer reports weights {found:?}, not {wanted:?}; will push again")]
     NotApplied {
         wanted: BTreeMap<String, u32>,
@@ -156,13 +158,15 @@ pub fn authorization(
     )
 }
 
-/// 16 random bytes as hex, for `x-acs-signature-nonce` (a replayed nonce is refused).
-fn nonce() -> String {
+/// 16 random bytes from the OS as hex, for `x-acs-signature-nonce` (a replayed nonce is
+/// refused). Without OS randomness no request is signed: a predictable nonce is never sent.
+fn nonce() -> Result<String, SlbError> {
+    use rand::TryRngCore;
     let mut buf = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut buf);
-    }
-    hex::encode(buf)
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut buf)
+        .map_err(|e| SlbError::Random(e.to_string()))?;
+    Ok(hex::encode(buf))
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,13 +356,12 @@ impl Slb {
 
     /// One signed RPC call, with retries on throttling and server errors.
     async fn call(&self, action: &str, params: &[(&str, String)]) -> Result<Value, SlbError> {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         let mut last = None;
         for attempt in 0..4 {
             if attempt > 0 {
-                let jitter = delay.mul_f64((nonce().as_bytes()[0] % 100) as f64 / 400.0);
-                tokio::time::sleep(delay + jitter).await;
-                delay *= 2;
+                tokio::time::sleep(crate::backoff::jitter(backoff.step())).await;
             }
             match self.call_once(action, params).await {
                 Ok(v) => return Ok(v),
@@ -401,7 +404,10 @@ impl Slb {
             ("x-acs-action".into(), action.into()),
             ("x-acs-version".into(), VERSION.into()),
             ("x-acs-date".into(), date),
-            ("x-acs-signature-nonce".into(), nonce()),
+            (
+                "x-acs-signature-nonce".into(),
+                nonce().map_err(|e| (false, e))?,
+            ),
             ("x-acs-content-sha256".into(), payload.clone()),
         ];
         let auth = authorization(
