@@ -231,8 +231,19 @@ impl Daemon {
         info!("chain-co stopped");
     }
 
-    /// (Re)starts the ChainNotify subscriptions for the current nodes.
+    /// Starts the ChainNotify subscriptions for the current nodes, or, after a reload, makes
+    /// the running ones match them: a node whose settings did not change keeps its link.
     fn start_push(&mut self, shutdown: &CancellationToken) {
+        if let (true, Some((hub, stop))) = (self.config.probe.push, &self.push) {
+            hub.update(
+                self.prober.targets(),
+                self.config.probe.max_reply_bytes,
+                &self.tasks,
+                stop,
+            );
+            self.prober.use_links(Some(hub.clone()));
+            return;
+        }
         if let Some((_, stop)) = self.push.take() {
             stop.cancel();
         }

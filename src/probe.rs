@@ -40,7 +40,7 @@ use crate::secret::Secret;
 use crate::select::Observation;
 
 /// A node as the prober sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub name: String,
     pub endpoint: Endpoint,

@@ -66,12 +66,22 @@ pub struct PushHub {
     states: Arc<Mutex<BTreeMap<String, PushState>>>,
     /// Woken at every new head.
     pub changed: Arc<Notify>,
-    links: Arc<BTreeMap<String, Link>>,
+    /// Per node: its link, and the subscription's target and stop (see [`PushHub::update`]).
+    links: Arc<Mutex<BTreeMap<String, NodeLink>>>,
     /// Nodes whose first connection attempt is still under way, and a wake-up when that
     /// reaches zero.
     first_tries: Arc<(AtomicUsize, Notify)>,
     /// Handshakes under way at once (see [`CONNECTING_AT_ONCE`]).
     connecting: Arc<Semaphore>,
+}
+
+/// One node's link and what its subscription was started with.
+#[derive(Debug)]
+struct NodeLink {
+    link: Link,
+    target: Target,
+    max_frame: usize,
+    stop: CancellationToken,
 }
 
 /// How many handshakes may be under way at once. Each holds buffers and TLS state for its few
@@ -94,8 +104,12 @@ impl PushHub {
     }
 
     /// The node's link, which the probe uses while it is open.
-    pub fn link(&self, node: &str) -> Option<&Link> {
-        self.links.get(node)
+    pub fn link(&self, node: &str) -> Option<Link> {
+        self.links
+            .lock()
+            .expect("links lock")
+            .get(node)
+            .map(|n| n.link.clone())
     }
 
     /// Waits until every node's first connection attempt has ended (or `within` passed), so
@@ -139,27 +153,60 @@ impl PushHub {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> PushHub {
-        let mut links = BTreeMap::new();
-        let mut ends = Vec::with_capacity(targets.len());
-        for t in targets {
-            let (link, end) = Link::new();
-            links.insert(t.name.clone(), link);
-            ends.push(end);
-        }
         let hub = PushHub {
             states: Arc::default(),
             changed: Arc::default(),
-            links: Arc::new(links),
-            first_tries: Arc::new((AtomicUsize::new(targets.len()), Notify::new())),
+            links: Arc::default(),
+            first_tries: Arc::new((AtomicUsize::new(0), Notify::new())),
             connecting: Arc::new(Semaphore::new(CONNECTING_AT_ONCE)),
         };
-        for (t, end) in targets.iter().zip(ends) {
-            hub.set(&t.name, |_| {});
-            let (hub2, t2, stop) = (hub.clone(), t.clone(), shutdown.clone());
-            let span = info_span!("push", node = %t.name);
-            tracker.spawn(async move { hub2.run(t2, end, max_frame, stop).await }.instrument(span));
-        }
+        hub.update(targets, max_frame, tracker, shutdown);
         hub
+    }
+
+    /// Makes the subscriptions those of `targets`: a node whose settings did not change keeps
+    /// its link and subscription (a reload of an unchanged config reconnects nothing); a node
+    /// removed or changed has its subscription ended; a new or changed one gets one.
+    pub fn update(
+        &self,
+        targets: &[Target],
+        max_frame: usize,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let mut links = self.links.lock().expect("links lock");
+        links.retain(|name, n| {
+            let keep = targets
+                .iter()
+                .any(|t| &t.name == name && *t == n.target && n.max_frame == max_frame);
+            if !keep {
+                n.stop.cancel();
+                self.states.lock().expect("push lock").remove(name);
+            }
+            keep
+        });
+        let new: Vec<&Target> = targets
+            .iter()
+            .filter(|t| !links.contains_key(&t.name))
+            .collect();
+        for t in new {
+            let (link, end) = Link::new();
+            let stop = shutdown.child_token();
+            links.insert(
+                t.name.clone(),
+                NodeLink {
+                    link,
+                    target: t.clone(),
+                    max_frame,
+                    stop: stop.clone(),
+                },
+            );
+            self.first_tries.0.fetch_add(1, Ordering::AcqRel);
+            self.set(&t.name, |_| {});
+            let (hub, t2) = (self.clone(), t.clone());
+            let span = info_span!("push", node = %t.name);
+            tracker.spawn(async move { hub.run(t2, end, max_frame, stop).await }.instrument(span));
+        }
     }
 
     async fn run(

@@ -95,7 +95,7 @@ impl fmt::Display for Transport {
 }
 
 /// Where and how to reach one daemon.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub url: Url,
     pub token: Option<Secret>,

@@ -630,3 +630,48 @@ async fn another_sites_page_cannot_change_marks_and_a_bad_body_changes_nothing()
     assert_eq!(code, 200, "{text}");
     assert_eq!(drained().await, 1);
 }
+
+/// Reloading a config whose nodes did not change keeps every link: no reconnect, and the
+/// rounds stay on the links.
+#[tokio::test]
+async fn reloading_an_unchanged_config_keeps_every_link() {
+    let r = running("").await;
+    let websockets = || async {
+        let url = format!("http://{}/nodes", r.sim.ready.control);
+        let text = reqwest::get(url)
+            .await
+            .expect("control")
+            .text()
+            .await
+            .expect("body");
+        let nodes: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
+        nodes
+            .iter()
+            .map(|n| n["websockets"].as_u64().expect("websockets"))
+            .sum::<u64>()
+    };
+    // The links are up (one websocket per node).
+    let up = wait_until(Duration::from_secs(10), || {
+        r.run.stderr().matches("node up").count() >= 3
+    })
+    .await;
+    assert!(up.is_some(), "{}", r.run.stderr());
+    rounds_pass(&r.api, 2).await;
+    let before = websockets().await;
+    let pid = nix::unistd::Pid::from_raw(r.run.child.id() as i32);
+    // Five reloads, the last with a change that concerns no node.
+    for i in 0..5 {
+        if i == 4 {
+            let text = std::fs::read_to_string(&r.config).expect("config");
+            std::fs::write(&r.config, text.replace("fall = 2", "fall = 3")).expect("config");
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+        let done = wait_until(Duration::from_secs(5), || {
+            r.run.stderr().matches("configuration reloaded").count() > i
+        })
+        .await;
+        assert!(done.is_some(), "{}", r.run.stderr());
+    }
+    rounds_pass(&r.api, 3).await;
+    assert_eq!(websockets().await, before, "a reload reconnected links");
+}

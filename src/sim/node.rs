@@ -198,6 +198,9 @@ pub struct NodeStatus {
     pub delay: Duration,
     pub reply: String,
     pub requests: u64,
+    /// WebSocket connections opened to it (links, subscriptions).
+    #[serde(default)]
+    pub websockets: u64,
 }
 
 /// The current incarnation of the node's server; replaced on revive.
@@ -222,6 +225,7 @@ pub(super) struct SimNode {
     shared: Shared,
     faults: Mutex<Faults>,
     requests: Mutex<u64>,
+    websockets: std::sync::atomic::AtomicU64,
     server: tokio::sync::Mutex<Option<Server>>,
     /// Cancelled when the node dies; WebSocket sessions watch it (they outlive the HTTP
     /// connection task that upgraded them).
@@ -247,6 +251,7 @@ impl SimNode {
             shared,
             faults: Mutex::new(faults),
             requests: Mutex::new(0),
+            websockets: Default::default(),
             server: tokio::sync::Mutex::new(None),
             alive: Mutex::new(CancellationToken::new()),
             tracker: tracker.clone(),
@@ -449,6 +454,7 @@ impl SimNode {
                 Reply::Http(s) => format!("http_{s}"),
             },
             requests: *self.requests.lock().expect("requests lock"),
+            websockets: self.websockets.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -864,6 +870,8 @@ impl SimNode {
         if !self.authorized(&f, presented.as_deref()) {
             return StatusCode::UNAUTHORIZED.into_response();
         }
+        self.websockets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ws.max_message_size(64 << 20)
             .on_upgrade(move |socket| self.ws_session(api, socket))
     }
