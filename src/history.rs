@@ -2,7 +2,10 @@
 //! dropped and back, drains and preferences, applies, pool warnings) and each node's heads over
 //! the last hour. Lost on restart, by design: the log and the metrics are the durable record.
 //!
-//! Both are bounded. The journal keeps the last [`JOURNAL_EVENTS`] events. Heads are kept at
+//! Both are bounded. The journal keeps the last [`JOURNAL_EVENTS`] events and at most
+//! [`JOURNAL_BYTES`] of text (each event's text capped at [`EVENT_TEXT`] characters and made
+//! inert: reasons may quote a daemon's words), so a flapping node with a long error cannot
+//! grow it. Heads are kept at
 //! most one sample per [`SAMPLE_EVERY`] for [`HEADS_WINDOW`]: 360 samples of 16 bytes, about
 //! 6 KiB per node (60 KiB at 10 nodes, 6 MiB at 1000).
 
@@ -12,6 +15,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 pub const JOURNAL_EVENTS: usize = 500;
+/// The journal's text, at most: 500 events of about 500 bytes.
+pub const JOURNAL_BYTES: usize = 256 * 1024;
+/// Characters kept of one event's text.
+pub const EVENT_TEXT: usize = 400;
 pub const HEADS_WINDOW: Duration = Duration::from_secs(3600);
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
@@ -51,6 +58,8 @@ pub struct Sample(pub u32, pub u32, pub u16, pub u16);
 #[derive(Debug)]
 pub struct History {
     events: VecDeque<Event>,
+    /// Bytes of text (and node names) the journal holds.
+    event_bytes: usize,
     heads: BTreeMap<String, VecDeque<Sample>>,
     /// The least time between two samples of a node: [`SAMPLE_EVERY`], sparser for large pools.
     every: Duration,
@@ -60,6 +69,7 @@ impl Default for History {
     fn default() -> Self {
         History {
             events: VecDeque::new(),
+            event_bytes: 0,
             heads: BTreeMap::new(),
             every: SAMPLE_EVERY,
         }
@@ -79,15 +89,21 @@ fn unix(t: SystemTime) -> u64 {
 
 impl History {
     pub fn record(&mut self, at: SystemTime, kind: EventKind, node: Option<&str>, text: String) {
-        if self.events.len() == JOURNAL_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(Event {
+        let event = Event {
             at: unix(at),
             kind,
-            node: node.map(str::to_string),
-            text,
-        });
+            node: node.map(|n| crate::text::inert(n, 64)),
+            text: crate::text::inert(&text, EVENT_TEXT),
+        };
+        let size = |e: &Event| e.text.len() + e.node.as_ref().map_or(0, String::len);
+        self.event_bytes += size(&event);
+        self.events.push_back(event);
+        while self.events.len() > JOURNAL_EVENTS || self.event_bytes > JOURNAL_BYTES {
+            match self.events.pop_front() {
+                Some(old) => self.event_bytes -= size(&old),
+                None => break,
+            }
+        }
     }
 
     /// Adds a node's head at `at`, unless its last sample is younger than [`SAMPLE_EVERY`];
@@ -204,5 +220,29 @@ mod tests {
             "an hour at one per 50 s, both ends"
         );
         assert!(h.heads.get("a").expect("ring").capacity() <= 80);
+    }
+
+    #[test]
+    fn the_journal_is_bounded_in_bytes_and_its_texts_are_inert() {
+        let mut h = History::default();
+        let long = format!(
+            "expected a number, got \"{}\"\n\u{1b}[2J",
+            "A".repeat(1 << 20)
+        );
+        for _ in 0..2 * JOURNAL_EVENTS {
+            h.record(
+                SystemTime::UNIX_EPOCH,
+                EventKind::Down,
+                Some("a"),
+                long.clone(),
+            );
+        }
+        let events = h.events();
+        let bytes: usize = events.iter().map(|e| e.text.len() + 1).sum();
+        assert!(bytes <= JOURNAL_BYTES, "{bytes}");
+        assert!(events
+            .iter()
+            .all(|e| e.text.chars().count() <= EVENT_TEXT + 1));
+        assert!(events.iter().all(|e| !e.text.contains('\u{1b}')));
     }
 }
