@@ -61,6 +61,8 @@ pub struct Daemon {
     recheck_at: Option<tokio::time::Instant>,
     /// Until when the next round may wait for the links' first connections.
     links_settle_by: Option<tokio::time::Instant>,
+    /// When each node was last asked to confirm it is behind (see `confirm_behind`).
+    confirmed_at: std::collections::HashMap<String, tokio::time::Instant>,
     clock: SteadyClock,
 }
 
@@ -116,6 +118,7 @@ impl Daemon {
             last_round: None,
             recheck_at: None,
             links_settle_by: None,
+            confirmed_at: Default::default(),
             clock: SteadyClock::new(Duration::from_secs(60)),
         };
         if let Some(why) = damaged {
@@ -266,22 +269,37 @@ impl Daemon {
     /// A node behind the heaviest head between polls is either stalled or its subscription
     /// went silent: the two look alike until asked. Ask it now, so that only a real stall
     /// counts against it.
-    async fn confirm_behind(&self, round: &mut Round) {
+    ///
+    /// At most one such call per node per probe interval: a node pushing heads as fast as it
+    /// can (a flood, or a liar raising its weight) cannot multiply the calls to honest nodes.
+    async fn confirm_behind(&mut self, round: &mut Round) {
         let top = round
             .observations
             .iter()
             .filter_map(|o| o.result.as_ref().ok().map(|h| h.weight))
             .max();
+        let now = tokio::time::Instant::now();
+        let interval = self.config.probe.interval;
+        let confirmed = &mut self.confirmed_at;
         let behind: Vec<String> = round
             .observations
             .iter()
             .filter(|o| o.result.as_ref().is_ok_and(|h| Some(h.weight) < top))
+            .filter(|o| {
+                confirmed
+                    .get(&o.node)
+                    .is_none_or(|at| now.duration_since(*at) >= interval)
+            })
             .map(|o| o.node.clone())
             .collect();
+        for n in &behind {
+            confirmed.insert(n.clone(), now);
+        }
+        let prober = &self.prober;
         let asked = futures_util::future::join_all(
             behind
                 .iter()
-                .map(|n| async move { (n.clone(), self.prober.head_of(n).await) }),
+                .map(|n| async move { (n.clone(), prober.head_of(n).await) }),
         )
         .await;
         for (node, answer) in asked {

@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::frames::{self, FrameReader, Incoming};
 use crate::link::{Link, LinkCall, LinkEnd, Pending};
@@ -236,7 +236,11 @@ impl PushHub {
                     Duration::from_millis(500),
                 ),
                 Err(reason) => {
-                    debug!(reason = %reason, "subscription failed");
+                    if reason.starts_with("flood") {
+                        warn!(reason = %reason, "subscription dropped");
+                    } else {
+                        debug!(reason = %reason, "subscription failed");
+                    }
                     (PushStatus::Retrying { reason }, backoff.step())
                 }
             };
@@ -317,6 +321,7 @@ impl PushHub {
         end.set_open(true);
         let mut channel: Option<Value> = None;
         let mut ask_again: Option<tokio::time::Instant> = None;
+        let mut flood = FloodGuard::default();
         loop {
             tokio::select! {
                 incoming = reader.next(&mut rd) => {
@@ -366,14 +371,9 @@ impl PushHub {
                     match msg.method.as_deref() {
                         Some("xrpc.ch.val") => {
                             let Some(changes) = ours(&channel, msg.params) else { continue };
+                            flood.count()?;
                             if let Some(head) = newest_head(changes.get()) {
-                                debug!(height = head.height, "pushed head");
-                                self.set(&target.name, |s| {
-                                    s.head = Some(head);
-                                    s.received_at = Some(SystemTime::now());
-                                    s.status = PushStatus::Subscribed;
-                                });
-                                self.changed.notify_one();
+                                self.pushed(&target.name, head);
                             }
                         }
                         Some("xrpc.ch.close") if ours(&channel, msg.params).is_some() => return Ok(()),
@@ -401,6 +401,63 @@ impl PushHub {
                     wr.write_all(&ask(notify_id)).await.map_err(|e| e.to_string())?;
                 }
             }
+        }
+    }
+}
+
+/// More notifications than this within one second drop the subscription (polls carry on): a
+/// real daemon sends one per tipset, a few more around a reorg.
+pub const MAX_NOTIFICATIONS_PER_SECOND: u32 = 50;
+
+/// Counts a subscription's notifications per second.
+#[derive(Debug)]
+struct FloodGuard {
+    since: tokio::time::Instant,
+    seen: u32,
+}
+
+impl Default for FloodGuard {
+    fn default() -> Self {
+        FloodGuard {
+            since: tokio::time::Instant::now(),
+            seen: 0,
+        }
+    }
+}
+
+impl FloodGuard {
+    fn count(&mut self) -> Result<(), String> {
+        if self.since.elapsed() >= Duration::from_secs(1) {
+            *self = FloodGuard::default();
+        }
+        self.seen += 1;
+        if self.seen > MAX_NOTIFICATIONS_PER_SECOND {
+            return Err(format!(
+                "flood: more than {MAX_NOTIFICATIONS_PER_SECOND} notifications in a second; polling until the link is made again"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PushHub {
+    /// A pushed head: kept, and the loop woken, only when it differs from the last one (the
+    /// same head again only says the subscription lives).
+    fn pushed(&self, node: &str, head: Head) {
+        let mut changed = false;
+        self.set(node, |s| {
+            changed = s.head.as_ref().is_none_or(|h| {
+                (h.weight, h.height, &h.key) != (head.weight, head.height, &head.key)
+            });
+            if changed {
+                debug!(height = head.height, "pushed head");
+                s.head = Some(head);
+            }
+            s.received_at = Some(SystemTime::now());
+            s.status = PushStatus::Subscribed;
+        });
+        if changed {
+            self.changed.notify_one();
         }
     }
 }

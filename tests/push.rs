@@ -20,13 +20,27 @@ async fn pool(
     ChildGuard,
     String,
 ) {
+    pool_with(SLOW_POLLING, ops, extra).await
+}
+
+async fn pool_with(
+    rules: &str,
+    ops: &[(&str, &str)],
+    extra: &str,
+) -> (
+    tempfile::TempDir,
+    Sim,
+    chain_co::testbed::PrivateNginx,
+    ChildGuard,
+    String,
+) {
     let sim = Sim::start(&["a", "b", "c"], "2s");
     for (node, op) in ops {
         sim.op(node, op).await;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let nginx = start_nginx(dir.path(), &[sim.addr("a")]);
-    let config = write_config(dir.path(), &sim, &nginx, &format!("{SLOW_POLLING}{extra}"));
+    let config = write_config(dir.path(), &sim, &nginx, &format!("{rules}{extra}"));
     let run = start_run(&config);
     let api = api_url(&run).await;
     let up = wait_until(Duration::from_secs(20), || {
@@ -186,4 +200,65 @@ async fn a_silent_subscription_falls_back_to_polls_without_a_false_switch() {
             .is_some_and(|w| w.contains(&format!("{a}: ChainNotify delivered nothing")))),
         "{s:#}"
     );
+}
+
+/// The requests the honest nodes received, from the simulator's counters.
+async fn requests(sim: &Sim, nodes: &[&str]) -> u64 {
+    let url = format!("http://{}/nodes", sim.ready.control);
+    let text = reqwest::get(url)
+        .await
+        .expect("control")
+        .text()
+        .await
+        .expect("body");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
+    all.iter()
+        .filter(|n| nodes.contains(&n["name"].as_str().unwrap_or("")))
+        .map(|n| n["requests"].as_u64().expect("requests"))
+        .sum()
+}
+
+/// A node pushing its head thousands of times a second, each time a little heavier: the
+/// subscription is dropped as a flood, the loop is not woken per frame, and the honest nodes
+/// get no more calls than in a quiet pool.
+#[tokio::test]
+async fn a_push_flood_costs_the_honest_nodes_nothing() {
+    let fast = "[probe]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n[select]\nrise = 1\nfall = 3\nlag_grace = \"1s\"\n";
+    let (_dir, sim, _nginx, run, api) = pool_with(fast, &[], "").await;
+    let honest = ["a", "b"];
+    let watch = Duration::from_secs(3);
+    let (r0, q0) = (
+        status(&api).await["round"].as_u64().expect("round"),
+        requests(&sim, &honest).await,
+    );
+    tokio::time::sleep(watch).await;
+    let (r1, q1) = (
+        status(&api).await["round"].as_u64().expect("round"),
+        requests(&sim, &honest).await,
+    );
+    sim.op(
+        "c",
+        r#"{"op":"push_flood","per_second":5000,"inflate":true}"#,
+    )
+    .await;
+    tokio::time::sleep(watch).await;
+    let (r2, q2) = (
+        status(&api).await["round"].as_u64().expect("round"),
+        requests(&sim, &honest).await,
+    );
+    let (quiet_calls, flood_calls) = (q1 - q0, q2 - q1);
+    let (quiet_rounds, flood_rounds) = (r1 - r0, r2 - r1);
+    println!(
+        "quiet: {quiet_calls} calls to the honest nodes, {quiet_rounds} evaluations in {watch:?}; flood: {flood_calls} calls, {flood_rounds} evaluations"
+    );
+    assert!(
+        flood_calls <= quiet_calls * 2 + 12,
+        "the flood multiplied calls to honest nodes: {flood_calls} vs {quiet_calls} quiet\n{}",
+        run.stderr()
+    );
+    assert!(
+        flood_rounds <= quiet_rounds * 2 + 12,
+        "the flood woke the loop per frame: {flood_rounds} vs {quiet_rounds} quiet"
+    );
+    assert!(run.stderr().contains("flood"), "{}", run.stderr());
 }

@@ -94,6 +94,13 @@ pub enum Op {
     Inflate { weight: u64 },
     /// `Filecoin.Version` says this `Version` (a hostile or odd daemon's words).
     Version { version: String },
+    /// ChainNotify sends its current head this many times a second (a flooding daemon);
+    /// `inflate`: each one with one more `ParentWeight` than the last. 0 stops.
+    PushFlood {
+        per_second: u64,
+        #[serde(default)]
+        inflate: bool,
+    },
     /// This method answers this JSON-RPC error, in these words (a Lotus-API server of another
     /// project refusing what it lacks its own way).
     Refuse {
@@ -146,6 +153,8 @@ struct Faults {
     version: Option<String>,
     /// Methods refused with (code, message).
     refused: Vec<(String, i64, String)>,
+    /// ChainNotify floods: notifications per second, and whether each weighs one more.
+    flood: (u64, bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +186,7 @@ impl Faults {
             inflate: 0,
             version: None,
             refused: Vec::new(),
+            flood: (0, false),
         }
     }
 }
@@ -381,6 +391,10 @@ impl SimNode {
             Op::F3Up => f.f3_down = false,
             Op::Inflate { weight } => f.inflate = u128::from(weight),
             Op::Version { version } => f.version = Some(version),
+            Op::PushFlood {
+                per_second,
+                inflate,
+            } => f.flood = (per_second, inflate),
             Op::Refuse {
                 method,
                 code,
@@ -770,12 +784,24 @@ impl SimNode {
         // (channel id, height and branch last notified)
         let mut subscription: Option<(u64, u64, Branch, Value)> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
+        // Notifications sent by a flood so far (its weights grow with them).
+        let mut flooded: u64 = 0;
         loop {
             let msg = tokio::select! {
                 _ = dead.cancelled() => return,
                 _ = tick.tick(), if subscription.is_some() => {
                     let Some((chan, h, b, last)) = subscription.as_mut() else { continue };
-                    let silent = self.faults.lock().expect("faults lock").push != Push::Normal;
+                    let (push, flood) = {
+                        let f = self.faults.lock().expect("faults lock");
+                        (f.push, f.flood)
+                    };
+                    if flood.0 > 0 {
+                        if self.flood(&mut socket, *chan, flood, &mut flooded).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let silent = push != Push::Normal;
                     let (nh, nb, ts) = self.current_tipset();
                     if silent || (nh == *h && nb == *b) {
                         continue;
@@ -849,6 +875,35 @@ impl SimNode {
                 return;
             }
         }
+    }
+
+    /// One tick's share of a ChainNotify flood: the current head, again and again.
+    async fn flood(
+        &self,
+        socket: &mut WebSocket,
+        chan: u64,
+        (per_second, inflate): (u64, bool),
+        sent: &mut u64,
+    ) -> Result<(), axum::Error> {
+        let (_, _, ts) = self.current_tipset();
+        for _ in 0..per_second.div_ceil(20) {
+            let mut ts = ts.clone();
+            if inflate {
+                *sent += 1;
+                if let Some(blocks) = ts.get_mut("Blocks").and_then(Value::as_array_mut) {
+                    for b in blocks {
+                        let w: u128 = b["ParentWeight"]
+                            .as_str()
+                            .and_then(|w| w.parse().ok())
+                            .unwrap_or(0);
+                        b["ParentWeight"] = Value::String((w + u128::from(*sent)).to_string());
+                    }
+                }
+            }
+            let frame = json!({"jsonrpc": "2.0", "method": "xrpc.ch.val", "params": [chan, [{"Type": "apply", "Val": ts}]]});
+            socket.send(Message::Text(frame.to_string().into())).await?;
+        }
+        Ok(())
     }
 
     fn upgrade(
