@@ -61,8 +61,16 @@ pub struct Daemon {
     recheck_at: Option<tokio::time::Instant>,
     /// Until when the next round may wait for the links' first connections.
     links_settle_by: Option<tokio::time::Instant>,
-    /// When each node was last asked to confirm it is behind (see `confirm_behind`).
-    confirmed_at: std::collections::HashMap<String, tokio::time::Instant>,
+    /// When each node was last asked to confirm it is behind, and what it answered (see
+    /// `confirm_behind`).
+    confirmed_at: std::collections::HashMap<
+        String,
+        (
+            tokio::time::Instant,
+            std::time::SystemTime,
+            crate::rpc::Head,
+        ),
+    >,
     clock: SteadyClock,
 }
 
@@ -280,38 +288,48 @@ impl Daemon {
             .max();
         let now = tokio::time::Instant::now();
         let interval = self.config.probe.interval;
-        let confirmed = &mut self.confirmed_at;
         let behind: Vec<String> = round
             .observations
             .iter()
             .filter(|o| o.result.as_ref().is_ok_and(|h| Some(h.weight) < top))
-            .filter(|o| {
-                confirmed
-                    .get(&o.node)
-                    .is_none_or(|at| now.duration_since(*at) >= interval)
-            })
             .map(|o| o.node.clone())
             .collect();
-        for n in &behind {
-            confirmed.insert(n.clone(), now);
-        }
+        // Asked within the interval: its answer then stands, as old as it is.
+        let (recent, ask): (Vec<String>, Vec<String>) = behind.into_iter().partition(|n| {
+            self.confirmed_at
+                .get(n)
+                .is_some_and(|(at, _, _)| now.duration_since(*at) < interval)
+        });
         let prober = &self.prober;
         let asked = futures_util::future::join_all(
-            behind
-                .iter()
+            ask.iter()
                 .map(|n| async move { (n.clone(), prober.head_of(n).await) }),
         )
         .await;
         for (node, answer) in asked {
-            let (Some(o), Some(Ok(head))) = (
-                round.observations.iter_mut().find(|o| o.node == node),
-                answer,
-            ) else {
+            if let Some(Ok(head)) = answer {
+                self.confirmed_at.insert(
+                    node.clone(),
+                    (now, std::time::SystemTime::now(), head.clone()),
+                );
+                if let Some(o) = round.observations.iter_mut().find(|o| o.node == node) {
+                    o.result = Ok(head);
+                    o.via_push = false;
+                    o.observed_at = None;
+                }
+            }
+        }
+        for node in recent {
+            let Some((_, when, head)) = self.confirmed_at.get(&node) else {
                 continue;
             };
-            o.result = Ok(head);
-            o.via_push = false;
-            o.observed_at = None;
+            if let Some(o) = round.observations.iter_mut().find(|o| o.node == node) {
+                if o.result.as_ref().is_ok_and(|h| h.weight <= head.weight) {
+                    o.result = Ok(head.clone());
+                    o.via_push = false;
+                    o.observed_at = Some(*when);
+                }
+            }
         }
     }
 

@@ -331,6 +331,10 @@ impl PushHub {
                             wr.write_all(&frames::pong(p)).await.map_err(|e| e.to_string())?;
                             continue;
                         }
+                        Incoming::Close => {
+                            let _ = wr.write_all(&frames::close()).await;
+                            return Ok(());
+                        }
                         Incoming::Closed => return Ok(()),
                     };
                     let lossy = String::from_utf8_lossy(&message);
