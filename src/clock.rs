@@ -6,6 +6,12 @@
 //! dropped for a clock problem. [`SteadyClock`] follows the system clock while it agrees with
 //! the monotonic clock; when they disagree it keeps time by the monotonic clock for a while
 //! (`settle`), then accepts the new system time if the jump persists, once, loudly.
+//!
+//! The daemons' heads are evidence too: after a VM resume the monotonic clock stood still
+//! while the wall clock moved on, and the daemons' heads agree with the new wall time. When at
+//! least two nodes' heads are near the system time and far from the bridged one, the system
+//! time is taken at once ([`ClockEvent::Vouched`]), instead of the whole pool reading "head
+//! from the future" for a minute.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +22,13 @@ pub enum ClockEvent {
     Jumped { forward: bool, by: Duration },
     /// The jump persisted for `settle`: the system time is accepted.
     Accepted,
+    /// The system clock jumped and at least two nodes' heads agree with its new time: taken
+    /// at once.
+    Vouched {
+        forward: bool,
+        by: Duration,
+        heads: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +54,56 @@ impl SteadyClock {
     /// The time to decide with, and what happened to the clock since the last call.
     pub fn now(&mut self) -> (SystemTime, Option<ClockEvent>) {
         self.observe(SystemTime::now(), Instant::now())
+    }
+
+    /// As [`SteadyClock::now`], with the heads' timestamps (Unix seconds) as evidence: heads
+    /// within `window` of the system time and not of the bridged one vouch for the system time.
+    pub fn now_vouched(
+        &mut self,
+        heads: &[u64],
+        window: Duration,
+    ) -> (SystemTime, Option<ClockEvent>) {
+        self.observe_vouched(SystemTime::now(), Instant::now(), heads, window)
+    }
+
+    fn observe_vouched(
+        &mut self,
+        wall: SystemTime,
+        mono: Instant,
+        heads: &[u64],
+        window: Duration,
+    ) -> (SystemTime, Option<ClockEvent>) {
+        let (t, event) = self.observe(wall, mono);
+        if t == wall {
+            return (t, event);
+        }
+        let near = |at: SystemTime, ts: u64| {
+            let head = SystemTime::UNIX_EPOCH + Duration::from_secs(ts);
+            let d = head.duration_since(at).unwrap_or_else(|e| e.duration());
+            d <= window
+        };
+        let vouching = heads
+            .iter()
+            .filter(|&&ts| near(wall, ts) && !near(t, ts))
+            .count();
+        if vouching < 2 {
+            return (t, event);
+        }
+        let (forward, by) = match wall.duration_since(t) {
+            Ok(d) => (true, d),
+            Err(e) => (false, e.duration()),
+        };
+        self.anchor_wall = wall;
+        self.anchor_mono = mono;
+        self.jump_since = None;
+        (
+            wall,
+            Some(ClockEvent::Vouched {
+                forward,
+                by,
+                heads: vouching,
+            }),
+        )
     }
 
     fn observe(&mut self, wall: SystemTime, mono: Instant) -> (SystemTime, Option<ClockEvent>) {
@@ -114,5 +177,45 @@ mod tests {
         assert!(matches!(e, Some(ClockEvent::Jumped { forward: false, .. })));
         let (t, e) = c.observe(wall0 + s(673), mono0 + s(73));
         assert_eq!((t, e), (wall0 + s(673), None));
+    }
+
+    #[test]
+    fn heads_that_agree_with_the_new_time_vouch_for_it_at_once() {
+        let mono0 = Instant::now();
+        let wall0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s = Duration::from_secs;
+        let mut c = SteadyClock {
+            anchor_wall: wall0,
+            anchor_mono: mono0,
+            jump_since: None,
+            tolerance: s(2),
+            settle: s(60),
+        };
+        let window = s(62);
+        // A VM resumed: wall +600 s, monotonic +1 s; two heads agree with the new wall time.
+        let heads = [1_000_000 + 595, 1_000_000 + 598, 1_000_000 - 3000];
+        let (t, e) = c.observe_vouched(wall0 + s(601), mono0 + s(1), &heads, window);
+        assert_eq!(t, wall0 + s(601));
+        assert!(
+            matches!(
+                e,
+                Some(ClockEvent::Vouched {
+                    forward: true,
+                    heads: 2,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        // One head alone does not move the clock: the jump is bridged.
+        let mut c = SteadyClock {
+            jump_since: None,
+            anchor_wall: wall0,
+            anchor_mono: mono0,
+            ..c
+        };
+        let (t, e) = c.observe_vouched(wall0 + s(601), mono0 + s(1), &heads[1..], window);
+        assert!(t < wall0 + s(2));
+        assert!(matches!(e, Some(ClockEvent::Jumped { .. })), "{e:?}");
     }
 }

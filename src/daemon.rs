@@ -482,7 +482,26 @@ impl Daemon {
                 );
             }
         }
-        let (now, clock_event) = self.clock.now();
+        let heads: Vec<u64> = round
+            .observations
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok().map(|h| h.timestamp))
+            .collect();
+        let block_delay = self
+            .config
+            .chain
+            .block_delay
+            .or_else(|| {
+                round
+                    .observations
+                    .iter()
+                    .find_map(|o| o.identity.as_ref()?.block_delay)
+                    .map(Duration::from_secs)
+            })
+            .unwrap_or(Duration::from_secs(30));
+        let (now, clock_event) = self
+            .clock
+            .now_vouched(&heads, block_delay * 2 + Duration::from_secs(2));
         match clock_event {
             Some(ClockEvent::Jumped { forward, by }) => warn!(
                 direction = if forward { "forward" } else { "back" },
@@ -490,6 +509,12 @@ impl Daemon {
                 "the system clock jumped; keeping time by the monotonic clock for a minute so that heads do not all look stale or from the future"
             ),
             Some(ClockEvent::Accepted) => info!("the system clock's new time persisted; using it"),
+            Some(ClockEvent::Vouched { forward, by, heads }) => warn!(
+                direction = if forward { "forward" } else { "back" },
+                by = %humantime::format_duration(Duration::from_secs(by.as_secs())),
+                heads,
+                "the system clock jumped and the nodes' heads agree with its new time; using it at once"
+            ),
             None => {}
         }
         // Read fresh every round: a host that lost the VIP must know it at once.
