@@ -589,7 +589,14 @@ impl Daemon {
             switches: self.switches,
             role,
             push: push_summary(&round, &pushed, now),
-            session_mode: self.publisher.target().session_mode(),
+            session_mode: {
+                if let Some(why) = self.publisher.refresh_session_mode() {
+                    self.shared.notice(format!(
+                        "sessions are not moved at a switch: {why}; they end at nginx's worker_shutdown_timeout"
+                    ));
+                }
+                self.publisher.target().session_mode()
+            },
             sessions_moved: publication.sessions_moved,
             pending_moves: self.publisher.pending_list(),
         };

@@ -31,6 +31,8 @@ pub struct Publisher {
     pending_moves: Vec<(UpstreamServer, tokio::time::Instant)>,
     /// Whether the fallback from destroying sockets has been logged.
     session_fallback_logged: bool,
+    /// The last reason given for not moving sessions (nginx's cgroup).
+    cgroup_problem_said: Option<String>,
     /// The last apply error, so that the same failure is logged once.
     last_error: Option<String>,
     /// When the target last changed: the throttle for push-triggered changes.
@@ -48,6 +50,7 @@ impl Publisher {
             published: None,
             pending_moves: Vec::new(),
             session_fallback_logged: false,
+            cgroup_problem_said: None,
             last_error: None,
             last_reload_at: None,
             reloads: 0,
@@ -71,6 +74,20 @@ impl Publisher {
             warn!("no CAP_NET_ADMIN: at a switch the old primary's sessions (miners' websockets) stay on it until nginx's worker_shutdown_timeout; grant the capability (see deploy/systemd) to move them at once");
             self.session_fallback_logged = true;
         }
+    }
+
+    /// Looks again at nginx's cgroup (it may have been restarted as a unit of its own, or
+    /// not); says once per reason why sessions are not moved. `Some(why)` while they are not.
+    pub fn refresh_session_mode(&mut self) -> Option<String> {
+        let why = self.target.refresh_session_mode();
+        if why.is_some() && why != self.cgroup_problem_said {
+            warn!(
+                why = %why.as_deref().unwrap_or(""),
+                "sessions are not moved at a switch (they end at nginx's worker_shutdown_timeout): chain-co cannot tell nginx's connections from a direct client's; run nginx as a unit of its own (systemd does)"
+            );
+        }
+        self.cgroup_problem_said = why.clone();
+        why
     }
 
     /// When the next drain grace period ends.

@@ -12,8 +12,14 @@
 //! without either the caller falls back to `worker_shutdown_timeout` and says so
 //! ([`DestroyError::NotPermitted`], [`DestroyError::Unsupported`]).
 //!
-//! Only sockets owned by the given users are touched, and never one of chain-co's own (its
-//! probes and ChainNotify subscriptions to the same daemon): those inodes are skipped.
+//! Only sockets of nginx's own cgroup are touched: the kernel reports each socket's cgroup v2
+//! id (`INET_DIAG_CGROUP_ID`), and `/proc/<nginx master>/cgroup` names nginx's cgroup. A
+//! direct client of the daemon, whatever user it runs as, is never cut. Under systemd nginx has
+//! a cgroup of its own (`nginx.service`); when its cgroup cannot be found or holds other
+//! processes too (nginx not started as a unit of its own), no session is moved at all
+//! ([`nginx_process`] says why). chain-co's own sockets (its probes and subscriptions) are
+//! skipped by inode in any case. Reading a cgroup needs no privilege beyond `CAP_NET_ADMIN`
+//! for the destroy, and no ptrace (unlike reading `/proc/PID/fd` of another user).
 //!
 //! Layouts: linux/netlink.h (`nlmsghdr`), linux/inet_diag.h (`inet_diag_req_v2`,
 //! `inet_diag_msg`), linux/sock_diag.h (`SOCK_DIAG_BY_FAMILY` 20, `SOCK_DESTROY` 21).
@@ -56,14 +62,19 @@ pub enum DestroyError {
     Unsupported,
     #[error("netlink sock_diag: {0}")]
     Io(String),
+    #[error("the kernel does not report sockets' cgroups (INET_DIAG_CGROUP_ID)")]
+    NoCgroups,
 }
 
-/// Whose connections may be ended.
-#[derive(Debug, Clone, Default)]
+/// Whose connections may be ended: the sockets of one cgroup v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owners {
-    /// Socket owner uids; `None`: any owner.
-    pub uids: Option<HashSet<u32>>,
+    /// The cgroup id (the inode of its directory in the cgroup2 mount).
+    pub cgroup: u64,
 }
+
+/// `INET_DIAG_CGROUP_ID` (linux/inet_diag.h): a socket's cgroup v2 id, reported by the dump.
+const INET_DIAG_CGROUP_ID: u16 = 21;
 
 /// One TCP socket as the kernel's dump reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +83,9 @@ struct DiagSocket {
     /// The raw `inet_diag_sockid`, handed back as is to destroy exactly this socket.
     id: [u8; SOCKID],
     peer: SocketAddr,
-    uid: u32,
     inode: u32,
+    /// `None`: the kernel did not report it.
+    cgroup: Option<u64>,
 }
 
 /// Whether this process holds `CAP_NET_ADMIN` in its effective set, from /proc/self/status.
@@ -105,8 +117,10 @@ pub fn destroy_connections_to(peer: SocketAddr, owners: &Owners) -> Result<usize
         if ours.contains(&s.inode) {
             continue;
         }
-        if owners.uids.as_ref().is_some_and(|u| !u.contains(&s.uid)) {
-            continue;
+        match s.cgroup {
+            Some(c) if c == owners.cgroup => {}
+            Some(_) => continue,
+            None => return Err(DestroyError::NoCgroups),
         }
         match destroy(&fd, s) {
             Ok(()) => ended += 1,
@@ -270,9 +284,115 @@ fn parse_diag(p: &[u8]) -> Option<DiagSocket> {
         family,
         id,
         peer: SocketAddr::new(ip, dport),
-        uid: word(4 + SOCKID + 12),
         inode: word(4 + SOCKID + 16),
+        cgroup: attribute(&p[DIAG_MSG..], INET_DIAG_CGROUP_ID)
+            .and_then(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?))),
     })
+}
+
+/// The payload of the netlink attribute `kind` among `attrs` (each `u16 len, u16 type, data`,
+/// aligned to 4 bytes).
+fn attribute(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let ty = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if ty == kind {
+            return Some(&attrs[4..len]);
+        }
+        let next = ((len + 3) & !3).min(attrs.len());
+        attrs = &attrs[next..];
+    }
+    None
+}
+
+/// nginx's master and the cgroup it runs in, when nginx has a cgroup of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxProcess {
+    pub master: u32,
+    pub cgroup: u64,
+    /// The cgroup's path, as `/proc/PID/cgroup` names it.
+    pub cgroup_path: String,
+}
+
+/// Finds nginx's cgroup from its master's pid: the cgroup v2 line of `/proc/PID/cgroup`, in
+/// the cgroup2 mount. `Err` says why sessions cannot be moved safely: no cgroup v2, nginx in
+/// the root cgroup, or a cgroup that holds processes other than nginx's.
+pub fn nginx_process(master: u32) -> Result<NginxProcess, String> {
+    let own = std::fs::read_to_string(format!("/proc/{master}/cgroup"))
+        .map_err(|e| format!("cannot read nginx's cgroup (pid {master}): {e}"))?;
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("nginx has no cgroup v2 (the host has no unified cgroup hierarchy)")?
+        .to_string();
+    if path == "/" {
+        return Err("nginx runs in the root cgroup, not in a unit of its own".into());
+    }
+    let mount = cgroup2_mount().ok_or("no cgroup2 file system is mounted")?;
+    let dir = mount.join(path.trim_start_matches('/'));
+    let meta = std::fs::metadata(&dir)
+        .map_err(|e| format!("cannot read nginx's cgroup {}: {e}", dir.display()))?;
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map_err(|e| format!("cannot read {}/cgroup.procs: {e}", dir.display()))?;
+    let stranger = procs
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|&p| p != master && !descends_from(p, master));
+    if let Some(p) = stranger {
+        return Err(format!(
+            "nginx's cgroup {path} holds other processes too (pid {p}): nginx was not started as a unit of its own"
+        ));
+    }
+    use std::os::unix::fs::MetadataExt;
+    Ok(NginxProcess {
+        master,
+        cgroup: meta.ino(),
+        cgroup_path: path,
+    })
+}
+
+/// The first cgroup2 mount (`/sys/fs/cgroup` on a unified layout, `/sys/fs/cgroup/unified` on
+/// a hybrid one), from `/proc/self/mountinfo`.
+pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))
+            .flatten()
+    })
+}
+
+/// Whether `pid`'s parent chain reaches `ancestor` (nginx's workers, cache loader, ...).
+fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut p = pid;
+    for _ in 0..16 {
+        let Some(parent) = parent_of(p) else {
+            return false;
+        };
+        if parent == ancestor {
+            return true;
+        }
+        if parent <= 1 {
+            return false;
+        }
+        p = parent;
+    }
+    false
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state, then the parent's pid.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn destroy(fd: &OwnedFd, s: &DiagSocket) -> Result<(), DestroyError> {
@@ -382,6 +502,29 @@ mod tests {
         assert_eq!(&r[24..], &[9; SOCKID]);
     }
 
+    fn own_cgroup_id() -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+        let dir = cgroup2_mount()?.join(path.trim_start_matches('/'));
+        Some(std::fs::metadata(dir).ok()?.ino())
+    }
+
+    #[test]
+    fn attributes_are_found_by_type_past_others() {
+        let mut attrs = Vec::new();
+        attrs.extend(6u16.to_ne_bytes());
+        attrs.extend(3u16.to_ne_bytes());
+        attrs.extend([1, 2, 0, 0]);
+        attrs.extend(12u16.to_ne_bytes());
+        attrs.extend(INET_DIAG_CGROUP_ID.to_ne_bytes());
+        attrs.extend(77u64.to_ne_bytes());
+        let v = attribute(&attrs, INET_DIAG_CGROUP_ID).expect("found");
+        assert_eq!(u64::from_ne_bytes(v.try_into().expect("8")), 77);
+        assert_eq!(attribute(&attrs, 9), None);
+        assert_eq!(attribute(&[200, 0, 1, 0], 1), None, "a length past the end");
+    }
+
     /// Ends a connection held by a thread of this test: as root (CI) it must be cut; without
     /// CAP_NET_ADMIN the error says so. Our own sockets are skipped, so the connection is made
     /// by a child process.
@@ -410,7 +553,8 @@ mod tests {
         // Our own connection to the same peer must survive.
         let mine = TcpStream::connect(peer).expect("connect");
         let (_mine_server, _) = listener.accept().expect("accept");
-        match destroy_connections_to(peer, &Owners::default()) {
+        let cgroup = own_cgroup_id().expect("a cgroup v2 (CI's hosts have one)");
+        match destroy_connections_to(peer, &Owners { cgroup }) {
             Ok(n) => {
                 assert_eq!(n, 1, "exactly the child's connection");
                 let mut rest = String::new();

@@ -42,6 +42,8 @@ pub struct PrivateNginx {
     pub upstream_file: PathBuf,
     pub addr: SocketAddr,
     child: Child,
+    /// The cgroup nginx was put in (a unit of its own, as systemd gives it), removed on drop.
+    cgroup: Option<OwnCgroup>,
 }
 
 impl PrivateNginx {
@@ -127,8 +129,10 @@ impl PrivateNginx {
             upstream_file,
             addr,
             child,
+            cgroup: None,
         };
         nginx.wait_listening()?;
+        nginx.cgroup = own_cgroup(nginx.child.id());
         Ok(nginx)
     }
 
@@ -213,7 +217,48 @@ impl Drop for PrivateNginx {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let _ = self.child.wait();
+        drop(self.cgroup.take());
     }
+}
+
+/// A cgroup made for one process tree, removed on drop (once its processes are gone).
+#[derive(Debug)]
+pub struct OwnCgroup(PathBuf);
+
+impl Drop for OwnCgroup {
+    fn drop(&mut self) {
+        // The workers leave a moment after the master.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Puts nginx (its master and the workers it has forked) in a cgroup of its own under the
+/// cgroup2 mount, as systemd does for `nginx.service`: chain-co moves only the sessions of
+/// nginx's cgroup. `None` where that cannot be done (no cgroup v2, not root): chain-co then
+/// moves no session, and says so.
+pub fn own_cgroup(master: u32) -> Option<OwnCgroup> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let mount = crate::sessions::cgroup2_mount()?;
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = mount
+        .join("chain-co-test")
+        .join(format!("nginx-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let procs = dir.join("cgroup.procs");
+    let mut pids = vec![master];
+    pids.extend(crate::sessions::children(master));
+    for p in pids {
+        if std::fs::write(&procs, p.to_string()).is_err() {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+    }
+    Some(OwnCgroup(dir))
 }
 
 /// The servers of an nginx upstream file: (address, is backup). For tests and benchmarks that

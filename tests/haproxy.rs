@@ -116,6 +116,17 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
         session.log()
     );
     assert_eq!(session.log().upstream(), Some(primary.as_str()));
+    // Direct clients of the same daemon, as root and as another user: HAProxy's `shutdown
+    // sessions server` ends HAProxy's own sessions only.
+    let direct: Vec<DirectClient> = [0, 1234]
+        .iter()
+        .map(|&uid| DirectClient::start(uid, &sim.addr(&primary)))
+        .collect();
+    let up = wait_until(Duration::from_secs(5), || {
+        direct.iter().all(|c| c.said("up"))
+    })
+    .await;
+    assert!(up.is_some(), "the direct clients did not connect");
     sim.op(&primary, r#"{"op":"stall"}"#).await;
     let moved = wait_until(Duration::from_secs(15), || {
         let n = load.last_node();
@@ -145,6 +156,12 @@ async fn a_stalled_primary_loses_traffic_without_a_haproxy_reload() {
     );
     let log = session.stop().await;
     assert_eq!(log.cuts.len(), 1, "one cut at the switch: {log:?}");
+    for c in &direct {
+        assert!(
+            !c.said("closed"),
+            "a direct client of the old primary was cut"
+        );
+    }
     assert_ne!(log.upstream(), Some(primary.as_str()));
     let (_, failed) = load.stop().await;
     assert_eq!(

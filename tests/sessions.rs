@@ -373,3 +373,82 @@ async fn a_refused_apply_moves_no_session() {
         p.run.stderr()
     );
 }
+
+/// Session moves touch nginx's sockets only: nginx's cgroup, not a uid. Direct clients of the
+/// old primary (root, as nginx's workers run here; uid 1234; nobody) keep their connections
+/// while the miner's session through nginx moves.
+#[tokio::test]
+async fn direct_clients_of_the_old_primary_are_never_cut() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (clients of other users, SOCK_DESTROY)");
+        return;
+    }
+    let p = pool("", None).await;
+    let s = Session::start(p.nginx.addr);
+    let primary = p.session_on(&s).await;
+    let clients: Vec<DirectClient> = [0, 1234, 65534]
+        .iter()
+        .map(|&uid| DirectClient::start(uid, &p.sim.addr(&primary)))
+        .collect();
+    let up = wait_until(Duration::from_secs(5), || {
+        clients.iter().all(|c| c.said("up"))
+    })
+    .await;
+    assert!(up.is_some(), "the direct clients did not connect");
+
+    p.sim.op(&primary, r#"{"op":"stall"}"#).await;
+    let moved = wait_until(Duration::from_secs(15), || {
+        s.log()
+            .upstream()
+            .is_some_and(|u| u != p.sim.addr(&primary))
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "the session did not move: {}",
+        p.run.stderr()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (c, uid) in clients.iter().zip([0, 1234, 65534]) {
+        assert!(!c.said("closed"), "the direct client of uid {uid} was cut");
+    }
+    assert!(p.run.stderr().contains("sessions moved off the node"));
+    drop(s.stop().await);
+}
+
+/// nginx without a cgroup of its own (started by hand in this test's own cgroup): no session
+/// is moved, and /status says why.
+#[tokio::test]
+async fn without_a_cgroup_of_its_own_nginx_sessions_are_left_and_status_says_why() {
+    let sim = Sim::start(&["a", "b", "c"], "1s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nginx = start_nginx_with(dir.path(), &[sim.addr("a")], SHUTDOWN_TIMEOUT);
+    // Back into the test's cgroup, with the test itself: a cgroup shared with others.
+    let own = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("v2")
+        .to_string();
+    if let Some(mount) = chain_co::sessions::cgroup2_mount() {
+        let procs = mount
+            .join(path.trim_start_matches('/'))
+            .join("cgroup.procs");
+        let master: u32 = std::fs::read_to_string(&nginx.pid_file)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        for pid in std::iter::once(master).chain(chain_co::sessions::children(master)) {
+            let _ = std::fs::write(&procs, pid.to_string());
+        }
+    }
+    let config = write_config(dir.path(), &sim, &nginx, &section(""));
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    wait_healthy(&api, &run).await;
+    let status = status_json(&api).await;
+    assert_eq!(status["session_mode"], "no_nginx_cgroup", "{status:#}");
+    let notices = status["notices"].to_string();
+    assert!(notices.contains("sessions are not moved"), "{notices}");
+}

@@ -93,6 +93,8 @@ async fn an_unprivileged_chain_co_validates_swaps_and_reloads_a_root_nginx() {
         );
     std::fs::write(ng.join("nginx.conf"), conf).expect("nginx.conf");
     let nginx_bin = nginx_binary();
+    // Declared before nginx, removed after it: nginx's unit of its own, as systemd gives it.
+    let _cgroup;
     let child = Command::new(&nginx_bin)
         .arg("-p")
         .arg(&ng)
@@ -117,6 +119,7 @@ async fn an_unprivileged_chain_co_validates_swaps_and_reloads_a_root_nginx() {
         "nginx did not start: {}",
         std::fs::read_to_string(ng.join("logs/error.log")).unwrap_or_default()
     );
+    _cgroup = chain_co::testbed::own_cgroup(master).expect("a cgroup of its own for nginx");
 
     // chain-co's config, readable by its user.
     let mut text = String::new();

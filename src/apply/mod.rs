@@ -96,6 +96,15 @@ impl Target {
         }
     }
 
+    /// Looks again at what decides the session mode (nginx's cgroup); `Some(why)` when
+    /// sessions cannot be moved for a reason the operator can fix.
+    pub fn refresh_session_mode(&mut self) -> Option<String> {
+        match self {
+            Target::Nginx(n) => n.refresh_session_mode(),
+            _ => None,
+        }
+    }
+
     /// Ends the sessions the target holds to `server`, so that their clients reconnect to the
     /// primary. Returns how many were ended, where the target says. SLB: nothing to do here;
     /// the listener's connection draining decides (see the README).
@@ -162,6 +171,11 @@ pub enum SessionMode {
     ListenerDrain,
     /// `[nginx] move_sessions = false`.
     Off,
+    /// nginx has no cgroup of its own (not started as a unit of its own), or the kernel does
+    /// not report sockets' cgroups: no session is moved (they end at `worker_shutdown_timeout`),
+    /// since chain-co could not tell nginx's connections from a direct client's. `/status`
+    /// notices say why.
+    NoNginxCgroup,
 }
 
 impl std::fmt::Display for SessionMode {
@@ -172,6 +186,9 @@ impl std::fmt::Display for SessionMode {
             SessionMode::HaproxyShutdown => "haproxy shutdown sessions",
             SessionMode::ListenerDrain => "listener connection drain",
             SessionMode::Off => "off",
+            SessionMode::NoNginxCgroup => {
+                "worker_shutdown_timeout (nginx has no cgroup of its own to tell its connections apart)"
+            }
         })
     }
 }

@@ -275,6 +275,8 @@ pub struct Nginx {
     workers_before_reload: Vec<u32>,
     /// How sessions leave a node: destroyed, or left to `worker_shutdown_timeout`.
     session_mode: SessionMode,
+    /// Why nginx's connections cannot be told apart (no cgroup of its own), when they cannot.
+    cgroup_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -309,15 +311,36 @@ impl Nginx {
             loaded,
             workers_before_reload: Vec::new(),
             session_mode,
+            cgroup_problem: None,
         })
     }
 
     pub fn session_mode(&self) -> SessionMode {
-        self.session_mode
+        match (self.session_mode, &self.cgroup_problem) {
+            (SessionMode::Destroy, Some(_)) => SessionMode::NoNginxCgroup,
+            (mode, _) => mode,
+        }
     }
 
-    /// nginx's master, from the pid file chain-co signals (or the stock one when it reloads
-    /// through a command).
+    /// nginx's master and cgroup, found through the pid file (see [`sessions::nginx_process`]).
+    pub fn nginx_process(&self) -> Result<sessions::NginxProcess, String> {
+        let master = self.master_pid().ok_or_else(|| {
+            "nginx's pid file cannot be read (set [nginx] reload = { pid_file = ... }, or pid_file beside a reload command)".to_string()
+        })?;
+        sessions::nginx_process(master)
+    }
+
+    /// Looks for nginx's cgroup again; `Some(why)` while sessions cannot be moved.
+    pub fn refresh_session_mode(&mut self) -> Option<String> {
+        if self.session_mode != SessionMode::Destroy {
+            return None;
+        }
+        self.cgroup_problem = self.nginx_process().err();
+        self.cgroup_problem.clone()
+    }
+
+    /// nginx's master, from the pid file chain-co signals (or, when it reloads through a
+    /// command, `[nginx] pid_file` or the stock one).
     fn master_pid(&self) -> Option<u32> {
         let path = match &self.cfg.reload {
             Reload::PidFile(p) => p.clone(),
@@ -360,7 +383,17 @@ impl Nginx {
                     )))
                 }
             };
-        let master = self.master_pid();
+        // Only nginx's own connections: the sockets of its cgroup. Without one, none.
+        let owners = match self.nginx_process() {
+            Ok(p) => {
+                self.cgroup_problem = None;
+                Owners { cgroup: p.cgroup }
+            }
+            Err(why) => {
+                self.cgroup_problem = Some(why);
+                return Ok(0);
+            }
+        };
         let old = std::mem::take(&mut self.workers_before_reload);
         let deadline = tokio::time::Instant::now() + sessions::RELOAD_SETTLE;
         while old.iter().any(|&w| {
@@ -370,15 +403,6 @@ impl Nginx {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Sockets are owned by the user nginx's workers run as; nobody else's are touched.
-        let owners = Owners {
-            uids: master.map(|m| {
-                sessions::children(m)
-                    .into_iter()
-                    .filter_map(sessions::fs_uid)
-                    .collect()
-            }),
-        };
         let result = tokio::task::spawn_blocking(move || {
             peers
                 .into_iter()
@@ -389,6 +413,10 @@ impl Nginx {
         .map_err(|e| NginxError::Sessions(e.to_string()))?;
         match result {
             Ok(n) => Ok(n),
+            Err(DestroyError::NoCgroups) => {
+                self.cgroup_problem = Some(DestroyError::NoCgroups.to_string());
+                Ok(0)
+            }
             Err(e @ (DestroyError::NotPermitted | DestroyError::Unsupported)) => {
                 self.session_mode = SessionMode::WorkerShutdownTimeout;
                 Err(NginxError::Sessions(format!(

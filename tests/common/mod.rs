@@ -375,3 +375,52 @@ pub fn skip(why: &str) {
     }
     println!("SKIPPED: {why}");
 }
+
+/// A process holding a plain TCP connection to `addr` as user `uid`; its stdout says "closed"
+/// once the connection ends.
+pub struct DirectClient {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl DirectClient {
+    pub fn start(uid: u32, addr: &str) -> DirectClient {
+        use std::io::BufRead;
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        let mut child = std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "bash",
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/{host}/{port}; echo up; cat <&3 >/dev/null; echo closed"
+                ),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("setpriv bash");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().expect("lock").push(line);
+            }
+        });
+        DirectClient { child, lines }
+    }
+
+    pub fn said(&self, what: &str) -> bool {
+        self.lines.lock().expect("lock").iter().any(|l| l == what)
+    }
+}
+
+impl Drop for DirectClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
