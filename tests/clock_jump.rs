@@ -88,7 +88,7 @@ async fn a_clock_jump_the_heads_agree_with_is_taken_at_once() {
     assert!(taken.is_some(), "{}", run.stderr());
     rounds_pass(&api, 4).await;
     let log = run.stderr();
-    assert!(!log.contains("from the future"), "{log}");
+    assert!(!log.contains("head from the future"), "{log}");
     assert!(!log.contains("node down"), "{log}");
     let status = status_json(&api).await;
     assert!(status["primary"].is_string(), "{status:#}");
