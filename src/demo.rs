@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig, TargetConfig};
-use crate::daemon::Daemon;
-use crate::report::{ApplyRecord, Report};
-use crate::select::SelectRules;
+use crate::decide::select::SelectRules;
+use crate::serve::daemon::Daemon;
+use crate::serve::report::{ApplyRecord, Report};
 use crate::sim::{Op, Profile, SimPool, SimSpec};
 use crate::testbed::{find_nginx, PrivateNginx};
 

@@ -4,56 +4,36 @@
 //! through nginx, usually over one websocket it holds for hours. chain-co runs next to nginx
 //! and, every probe interval and at every pushed head:
 //!
-//! 1. [`probe`]s every daemon of the pool over JSON-RPC ([`rpc`]) for its head, and keeps a
-//!    ChainNotify subscription on each ([`push`]); both share one WebSocket per node
-//!    ([`link`]);
-//! 2. [`evaluate`]s: merges pushed heads into the round and [`select`]s the best node —
-//!    heaviest head, within a lag tolerance, rise/fall hysteresis, flap damping, a sticky
-//!    primary — in a pipeline of pure, table-tested steps;
-//! 3. [`publish`]es the decision to the target ([`apply`]: nginx, HAProxy or SLB): reloads
-//!    nginx only when the primary changes, and moves the old primary's sessions
-//!    ([`sessions`]);
-//! 4. writes a [`report`] that the status API ([`api`]), the metrics ([`metrics`]) and the
-//!    demo read.
+//! 1. [`probe`]s every daemon of the pool over JSON-RPC ([`probe::rpc`]) for its head, and
+//!    keeps a ChainNotify subscription on each ([`probe::push`]); both share one WebSocket per
+//!    node ([`probe::link`]);
+//! 2. [`decide`]s: merges pushed heads into the round ([`decide::evaluate`]) and selects the
+//!    best node ([`decide::select`]) — on the finalized chain, heaviest confirmed head, within
+//!    a lag tolerance, rise/fall hysteresis, flap damping, a sticky primary — in a pipeline of
+//!    pure, table-tested steps;
+//! 3. [`apply`]s the decision to the target (nginx, HAProxy or SLB) through the publisher
+//!    ([`apply::publish`]): reloads nginx only when the primary changes, and moves the old
+//!    primary's sessions ([`apply::sessions`]);
+//! 4. [`serve`]s what it found: a report ([`serve::report`]) that the status API, the metrics
+//!    and the demo read; [`serve::daemon`] is the loop that wires the stages together.
 //!
 //! chain-co is never in the data path: if it stops, nginx keeps the last good upstream.
-//! [`daemon`] wires these together; [`check`] evaluates the same way once, printing instead of
-//! applying; [`sim`] is a simulated daemon pool for tests and the demo; [`config`] is the TOML
-//! file.
+//! [`cli`] holds the commands that are not the loop (`check` evaluates the same way once,
+//! printing instead of applying); [`config`] is the TOML file; [`sim`] is a simulated daemon
+//! pool for tests and the demo. `docs/ARCHITECTURE.md` describes the stages and invariants.
 //!
-//! Read the modules in that order to follow one probe from the socket to the nginx reload.
+//! Read the stages in that order to follow one probe from the socket to the nginx reload.
 
-pub mod api;
 pub mod apply;
 pub mod backoff;
-pub mod check;
-pub mod client;
-pub mod clock;
+pub mod cli;
 pub mod config;
-pub mod daemon;
+pub mod decide;
 pub mod demo;
 pub mod duration;
 pub mod errors;
-pub mod evaluate;
-pub mod f3;
-pub mod frames;
-pub mod ha;
-pub mod health;
-pub mod history;
-pub mod init;
-pub mod link;
-pub mod metrics;
-
-pub mod overrides;
 pub mod probe;
-pub mod problems;
-pub mod publish;
-pub mod push;
-pub mod report;
-pub mod rpc;
-pub mod secret;
-pub mod select;
-pub mod sessions;
+pub mod serve;
 pub mod sim;
 pub mod testbed;
 pub mod text;

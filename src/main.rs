@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
-use chain_co::client::ApiClient;
+use chain_co::cli::client::ApiClient;
+use chain_co::config::secret::Secret;
 use chain_co::config::Config;
-use chain_co::daemon::Daemon;
-use chain_co::secret::Secret;
+use chain_co::serve::daemon::Daemon;
 use chain_co::sim::{Profile, SimPool, SimSpec};
 
 #[derive(Parser)]
@@ -310,7 +310,7 @@ async fn dispatch(command: Command) -> ExitCode {
             output,
             nginx,
             addrs,
-        } => match chain_co::init::init(&addrs, &output).await {
+        } => match chain_co::cli::init::init(&addrs, &output).await {
             Ok(found) => {
                 for f in &found {
                     match &f.problem {
@@ -329,7 +329,7 @@ async fn dispatch(command: Command) -> ExitCode {
                     output.display()
                 );
                 if nginx {
-                    println!("\n{}", chain_co::init::nginx_server_block());
+                    println!("\n{}", chain_co::cli::init::nginx_server_block());
                 }
                 ExitCode::SUCCESS
             }
@@ -373,7 +373,7 @@ async fn dispatch(command: Command) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match chain_co::check::check(&config, rounds.unwrap_or(config.select.rise)).await {
+            match chain_co::cli::check::check(&config, rounds.unwrap_or(config.select.rise)).await {
                 Ok(report) => {
                     if json {
                         match serde_json::to_string_pretty(&report) {
@@ -381,7 +381,7 @@ async fn dispatch(command: Command) -> ExitCode {
                             Err(e) => eprintln!("chain-co: {e}"),
                         }
                     } else {
-                        print!("{}", chain_co::check::render_text(&report));
+                        print!("{}", chain_co::cli::check::render_text(&report));
                     }
                     if report.primary.is_some() {
                         ExitCode::SUCCESS
@@ -480,12 +480,12 @@ async fn dispatch(command: Command) -> ExitCode {
                         let (u, t) = chain_co::config::parse_api_info(&info)
                             .map_err(|e| anyhow::anyhow!("FULLNODE_API_INFO: {e}"))?;
                         if token.is_none() {
-                            token = t.map(chain_co::secret::Secret::new);
+                            token = t.map(chain_co::config::secret::Secret::new);
                         }
                         u.to_string()
                     }
                 };
-                let out = chain_co::client::probe(&url, token, method.as_deref(), &params, timeout)
+                let out = chain_co::cli::client::probe(&url, token, method.as_deref(), &params, timeout)
                     .await?;
                 println!("{}", out.trim_end());
                 Ok(())
@@ -568,7 +568,7 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let nodes = config.nodes.len();
     let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
     daemon.preflight().context("preflight")?;
-    let listener = chain_co::api::bind(listen)
+    let listener = chain_co::serve::api::bind(listen)
         .await
         .with_context(|| format!("binding the status API to {listen} ([api] listen)"))?;
     let bound = listener.local_addr().context("reading the API's address")?;
@@ -596,9 +596,9 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     }
     let _watcher = watch_file(&path, reload_tx)?;
     let api_stop = shutdown.clone();
-    let cap = chain_co::api::connection_cap(nodes);
+    let cap = chain_co::serve::api::connection_cap(nodes);
     tasks.spawn(async move {
-        if let Err(e) = chain_co::api::serve(listener, shared, api_stop, cap).await {
+        if let Err(e) = chain_co::serve::api::serve(listener, shared, api_stop, cap).await {
             error!("status API failed: {e}");
         }
     });
@@ -704,7 +704,7 @@ async fn status(api: ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
             if watch && colour {
                 print!("\x1b[2J\x1b[H");
             }
-            print!("{}", chain_co::client::render_status(&s, colour));
+            print!("{}", chain_co::cli::client::render_status(&s, colour));
         }
         if !watch {
             return Ok(());

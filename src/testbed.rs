@@ -243,7 +243,7 @@ impl Drop for OwnCgroup {
 /// moves no session, and says so.
 pub fn own_cgroup(master: u32) -> Option<OwnCgroup> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let mount = crate::sessions::cgroup2_mount()?;
+    let mount = crate::apply::sessions::cgroup2_mount()?;
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = mount
         .join("chain-co-test")
@@ -251,7 +251,7 @@ pub fn own_cgroup(master: u32) -> Option<OwnCgroup> {
     std::fs::create_dir_all(&dir).ok()?;
     let procs = dir.join("cgroup.procs");
     let mut pids = vec![master];
-    pids.extend(crate::sessions::children(master));
+    pids.extend(crate::apply::sessions::children(master));
     for p in pids {
         if std::fs::write(&procs, p.to_string()).is_err() {
             let _ = std::fs::remove_dir(&dir);

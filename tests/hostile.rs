@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chain_co::rpc::{Endpoint, RpcClient, RpcError, TipSet, Transport};
+use chain_co::probe::rpc::{Endpoint, RpcClient, RpcError, TipSet, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,7 +48,7 @@ fn http(status: &str, body: &str) -> String {
     )
 }
 
-async fn probe(url: &str) -> (Result<chain_co::rpc::Head, RpcError>, Duration) {
+async fn probe(url: &str) -> (Result<chain_co::probe::rpc::Head, RpcError>, Duration) {
     let client = RpcClient::new(TIMEOUT, CAP).expect("client");
     let endpoint = Endpoint {
         url: url.parse().expect("url"),

@@ -430,7 +430,7 @@ async fn without_a_cgroup_of_its_own_nginx_sessions_are_left_and_status_says_why
         .find_map(|l| l.strip_prefix("0::"))
         .expect("v2")
         .to_string();
-    if let Some(mount) = chain_co::sessions::cgroup2_mount() {
+    if let Some(mount) = chain_co::apply::sessions::cgroup2_mount() {
         let procs = mount
             .join(path.trim_start_matches('/'))
             .join("cgroup.procs");
@@ -439,7 +439,7 @@ async fn without_a_cgroup_of_its_own_nginx_sessions_are_left_and_status_says_why
             .trim()
             .parse()
             .expect("pid");
-        for pid in std::iter::once(master).chain(chain_co::sessions::children(master)) {
+        for pid in std::iter::once(master).chain(chain_co::apply::sessions::children(master)) {
             let _ = std::fs::write(&procs, pid.to_string());
         }
     }

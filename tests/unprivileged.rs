@@ -41,7 +41,7 @@ fn chown(path: &Path, user: &str) {
 }
 
 fn workers(master: u32) -> Vec<u32> {
-    chain_co::sessions::children(master)
+    chain_co::apply::sessions::children(master)
 }
 
 #[tokio::test]

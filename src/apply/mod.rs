@@ -4,13 +4,17 @@
 //! shared by every target, and it cannot be empty: a decision without a primary yields no plan,
 //! so no target can ever be handed "zero servers" (fail static is enforced by the type).
 
+pub mod ha;
+pub mod publish;
+pub mod sessions;
+
 pub mod haproxy;
 pub mod nginx;
 pub mod slb;
 
 use serde::Serialize;
 
-use crate::select::Decision;
+use crate::decide::select::Decision;
 use haproxy::{Haproxy, HaproxyError};
 use nginx::NginxConfig;
 use nginx::{Nginx, NginxError};

@@ -34,9 +34,9 @@ use serde::Serialize;
 use tera::{Context, Tera};
 
 use super::{Applied, SessionMode, UpstreamPlan};
+use crate::apply::sessions::{self, DestroyError, Owners};
+use crate::config::problems::{resolve, Checker};
 use crate::errors::error_chain;
-use crate::problems::{resolve, Checker};
-use crate::sessions::{self, DestroyError, Owners};
 use serde::Deserialize;
 use toml::Spanned;
 

@@ -264,7 +264,7 @@ pub fn tipset_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::TipSet;
+    use crate::probe::rpc::TipSet;
 
     #[test]
     fn tipsets_parse_like_real_ones_and_agree_between_calls() {

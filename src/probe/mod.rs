@@ -14,11 +14,18 @@
 //!
 //! Each such fallback is logged once, when it is learned, not on every probe.
 //!
-//! Finality (see [`crate::f3`]) is asked every [`FINALITY_EVERY`] rounds, not every round, so
+//! Finality (see [`crate::probe::f3`]) is asked every [`FINALITY_EVERY`] rounds, not every round, so
 //! the cost of probing stays flat: the F3 certificate and progress, the finalized tipset, and
 //! the tipset the node's chain holds at the pool's finalized epoch. The last answers are
 //! attached to every observation until the next ask. A method the node lacks is asked again
 //! every [`ASK_LACKING_AGAIN`].
+
+pub mod f3;
+pub mod frames;
+pub mod health;
+pub mod link;
+pub mod push;
+pub mod rpc;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,16 +35,16 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
-use crate::f3::{self, F3View, Finality};
-use crate::health::{self, ClientToken, OwnWord};
-use crate::link::ViaLink;
-use crate::push::PushHub;
-use crate::rpc::{
+use crate::config::secret::Secret;
+use crate::decide::select::Observation;
+use crate::probe::link::ViaLink;
+use crate::probe::push::PushHub;
+use crate::probe::rpc::{
     read, Call, Endpoint, ForestSyncStatus, Identity, Implementation, Raw, RpcClient, RpcError,
     SyncState, TipSet, Transport, VersionInfo,
 };
-use crate::secret::Secret;
-use crate::select::Observation;
+use f3::{F3View, Finality};
+use health::{ClientToken, OwnWord};
 
 /// A node as the prober sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +288,7 @@ impl Prober {
 
     /// Asks one node for its head now (`Filecoin.ChainHead` only), to confirm what a push
     /// evaluation suspects.
-    pub async fn head_of(&self, name: &str) -> Option<Result<crate::rpc::Head, RpcError>> {
+    pub async fn head_of(&self, name: &str) -> Option<Result<crate::probe::rpc::Head, RpcError>> {
         let t = self.targets.iter().find(|t| t.name == name)?;
         let learned = self.learned(name);
         let calls = vec![("Filecoin.ChainHead".to_string(), json!([]))];
@@ -412,7 +419,7 @@ impl Prober {
             let ws = t.endpoint.with_transport(Transport::Ws);
             let retry = Box::pin(self.client.batch(&ws, calls)).await;
             if matches!(&retry, Ok(r) if r[0].is_ok()) {
-                info!(url = %crate::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
+                info!(url = %crate::config::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
                 learned.transport = Transport::Ws;
                 self.update(&t.name, |l| l.transport = Transport::Ws);
                 replies = retry;

@@ -9,14 +9,14 @@
 //! chain is as good as its peers'.
 //!
 //! Every word here came from the daemon: it is capped and stripped of control characters
-//! before it is kept ([`crate::f3::cap`]).
+//! before it is kept ([`crate::probe::f3::cap`]).
 
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
+use crate::decide::select::{NodeVerdict, Warning, WarningKind};
+use crate::probe::rpc::{loose, Implementation};
 use crate::probe::Round;
-use crate::rpc::{loose, Implementation};
-use crate::select::{NodeVerdict, Warning, WarningKind};
 
 /// The most of a health reply that is read; the rest is not looked at.
 pub const MAX_HEALTH_BYTES: usize = 4096;
@@ -154,7 +154,7 @@ pub fn read_health(status: u16, body: &[u8]) -> Readiness {
     let mut failing: Vec<String> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("[!]"))
-        .map(|l| crate::f3::cap(l.trim(), MAX_WORDS))
+        .map(|l| crate::probe::f3::cap(l.trim(), MAX_WORDS))
         .filter(|l| !l.is_empty())
         .take(MAX_CHECKS)
         .collect();
@@ -162,7 +162,7 @@ pub fn read_health(status: u16, body: &[u8]) -> Readiness {
         let first = text.lines().next().unwrap_or("").trim();
         // Forest's terse "ERROR" and an empty Lotus body say nothing the status does not.
         if !first.is_empty() && first != "ERROR" {
-            failing.push(crate::f3::cap(first, MAX_WORDS));
+            failing.push(crate::probe::f3::cap(first, MAX_WORDS));
         }
     }
     Readiness::NotReady { status, failing }

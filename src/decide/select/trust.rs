@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use super::{short_key, Context, Exclusion, Warning, WarningKind};
-use crate::f3::TipsetRef;
+use crate::probe::f3::TipsetRef;
 
 /// Tipsets of the pool's finality remembered (epochs are checked against these).
 const FINALIZED_KEPT: usize = 64;
@@ -318,8 +318,8 @@ fn report_f3_behind(cx: &mut Context) {
 #[cfg(test)]
 mod tests {
     use super::super::*;
-    use crate::f3::{F3View, Finality, TipsetRef};
-    use crate::rpc::{Head, Identity, Implementation};
+    use crate::probe::f3::{F3View, Finality, TipsetRef};
+    use crate::probe::rpc::{Head, Identity, Implementation};
 
     const G: u64 = 1_000;
 

@@ -1,4 +1,4 @@
-//! WebSocket frames for the links ([`crate::link`]), each message read into a buffer of exactly
+//! WebSocket frames for the links ([`crate::probe::link`]), each message read into a buffer of exactly
 //! its size and dropped once handled.
 //!
 //! Why not tungstenite's stream after the handshake: its read buffer grows to the largest frame

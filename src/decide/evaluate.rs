@@ -8,11 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use crate::overrides::Overrides;
+use crate::decide::overrides::Overrides;
+use crate::decide::select::ChainConfig;
+use crate::decide::select::{
+    select, Decision, SelectRules, SelectState, Trigger, Warning, WarningKind,
+};
+use crate::probe::push::{PushState, PushStatus};
 use crate::probe::Round;
-use crate::push::{PushState, PushStatus};
-use crate::select::ChainConfig;
-use crate::select::{select, Decision, SelectRules, SelectState, Trigger, Warning, WarningKind};
 
 /// What an evaluation found.
 #[derive(Debug, Clone)]
@@ -63,7 +65,7 @@ impl Evaluator {
             .min();
         decision
             .warnings
-            .extend(crate::health::warnings(round, &decision.nodes));
+            .extend(crate::probe::health::warnings(round, &decision.nodes));
         for node in &silent {
             decision.warnings.push(Warning::new(
                 WarningKind::SilentPush(node.clone()),
@@ -145,8 +147,8 @@ pub fn silent_subscriptions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::Head;
-    use crate::select::Observation;
+    use crate::decide::select::Observation;
+    use crate::probe::rpc::Head;
 
     fn head(height: u64) -> Head {
         Head {

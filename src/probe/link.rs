@@ -1,5 +1,5 @@
 //! A node's link: the one WebSocket that chain-co keeps open to each daemon carries both the
-//! ChainNotify subscription ([`crate::push`]) and the probe's calls ([`crate::probe`]).
+//! ChainNotify subscription ([`crate::probe::push`]) and the probe's calls ([`crate::probe`]).
 //!
 //! Why share it: a second, kept-alive HTTP connection per node for the probes doubled the
 //! sockets, buffers and tasks per node (issue #17: 135 KB per node, two thirds of it connection
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rpc::{Call, Raw, RpcError};
+use crate::probe::rpc::{Call, Raw, RpcError};
 
 /// Replies to a batch of calls, in the order of the calls.
 pub type Replies = Vec<Result<Raw, RpcError>>;

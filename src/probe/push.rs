@@ -9,7 +9,7 @@
 //!
 //! The same connection is the node's [`Link`]: while it is open, the probe's calls travel on
 //! it too (ids from 2 up; 1 is the subscription), so each node costs one socket, one task and
-//! one read buffer, not a WebSocket plus a kept-alive HTTP connection (`crate::link`).
+//! one read buffer, not a WebSocket plus a kept-alive HTTP connection (`crate::probe::link`).
 //!
 //! A subscription that drops is made again with exponential backoff and jitter. A node that has
 //! no ChainNotify (method not found) keeps the connection for the probe's calls and is asked
@@ -31,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::frames::{self, FrameReader, Incoming};
-use crate::link::{Link, LinkCall, LinkEnd, Pending};
+use crate::probe::frames::{self, FrameReader, Incoming};
+use crate::probe::link::{Link, LinkCall, LinkEnd, Pending};
+use crate::probe::rpc::{Frame, Head, RpcError, TipSet, Transport};
 use crate::probe::Target;
-use crate::rpc::{Frame, Head, RpcError, TipSet, Transport};
 
 /// How a node's subscription is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::apply::ha::Role;
 use crate::apply::SessionMode;
-use crate::ha::Role;
+use crate::decide::select::Decision;
+use crate::probe::push::{PushState, PushStatus};
 use crate::probe::Round;
-use crate::push::{PushState, PushStatus};
-use crate::select::Decision;
 
 /// The outcome of an apply, as shown in status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -71,7 +71,13 @@ pub struct Report {
 /// The lines under the table of `check` and `status`: per node, its F3 and what it says
 /// about itself, in its own (capped, control-free) words.
 pub fn node_detail_lines<'a>(
-    nodes: impl Iterator<Item = (&'a str, Option<&'a str>, Option<&'a crate::health::OwnWord>)>,
+    nodes: impl Iterator<
+        Item = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a crate::probe::health::OwnWord>,
+        ),
+    >,
 ) -> String {
     let mut out = String::new();
     for (name, f3, own) in nodes {
@@ -123,8 +129,8 @@ pub fn push_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::RpcError;
-    use crate::select::Observation;
+    use crate::decide::select::Observation;
+    use crate::probe::rpc::RpcError;
 
     #[test]
     fn summaries_name_every_node_with_its_latency_error_and_push_age() {

@@ -11,13 +11,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::apply::UpstreamPlan;
-use crate::clock::SteadyClock;
 use crate::config::Config;
-use crate::evaluate::{merge_pushed_heads, Evaluator};
-use crate::overrides::Overrides;
+use crate::decide::clock::SteadyClock;
+use crate::decide::evaluate::{merge_pushed_heads, Evaluator};
+use crate::decide::overrides::Overrides;
 
-use crate::rpc::RpcError;
-use crate::select::{Exclusion, Role, Trigger, Warning, WarningKind};
+use crate::decide::select::{Exclusion, Role, Trigger, Warning, WarningKind};
+use crate::probe::rpc::RpcError;
 
 /// Pause between the rounds of a check.
 const ROUND_GAP: Duration = Duration::from_millis(200);
@@ -38,7 +38,7 @@ pub struct CheckReport {
     /// Pool-wide trouble: stale pool, network tie, implementation split, finality.
     pub warnings: Vec<Warning>,
     /// The newest tipset two nodes' F3 finalized; `None` in a pool without F3.
-    pub finalized: Option<crate::f3::TipsetRef>,
+    pub finalized: Option<crate::probe::f3::TipsetRef>,
     /// This host's VRRP role, when `[ha]` is configured.
     pub role: Option<String>,
 }
@@ -69,10 +69,10 @@ pub struct CheckedNode {
     pub f3: Option<String>,
     /// What the daemon says about itself (health endpoint, `NodeStatus`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub own_word: Option<crate::health::OwnWord>,
+    pub own_word: Option<crate::probe::health::OwnWord>,
     /// Whether it accepts the clients' token (`[chain] client_token_file`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_token: Option<crate::health::ClientToken>,
+    pub client_token: Option<crate::probe::health::ClientToken>,
 }
 
 /// Probes `rounds` times and reports the last decision.
@@ -113,7 +113,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         .enumerate()
         .map(|(i, v)| CheckedNode {
             name: v.name.clone(),
-            url: crate::secret::redact_url(config.nodes[i].url.as_str()),
+            url: crate::config::secret::redact_url(config.nodes[i].url.as_str()),
             implementation: v.implementation.clone(),
             version: v.version.clone(),
             network: v.network.clone(),
@@ -180,7 +180,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         role: config
             .ha
             .as_ref()
-            .map(|s| crate::ha::read_role(s).to_string()),
+            .map(|s| crate::apply::ha::read_role(s).to_string()),
     })
 }
 
@@ -270,7 +270,7 @@ pub fn render_text(r: &CheckReport) -> String {
     if let Some(f) = &r.finalized {
         let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
     }
-    out.push_str(&crate::report::node_detail_lines(
+    out.push_str(&crate::serve::report::node_detail_lines(
         r.nodes
             .iter()
             .map(|n| (n.name.as_str(), n.f3.as_deref(), n.own_word.as_ref())),

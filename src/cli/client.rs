@@ -8,10 +8,10 @@ use anyhow::{bail, Context as _};
 use reqwest::Url;
 use serde_json::{json, Value};
 
-use crate::api::Status;
-use crate::rpc::{Endpoint, RpcClient, TipSet, Transport, VersionInfo};
-use crate::secret::Secret;
-use crate::select::Role;
+use crate::config::secret::Secret;
+use crate::decide::select::Role;
+use crate::probe::rpc::{Endpoint, RpcClient, TipSet, Transport, VersionInfo};
+use crate::serve::api::Status;
 
 /// How to reach a running chain-co.
 pub struct ApiClient {
@@ -43,7 +43,7 @@ impl ApiClient {
     }
 
     /// The journal (`GET /history`), oldest first.
-    pub async fn history(&self) -> anyhow::Result<Vec<crate::history::Event>> {
+    pub async fn history(&self) -> anyhow::Result<Vec<crate::serve::history::Event>> {
         let resp = self
             .request(reqwest::Method::GET, "/history")?
             .send()
@@ -56,7 +56,7 @@ impl ApiClient {
         }
         #[derive(serde::Deserialize)]
         struct Journal {
-            events: Vec<crate::history::Event>,
+            events: Vec<crate::serve::history::Event>,
         }
         Ok(serde_json::from_str::<Journal>(&body)
             .context("the history is not the JSON chain-co serves")?
@@ -158,10 +158,12 @@ pub fn render_status(s: &Status, colour: bool) -> String {
     if let Some(f) = &s.finalized {
         let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
     }
-    out.push_str(&crate::report::node_detail_lines(s.nodes.iter().map(|n| {
-        let v = &n.verdict;
-        (v.name.as_str(), v.f3.as_deref(), v.own_word.as_ref())
-    })));
+    out.push_str(&crate::serve::report::node_detail_lines(
+        s.nodes.iter().map(|n| {
+            let v = &n.verdict;
+            (v.name.as_str(), v.f3.as_deref(), v.own_word.as_ref())
+        }),
+    ));
     for w in &s.warnings {
         let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));
     }
@@ -229,16 +231,18 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                 out,
                 "last apply: {} at {}",
                 match &a.record {
-                    crate::report::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
-                    crate::report::ApplyRecord::Changed => {
+                    crate::serve::report::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
+                    crate::serve::report::ApplyRecord::Changed => {
                         "changed without a reload (nginx: backups only, file rewritten; HAProxy/SLB: set)".to_string()
                     }
-                    crate::report::ApplyRecord::Deferred =>
+                    crate::serve::report::ApplyRecord::Deferred =>
                         "deferred (reload throttle)".to_string(),
-                    crate::report::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
-                    crate::report::ApplyRecord::Held { reason } => format!("held: {reason}"),
-                    crate::report::ApplyRecord::Standby { reason } => format!("standby: {reason}"),
-                    crate::report::ApplyRecord::Unchanged => "unchanged".to_string(),
+                    crate::serve::report::ApplyRecord::Failed { error } =>
+                        format!("FAILED: {error}"),
+                    crate::serve::report::ApplyRecord::Held { reason } => format!("held: {reason}"),
+                    crate::serve::report::ApplyRecord::Standby { reason } =>
+                        format!("standby: {reason}"),
+                    crate::serve::report::ApplyRecord::Unchanged => "unchanged".to_string(),
                 },
                 a.at
             );
@@ -327,7 +331,7 @@ pub async fn probe(
         now.saturating_sub(head.timestamp)
     );
     // A daemon's words reach the terminal without control characters or escape sequences.
-    let clean = |s: &str| crate::f3::cap(s, 120);
+    let clean = |s: &str| crate::probe::f3::cap(s, 120);
     let key: Vec<String> = head.key.iter().map(|k| clean(k)).collect();
     let _ = writeln!(out, "tipset:   {}", key.join(", "));
     let _ = writeln!(out, "weight:   {} (parent)", head.weight);

@@ -20,11 +20,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
-use crate::overrides::{Mark, Overrides, Preferred};
-use crate::report::{ApplyRecord, Report};
-use crate::secret::Secret;
-use crate::select::{NodeVerdict, Role};
+use crate::config::secret::Secret;
+use crate::decide::overrides::{Mark, Overrides, Preferred};
+use crate::decide::select::{NodeVerdict, Role};
+use crate::serve::metrics::Metrics;
+use crate::serve::report::{ApplyRecord, Report};
 
 /// What the loop and the API share.
 pub struct Shared {
@@ -42,7 +42,7 @@ pub struct Shared {
     /// Serialises changes to the operator's marks (each saved to the state file).
     pub mark_writes: tokio::sync::Mutex<()>,
     /// The journal of events and the heads of the last hour (`/history`, `/heads`, `/`).
-    pub history: Mutex<crate::history::History>,
+    pub history: Mutex<crate::serve::history::History>,
     /// `[api] allowed_hosts`: names a request's `Host` may carry besides IP addresses and
     /// `localhost`.
     pub allowed_hosts: std::sync::RwLock<Vec<String>>,
@@ -75,7 +75,7 @@ pub struct Status {
     pub warnings: Vec<String>,
     /// The newest tipset at least two nodes' F3 finalized; absent in a pool without F3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finalized: Option<crate::f3::TipsetRef>,
+    pub finalized: Option<crate::probe::f3::TipsetRef>,
     pub nodes: Vec<NodeStatus>,
     pub last_apply: Option<ApplyEvent>,
     pub reloads: u64,
@@ -122,7 +122,7 @@ pub struct NodeStatus {
     pub error: Option<String>,
     /// `push` when a ChainNotify subscription is up, else `poll`.
     pub source: String,
-    pub push: Option<crate::push::PushStatus>,
+    pub push: Option<crate::probe::push::PushStatus>,
     /// Age of the last pushed head.
     #[serde(with = "crate::duration::opt", default)]
     pub pushed_age: Option<Duration>,
@@ -204,7 +204,7 @@ impl Status {
                         latency_ms: probe.map(|p| crate::duration::ms(p.0)),
                         error: probe.and_then(|p| p.1.clone()),
                         source: match push {
-                            Some((crate::push::PushStatus::Subscribed, _)) => "push".into(),
+                            Some((crate::probe::push::PushStatus::Subscribed, _)) => "push".into(),
                             _ => "poll".into(),
                         },
                         push: push.map(|p| p.0.clone()),
@@ -615,7 +615,7 @@ async fn change(
     let saved = tokio::task::spawn_blocking(move || to_save.save(&path))
         .await
         .unwrap_or_else(|e| {
-            Err(crate::overrides::StateFileError::Write {
+            Err(crate::decide::overrides::StateFileError::Write {
                 path: shared.state_file.display().to_string(),
                 message: e.to_string(),
             })
@@ -631,7 +631,7 @@ async fn change(
     tracing::info!(change = %msg, "operator override");
     shared.history.lock().expect("history lock").record(
         SystemTime::now(),
-        crate::history::EventKind::Mark,
+        crate::serve::history::EventKind::Mark,
         None,
         msg.clone(),
     );

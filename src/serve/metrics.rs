@@ -15,9 +15,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::report::{ApplyRecord, Report};
-use crate::rpc::RpcError;
-use crate::select::Role;
+use crate::decide::select::Role;
+use crate::probe::rpc::RpcError;
+use crate::serve::report::{ApplyRecord, Report};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabel {
@@ -293,7 +293,7 @@ impl Metrics {
             let subscribed = report
                 .push
                 .get(&v.name)
-                .is_some_and(|(s, _)| *s == crate::push::PushStatus::Subscribed);
+                .is_some_and(|(s, _)| *s == crate::probe::push::PushStatus::Subscribed);
             self.pushed.get_or_create(&l).set(i64::from(subscribed));
             self.primary
                 .get_or_create(&l)
@@ -367,7 +367,7 @@ impl Metrics {
                 .decision
                 .warnings
                 .iter()
-                .any(|w| w.kind == crate::select::WarningKind::FinalityStalled),
+                .any(|w| w.kind == crate::decide::select::WarningKind::FinalityStalled),
         ));
         self.implementation_split
             .set(i64::from(report.decision.implementation_split));

@@ -52,9 +52,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::f3::{Finality, TipsetRef};
-use crate::overrides::Overrides;
-use crate::rpc::{Head, Identity, RpcError};
+use crate::decide::overrides::Overrides;
+use crate::probe::f3::{Finality, TipsetRef};
+use crate::probe::rpc::{Head, Identity, RpcError};
 
 mod trust;
 mod warning;
@@ -188,9 +188,9 @@ pub struct Observation {
     pub finality: Option<Finality>,
     /// What the daemon last said about itself (its health endpoint, `NodeStatus`): a
     /// tie-break and a warning, never a reason to exclude.
-    pub own_word: Option<crate::health::OwnWord>,
+    pub own_word: Option<crate::probe::health::OwnWord>,
     /// Whether it accepted the clients' token (`[chain] client_token_file`) when last asked.
-    pub client_token: Option<crate::health::ClientToken>,
+    pub client_token: Option<crate::probe::health::ClientToken>,
 }
 
 impl Observation {
@@ -456,10 +456,10 @@ pub struct NodeVerdict {
     pub f3: Option<String>,
     /// What the daemon says about itself (its health endpoint, `NodeStatus`), in its words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub own_word: Option<crate::health::OwnWord>,
+    pub own_word: Option<crate::probe::health::OwnWord>,
     /// Whether it accepts the clients' token (`[chain] client_token_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_token: Option<crate::health::ClientToken>,
+    pub client_token: Option<crate::probe::health::ClientToken>,
     pub track: Track,
     /// Why, in words an operator can act on.
     pub reason: String,
@@ -635,7 +635,7 @@ pub(crate) fn short_key(key: &[String]) -> String {
         .map(|c| {
             format!(
                 "{}…",
-                crate::f3::cap(&c.chars().take(16).collect::<String>(), 16)
+                crate::probe::f3::cap(&c.chars().take(16).collect::<String>(), 16)
             )
         })
         .unwrap_or_else(|| "(no key)".into())
@@ -763,7 +763,7 @@ struct Context<'a> {
     promotable: Vec<bool>,
     /// Up nodes in rank order, after the operator's marks.
     ranked: Vec<usize>,
-    preferred: Option<(usize, &'a crate::overrides::Preferred)>,
+    preferred: Option<(usize, &'a crate::decide::overrides::Preferred)>,
     primary: Option<usize>,
     backups: Vec<usize>,
     split_since: Option<u64>,
@@ -1430,7 +1430,7 @@ fn implementation_split(observations: &[Observation], bad: &[Option<Exclusion>])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::Implementation;
+    use crate::probe::rpc::Implementation;
 
     fn rules() -> SelectRules {
         SelectRules::basic(2, 2, 3)
@@ -2142,11 +2142,11 @@ mod tests {
 
     fn says(ready: bool) -> impl FnOnce(&mut Observation) {
         move |o: &mut Observation| {
-            o.own_word = Some(crate::health::OwnWord {
+            o.own_word = Some(crate::probe::health::OwnWord {
                 readiness: Some(if ready {
-                    crate::health::Readiness::Ready
+                    crate::probe::health::Readiness::Ready
                 } else {
-                    crate::health::Readiness::NotReady {
+                    crate::probe::health::Readiness::NotReady {
                         status: 503,
                         failing: vec!["epoch outdated".into()],
                     }
@@ -2464,7 +2464,7 @@ mod tests {
 
     #[test]
     fn drain_and_prefer() {
-        use crate::overrides::{Mark, Preferred};
+        use crate::decide::overrides::{Mark, Preferred};
         let round = vec![node("a", 100), node("b", 100), node("c", 100)];
         let mut state = SelectState::default();
         let mut go = |o: &Overrides| {

@@ -18,21 +18,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::api::Shared;
+use crate::apply::ha::{read_role, Role};
+use crate::apply::publish::Publisher;
 use crate::apply::{ApplyError, Target as ApplyTarget};
-use crate::clock::{ClockEvent, SteadyClock};
 use crate::config::Config;
-use crate::evaluate::{merge_pushed_heads, Evaluator};
-use crate::ha::{read_role, Role};
-use crate::history::EventKind;
-use crate::metrics::Metrics;
-use crate::overrides::Overrides;
+use crate::decide::clock::{ClockEvent, SteadyClock};
+use crate::decide::evaluate::{merge_pushed_heads, Evaluator};
+use crate::decide::overrides::Overrides;
+use crate::decide::select::{Decision, Track, Trigger, Warning};
+use crate::probe::push::PushHub;
+use crate::probe::rpc::RpcError;
 use crate::probe::{Prober, Round};
-use crate::publish::Publisher;
-use crate::push::PushHub;
-use crate::report::{probe_summary, push_summary, ApplyRecord, Report};
-use crate::rpc::RpcError;
-use crate::select::{Decision, Track, Trigger, Warning};
+use crate::serve::api::Shared;
+use crate::serve::history::EventKind;
+use crate::serve::metrics::Metrics;
+use crate::serve::report::{probe_summary, push_summary, ApplyRecord, Report};
 
 /// The parts of a running chain-co, built from a config.
 pub struct Daemon {
@@ -68,7 +68,7 @@ pub struct Daemon {
         (
             tokio::time::Instant,
             std::time::SystemTime,
-            crate::rpc::Head,
+            crate::probe::rpc::Head,
         ),
     >,
     clock: SteadyClock,
@@ -100,7 +100,7 @@ impl Daemon {
             notices: Mutex::new(Vec::new()),
             mark_writes: tokio::sync::Mutex::new(()),
             history: Mutex::new({
-                let mut h = crate::history::History::default();
+                let mut h = crate::serve::history::History::default();
                 h.fit(config.nodes.len());
                 h
             }),

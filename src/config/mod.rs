@@ -9,6 +9,9 @@
 //! Relative paths in the file are resolved against the directory of the file itself, so that a
 //! service manager starting chain-co from `/` finds the same files as an operator in `/etc/chain-co`.
 
+pub mod problems;
+pub mod secret;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
@@ -22,15 +25,15 @@ use crate::apply::nginx::check_nginx;
 pub use crate::apply::nginx::{NginxConfig, RawNginx, Reload, DEFAULT_TEMPLATE};
 use crate::apply::slb::{check_slb, RawSlb};
 pub use crate::apply::TargetConfig;
-pub use crate::problems::Problem;
-use crate::problems::{resolve, warn_if_readable_by_others, Checker};
-pub use crate::select::ChainConfig;
+pub use crate::config::problems::Problem;
+use crate::config::problems::{resolve, warn_if_readable_by_others, Checker};
+pub use crate::decide::select::ChainConfig;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::rpc::Transport;
-use crate::secret::Secret;
-use crate::select::SelectRules;
+use crate::config::secret::Secret;
+use crate::decide::select::SelectRules;
+use crate::probe::rpc::Transport;
 
 /// Typed, validated configuration.
 #[derive(Debug, Clone)]
@@ -44,7 +47,7 @@ pub struct Config {
     pub target: TargetConfig,
     pub api: ApiConfig,
     /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
-    pub ha: Option<crate::ha::RoleSource>,
+    pub ha: Option<crate::apply::ha::RoleSource>,
     /// `[chain] client_token_file`: the token clients send through nginx to whichever node is
     /// primary; chain-co checks that every node accepts it.
     pub client_token: Option<Secret>,
@@ -60,8 +63,9 @@ impl Config {
     }
 
     /// The prober for these nodes, as `run` and `check` both probe them.
-    pub fn prober(&self) -> Result<crate::probe::Prober, crate::rpc::RpcError> {
-        let client = crate::rpc::RpcClient::new(self.probe.timeout, self.probe.max_reply_bytes)?;
+    pub fn prober(&self) -> Result<crate::probe::Prober, crate::probe::rpc::RpcError> {
+        let client =
+            crate::probe::rpc::RpcClient::new(self.probe.timeout, self.probe.max_reply_bytes)?;
         Ok(crate::probe::Prober::new(
             client,
             self.nodes.iter().map(crate::probe::Target::from).collect(),
@@ -281,8 +285,8 @@ pub mod defaults {
     pub const MAX_LAG: u64 = 2;
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
-    pub const MIN_PEERS: u64 = crate::select::DEFAULT_MIN_PEERS;
-    pub const MAX_CLOCK_SKEW: Duration = crate::select::DEFAULT_MAX_CLOCK_SKEW;
+    pub const MIN_PEERS: u64 = crate::decide::select::DEFAULT_MIN_PEERS;
+    pub const MAX_CLOCK_SKEW: Duration = crate::decide::select::DEFAULT_MAX_CLOCK_SKEW;
     /// Longer probe intervals or timeouts than this are mistakes (and `"1e18s"` would
     /// overflow the timers).
     pub const MAX_PROBE_DURATION: Duration = Duration::from_secs(3600);
@@ -557,7 +561,7 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 Url::parse(&text).map_err(|e| {
                     format!(
                         "{:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\"",
-                        crate::secret::redact_url(&text)
+                        crate::config::secret::redact_url(&text)
                     )
                 })
             } else {
@@ -691,7 +695,7 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                     key("health_url"),
                     format!(
                         "{:?} is not an http(s) URL; write e.g. \"http://10.0.0.11:2346/readyz?verbose\"",
-                        crate::secret::redact_url(h.get_ref())
+                        crate::config::secret::redact_url(h.get_ref())
                     ),
                 );
                 None
@@ -933,15 +937,15 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
         hold_down,
         finality_stall_after: raw
             .finality_stall_after
-            .unwrap_or(crate::select::DEFAULT_FINALITY_STALL_AFTER),
+            .unwrap_or(crate::decide::select::DEFAULT_FINALITY_STALL_AFTER),
         f3_max_behind: raw
             .f3_max_behind
-            .unwrap_or(crate::select::DEFAULT_F3_MAX_BEHIND),
+            .unwrap_or(crate::decide::select::DEFAULT_F3_MAX_BEHIND),
     }
 }
 
-fn check_ha(ck: &mut Checker, raw: RawHa, base: &Path) -> Option<crate::ha::RoleSource> {
-    use crate::ha::RoleSource;
+fn check_ha(ck: &mut Checker, raw: RawHa, base: &Path) -> Option<crate::apply::ha::RoleSource> {
+    use crate::apply::ha::RoleSource;
     match (raw.role_file, raw.vip) {
         (Some(f), None) => Some(RoleSource::File(resolve(base, f.get_ref()))),
         (None, Some(v)) => match v.get_ref().parse() {
@@ -1013,7 +1017,7 @@ impl From<&NodeConfig> for crate::probe::Target {
     fn from(n: &NodeConfig) -> Self {
         crate::probe::Target {
             name: n.name.clone(),
-            endpoint: crate::rpc::Endpoint {
+            endpoint: crate::probe::rpc::Endpoint {
                 url: n.url.clone(),
                 token: n.token.clone(),
                 transport: n.transport.unwrap_or(Transport::Http),

@@ -26,7 +26,7 @@ use std::fmt;
 use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::rpc::{Cid, RpcError, TipSet};
+use crate::probe::rpc::{Cid, RpcError, TipSet};
 
 /// go-f3 proposes at most 100 tipsets an instance (`ChainProposedLength`, `MaxChainLength`);
 /// anything longer is not a certificate.
@@ -181,7 +181,10 @@ impl<'de> Deserialize<'de> for LastOf {
 
 #[derive(Deserialize)]
 struct Certificate {
-    #[serde(rename = "GPBFTInstance", deserialize_with = "crate::rpc::loose::u64")]
+    #[serde(
+        rename = "GPBFTInstance",
+        deserialize_with = "crate::probe::rpc::loose::u64"
+    )]
     instance: u64,
     #[serde(rename = "ECChain", default)]
     ec_chain: Option<LastOf>,
@@ -226,7 +229,7 @@ pub fn read_tipset(raw: &str, head: Option<u64>) -> Result<TipsetRef, String> {
 pub fn read_progress(raw: &str) -> Option<u64> {
     #[derive(Deserialize)]
     struct Progress {
-        #[serde(rename = "ID", deserialize_with = "crate::rpc::loose::u64")]
+        #[serde(rename = "ID", deserialize_with = "crate::probe::rpc::loose::u64")]
         id: u64,
     }
     from_str::<Progress>(raw).ok().map(|p| p.id)

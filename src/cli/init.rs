@@ -14,9 +14,9 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::config::parse_api_info;
+use crate::config::secret::{redact_url, Secret};
+use crate::probe::rpc::{Endpoint, RpcClient, Transport};
 use crate::probe::{Prober, Target};
-use crate::rpc::{Endpoint, RpcClient, Transport};
-use crate::secret::{redact_url, Secret};
 use crate::text::{inert, toml_string};
 
 #[derive(Debug, thiserror::Error)]
@@ -333,7 +333,7 @@ pub fn render(found: &[Found]) -> String {
 
 /// The nginx server block for this configuration (`init --nginx`).
 pub fn nginx_server_block() -> String {
-    let example = include_str!("../nginx-examples/nginx.conf");
+    let example = include_str!("../../nginx-examples/nginx.conf");
     let start = example.find("    # The generated upstream").unwrap_or(0);
     let end = example.rfind("}\n").unwrap_or(example.len());
     format!(
