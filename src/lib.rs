@@ -33,6 +33,8 @@ pub mod demo;
 pub mod duration;
 pub mod errors;
 pub mod probe;
+pub mod problems;
+pub mod secret;
 pub mod serve;
 pub mod sim;
 pub mod testbed;

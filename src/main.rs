@@ -13,8 +13,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use chain_co::cli::client::ApiClient;
-use chain_co::config::secret::Secret;
 use chain_co::config::Config;
+use chain_co::secret::Secret;
 use chain_co::serve::daemon::Daemon;
 use chain_co::sim::{Profile, SimPool, SimSpec};
 
@@ -480,7 +480,7 @@ async fn dispatch(command: Command) -> ExitCode {
                         let (u, t) = chain_co::config::parse_api_info(&info)
                             .map_err(|e| anyhow::anyhow!("FULLNODE_API_INFO: {e}"))?;
                         if token.is_none() {
-                            token = t.map(chain_co::config::secret::Secret::new);
+                            token = t.map(chain_co::secret::Secret::new);
                         }
                         u.to_string()
                     }

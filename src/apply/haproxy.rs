@@ -22,7 +22,7 @@ use toml::Spanned;
 
 use super::Applied;
 use super::UpstreamPlan;
-use crate::config::problems::{resolve, Checker};
+use crate::problems::{resolve, Checker};
 use std::path::Path;
 
 /// `[haproxy]`.

@@ -159,6 +159,32 @@ pub enum Applied {
     Deferred,
 }
 
+/// The outcome of an apply, as shown in status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum ApplyRecord {
+    /// Nothing was published: no healthy node (fail static).
+    Held {
+        reason: String,
+    },
+    /// This host is not the VRRP master: the shared target is left to the master.
+    Standby {
+        reason: String,
+    },
+    Unchanged,
+    /// Held back by the reload throttle; applied at the next evaluation.
+    Deferred,
+    /// nginx was reloaded with a new upstream (a new primary).
+    Reloaded,
+    /// The target carries the new plan without a reload: nginx's file rewritten for its next
+    /// reload (backups only: a reload would cut every session), HAProxy's servers or SLB's
+    /// weights set.
+    Changed,
+    Failed {
+        error: String,
+    },
+}
+
 /// How sessions leave a node that stops being primary (shown in status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -35,8 +35,8 @@ use tera::{Context, Tera};
 
 use super::{Applied, SessionMode, UpstreamPlan};
 use crate::apply::sessions::{self, DestroyError, Owners};
-use crate::config::problems::{resolve, Checker};
 use crate::errors::error_chain;
+use crate::problems::{resolve, Checker};
 use serde::Deserialize;
 use toml::Spanned;
 

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use tracing::{error, info, warn};
 
 use crate::apply::ha::Role;
+use crate::apply::ApplyRecord;
 use crate::apply::{Applied, ApplyError, SessionMode, Target, UpstreamPlan, UpstreamServer};
 use crate::decide::overrides::Overrides;
 use crate::decide::select::{Decision, Trigger};
-use crate::serve::report::ApplyRecord;
 
 /// What one publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,7 +439,7 @@ mod tests {
             weight: 100,
             backup_weight: 0,
             access_key_id: "id".into(),
-            access_key_secret: crate::config::secret::Secret::new("secret"),
+            access_key_secret: crate::secret::Secret::new("secret"),
         };
         let mut p = Publisher::new(Target::Slb(
             crate::apply::slb::Slb::new(cfg),

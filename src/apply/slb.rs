@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::Applied;
 use super::UpstreamPlan;
-use crate::config::problems::{resolve, warn_if_readable_by_others, Checker};
-use crate::config::secret::Secret;
+use crate::problems::{resolve, warn_if_readable_by_others, Checker};
+use crate::secret::Secret;
 use reqwest::Url;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -113,7 +113,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         .enumerate()
         .map(|(i, v)| CheckedNode {
             name: v.name.clone(),
-            url: crate::config::secret::redact_url(config.nodes[i].url.as_str()),
+            url: crate::secret::redact_url(config.nodes[i].url.as_str()),
             implementation: v.implementation.clone(),
             version: v.version.clone(),
             network: v.network.clone(),

@@ -8,9 +8,9 @@ use anyhow::{bail, Context as _};
 use reqwest::Url;
 use serde_json::{json, Value};
 
-use crate::config::secret::Secret;
 use crate::decide::select::Role;
 use crate::probe::rpc::{Endpoint, RpcClient, TipSet, Transport, VersionInfo};
+use crate::secret::Secret;
 use crate::serve::api::Status;
 
 /// How to reach a running chain-co.
@@ -231,18 +231,15 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                 out,
                 "last apply: {} at {}",
                 match &a.record {
-                    crate::serve::report::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
-                    crate::serve::report::ApplyRecord::Changed => {
+                    crate::apply::ApplyRecord::Reloaded => "reloaded nginx".to_string(),
+                    crate::apply::ApplyRecord::Changed => {
                         "changed without a reload (nginx: backups only, file rewritten; HAProxy/SLB: set)".to_string()
                     }
-                    crate::serve::report::ApplyRecord::Deferred =>
-                        "deferred (reload throttle)".to_string(),
-                    crate::serve::report::ApplyRecord::Failed { error } =>
-                        format!("FAILED: {error}"),
-                    crate::serve::report::ApplyRecord::Held { reason } => format!("held: {reason}"),
-                    crate::serve::report::ApplyRecord::Standby { reason } =>
-                        format!("standby: {reason}"),
-                    crate::serve::report::ApplyRecord::Unchanged => "unchanged".to_string(),
+                    crate::apply::ApplyRecord::Deferred => "deferred (reload throttle)".to_string(),
+                    crate::apply::ApplyRecord::Failed { error } => format!("FAILED: {error}"),
+                    crate::apply::ApplyRecord::Held { reason } => format!("held: {reason}"),
+                    crate::apply::ApplyRecord::Standby { reason } => format!("standby: {reason}"),
+                    crate::apply::ApplyRecord::Unchanged => "unchanged".to_string(),
                 },
                 a.at
             );

@@ -14,9 +14,9 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::config::parse_api_info;
-use crate::config::secret::{redact_url, Secret};
 use crate::probe::rpc::{Endpoint, RpcClient, Transport};
 use crate::probe::{Prober, Target};
+use crate::secret::{redact_url, Secret};
 use crate::text::{inert, toml_string};
 
 #[derive(Debug, thiserror::Error)]

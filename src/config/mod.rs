@@ -9,9 +9,6 @@
 //! Relative paths in the file are resolved against the directory of the file itself, so that a
 //! service manager starting chain-co from `/` finds the same files as an operator in `/etc/chain-co`.
 
-pub mod problems;
-pub mod secret;
-
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
@@ -25,15 +22,15 @@ use crate::apply::nginx::check_nginx;
 pub use crate::apply::nginx::{NginxConfig, RawNginx, Reload, DEFAULT_TEMPLATE};
 use crate::apply::slb::{check_slb, RawSlb};
 pub use crate::apply::TargetConfig;
-pub use crate::config::problems::Problem;
-use crate::config::problems::{resolve, warn_if_readable_by_others, Checker};
 pub use crate::decide::select::ChainConfig;
+pub use crate::problems::Problem;
+use crate::problems::{resolve, warn_if_readable_by_others, Checker};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::secret::Secret;
 use crate::decide::select::SelectRules;
 use crate::probe::rpc::Transport;
+use crate::secret::Secret;
 
 /// Typed, validated configuration.
 #[derive(Debug, Clone)]
@@ -561,7 +558,7 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 Url::parse(&text).map_err(|e| {
                     format!(
                         "{:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\"",
-                        crate::config::secret::redact_url(&text)
+                        crate::secret::redact_url(&text)
                     )
                 })
             } else {
@@ -695,7 +692,7 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                     key("health_url"),
                     format!(
                         "{:?} is not an http(s) URL; write e.g. \"http://10.0.0.11:2346/readyz?verbose\"",
-                        crate::config::secret::redact_url(h.get_ref())
+                        crate::secret::redact_url(h.get_ref())
                     ),
                 );
                 None

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::decide::overrides::Overrides;
-use crate::decide::select::ChainConfig;
 use crate::decide::select::{
     select, Decision, SelectRules, SelectState, Trigger, Warning, WarningKind,
 };
+use crate::decide::select::{ChainConfig, NodeVerdict};
 use crate::probe::push::{PushState, PushStatus};
 use crate::probe::Round;
 
@@ -65,7 +65,7 @@ impl Evaluator {
             .min();
         decision
             .warnings
-            .extend(crate::probe::health::warnings(round, &decision.nodes));
+            .extend(own_word_warnings(round, &decision.nodes));
         for node in &silent {
             decision.warnings.push(Warning::new(
                 WarningKind::SilentPush(node.clone()),
@@ -80,6 +80,46 @@ impl Evaluator {
             recheck_after,
         }
     }
+}
+
+/// The warnings of the daemons' own words and of the clients' token: a node in use that says
+/// it is not ready, a node that refuses the clients' token, per-node tokens that differ.
+pub fn own_word_warnings(round: &Round, nodes: &[NodeVerdict]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if round.tokens_differ {
+        out.push(Warning::new(
+            WarningKind::TokensDiffer,
+            "per-node tokens differ: a client's token may be refused after a switch; share the \
+             JWT secret, and set `[chain] client_token_file` to have chain-co verify the token \
+             clients use",
+        ));
+    }
+    for (o, v) in round.observations.iter().zip(nodes) {
+        if o.client_token == Some(crate::probe::health::ClientToken::Refused) {
+            out.push(Warning::new(
+                WarningKind::ClientTokenRefused(o.node.clone()),
+                format!(
+                    "clients' token refused by {}: they will fail after a switch to it",
+                    o.node
+                ),
+            ));
+        }
+        let Some(readiness) = o.own_word.as_ref().and_then(|w| w.readiness.as_ref()) else {
+            continue;
+        };
+        if v.healthy && *readiness != crate::probe::health::Readiness::Ready {
+            out.push(Warning::new(
+                WarningKind::SaysNotReady(o.node.clone()),
+                format!(
+                    "{} says it is not ready: {}; chain-co's evidence says its chain is fine, so \
+                     it stays in use",
+                    o.node,
+                    readiness.why()
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// Merges pushed heads into the last polled round, and says how fresh each head is: a live
@@ -147,8 +187,8 @@ pub fn silent_subscriptions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::select::Observation;
     use crate::probe::rpc::Head;
+    use crate::probe::Observation;
 
     fn head(height: u64) -> Head {
         Head {

@@ -14,9 +14,7 @@
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use crate::decide::select::{NodeVerdict, Warning, WarningKind};
 use crate::probe::rpc::{loose, Implementation};
-use crate::probe::Round;
 
 /// The most of a health reply that is read; the rest is not looked at.
 pub const MAX_HEALTH_BYTES: usize = 4096;
@@ -103,46 +101,6 @@ impl OwnWord {
 pub enum ClientToken {
     Accepted,
     Refused,
-}
-
-/// The warnings of the daemons' own words and of the clients' token: a node in use that says
-/// it is not ready, a node that refuses the clients' token, per-node tokens that differ.
-pub fn warnings(round: &Round, nodes: &[NodeVerdict]) -> Vec<Warning> {
-    let mut out = Vec::new();
-    if round.tokens_differ {
-        out.push(Warning::new(
-            WarningKind::TokensDiffer,
-            "per-node tokens differ: a client's token may be refused after a switch; share the \
-             JWT secret, and set `[chain] client_token_file` to have chain-co verify the token \
-             clients use",
-        ));
-    }
-    for (o, v) in round.observations.iter().zip(nodes) {
-        if o.client_token == Some(ClientToken::Refused) {
-            out.push(Warning::new(
-                WarningKind::ClientTokenRefused(o.node.clone()),
-                format!(
-                    "clients' token refused by {}: they will fail after a switch to it",
-                    o.node
-                ),
-            ));
-        }
-        let Some(readiness) = o.own_word.as_ref().and_then(|w| w.readiness.as_ref()) else {
-            continue;
-        };
-        if v.healthy && *readiness != Readiness::Ready {
-            out.push(Warning::new(
-                WarningKind::SaysNotReady(o.node.clone()),
-                format!(
-                    "{} says it is not ready: {}; chain-co's evidence says its chain is fine, so \
-                     it stays in use",
-                    o.node,
-                    readiness.why()
-                ),
-            ));
-        }
-    }
-    out
 }
 
 /// Reads a health reply: the status decides; Forest's verbose lines name the failing checks.

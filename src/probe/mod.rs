@@ -35,14 +35,13 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
-use crate::config::secret::Secret;
-use crate::decide::select::Observation;
 use crate::probe::link::ViaLink;
 use crate::probe::push::PushHub;
 use crate::probe::rpc::{
     read, Call, Endpoint, ForestSyncStatus, Identity, Implementation, Raw, RpcClient, RpcError,
     SyncState, TipSet, Transport, VersionInfo,
 };
+use crate::secret::Secret;
 use f3::{F3View, Finality};
 use health::{ClientToken, OwnWord};
 
@@ -69,6 +68,53 @@ pub struct Round {
     /// The per-node tokens are not all the same, and no `[chain] client_token_file` lets
     /// chain-co check the one clients use: a client's token may be refused after a switch.
     pub tokens_differ: bool,
+}
+
+/// What one probe of one node found.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub node: String,
+    pub result: Result<crate::probe::rpc::Head, RpcError>,
+    /// Who the node is; `None` until its first-contact calls have answered.
+    pub identity: Option<Identity>,
+    /// Number of peers, where asked.
+    pub peers: Option<u64>,
+    /// The height a sync in progress is heading to, where the node reports one.
+    pub syncing_to: Option<u64>,
+    /// The head came from a ChainNotify push, fresher than the last poll.
+    pub via_push: bool,
+    /// Optional methods the node lacks (their checks are off for it).
+    pub unsupported: Vec<String>,
+    /// When the head was known to be the node's head; `None`: now (a poll just made, or a live
+    /// subscription that would have pushed a change). Lag in time is only counted up to here:
+    /// after it, the node may have caught up unseen.
+    pub observed_at: Option<std::time::SystemTime>,
+    /// What the node last said about finality (asked every few rounds); `None`: not asked yet,
+    /// or the node has no finality methods.
+    pub finality: Option<Finality>,
+    /// What the daemon last said about itself (its health endpoint, `NodeStatus`): a
+    /// tie-break and a warning, never a reason to exclude.
+    pub own_word: Option<crate::probe::health::OwnWord>,
+    /// Whether it accepted the clients' token (`[chain] client_token_file`) when last asked.
+    pub client_token: Option<crate::probe::health::ClientToken>,
+}
+
+impl Observation {
+    pub fn new(node: &str, result: Result<crate::probe::rpc::Head, RpcError>) -> Observation {
+        Observation {
+            node: node.to_string(),
+            result,
+            identity: None,
+            peers: None,
+            syncing_to: None,
+            via_push: false,
+            unsupported: Vec::new(),
+            observed_at: None,
+            finality: None,
+            own_word: None,
+            client_token: None,
+        }
+    }
 }
 
 /// Where a node's sync state comes from.
@@ -419,7 +465,7 @@ impl Prober {
             let ws = t.endpoint.with_transport(Transport::Ws);
             let retry = Box::pin(self.client.batch(&ws, calls)).await;
             if matches!(&retry, Ok(r) if r[0].is_ok()) {
-                info!(url = %crate::config::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
+                info!(url = %crate::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
                 learned.transport = Transport::Ws;
                 self.update(&t.name, |l| l.transport = Transport::Ws);
                 replies = retry;

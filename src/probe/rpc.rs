@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::config::secret::Secret;
+use crate::secret::Secret;
 
 /// Why a call did not produce a usable reply. The `Display` text is what an operator reads in
 /// the decision ("timeout after 3s", "HTTP 401 from daemon").

@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::secret::Secret;
 use crate::decide::overrides::{Mark, Overrides, Preferred};
 use crate::decide::select::{NodeVerdict, Role};
+use crate::secret::Secret;
 use crate::serve::metrics::Metrics;
 use crate::serve::report::{ApplyRecord, Report};
 

@@ -5,39 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 use crate::apply::ha::Role;
 use crate::apply::SessionMode;
 use crate::decide::select::Decision;
 use crate::probe::push::{PushState, PushStatus};
 use crate::probe::Round;
 
-/// The outcome of an apply, as shown in status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(tag = "result", rename_all = "lowercase")]
-pub enum ApplyRecord {
-    /// Nothing was published: no healthy node (fail static).
-    Held {
-        reason: String,
-    },
-    /// This host is not the VRRP master: the shared target is left to the master.
-    Standby {
-        reason: String,
-    },
-    Unchanged,
-    /// Held back by the reload throttle; applied at the next evaluation.
-    Deferred,
-    /// nginx was reloaded with a new upstream (a new primary).
-    Reloaded,
-    /// The target carries the new plan without a reload: nginx's file rewritten for its next
-    /// reload (backups only: a reload would cut every session), HAProxy's servers or SLB's
-    /// weights set.
-    Changed,
-    Failed {
-        error: String,
-    },
-}
+pub use crate::apply::ApplyRecord;
 
 /// What one round found and did; sent to watchers (the API, the demo).
 #[derive(Debug, Clone)]
@@ -129,8 +103,8 @@ pub fn push_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::select::Observation;
     use crate::probe::rpc::RpcError;
+    use crate::probe::Observation;
 
     #[test]
     fn summaries_name_every_node_with_its_latency_error_and_push_age() {

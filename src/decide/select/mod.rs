@@ -53,8 +53,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::overrides::Overrides;
-use crate::probe::f3::{Finality, TipsetRef};
+use crate::probe::f3::TipsetRef;
 use crate::probe::rpc::{Head, Identity, RpcError};
+use crate::probe::Observation;
 
 mod trust;
 mod warning;
@@ -163,53 +164,6 @@ pub const KNOWN_NETWORKS: [KnownNetwork; 2] = [
 const SPLIT_REPORT_EPOCHS: u64 = 3;
 /// How many recent heights of the best chain are remembered to tell forks apart.
 const HISTORY: usize = 120;
-
-/// What one probe of one node found.
-#[derive(Debug, Clone)]
-pub struct Observation {
-    pub node: String,
-    pub result: Result<Head, RpcError>,
-    /// Who the node is; `None` until its first-contact calls have answered.
-    pub identity: Option<Identity>,
-    /// Number of peers, where asked.
-    pub peers: Option<u64>,
-    /// The height a sync in progress is heading to, where the node reports one.
-    pub syncing_to: Option<u64>,
-    /// The head came from a ChainNotify push, fresher than the last poll.
-    pub via_push: bool,
-    /// Optional methods the node lacks (their checks are off for it).
-    pub unsupported: Vec<String>,
-    /// When the head was known to be the node's head; `None`: now (a poll just made, or a live
-    /// subscription that would have pushed a change). Lag in time is only counted up to here:
-    /// after it, the node may have caught up unseen.
-    pub observed_at: Option<SystemTime>,
-    /// What the node last said about finality (asked every few rounds); `None`: not asked yet,
-    /// or the node has no finality methods.
-    pub finality: Option<Finality>,
-    /// What the daemon last said about itself (its health endpoint, `NodeStatus`): a
-    /// tie-break and a warning, never a reason to exclude.
-    pub own_word: Option<crate::probe::health::OwnWord>,
-    /// Whether it accepted the clients' token (`[chain] client_token_file`) when last asked.
-    pub client_token: Option<crate::probe::health::ClientToken>,
-}
-
-impl Observation {
-    pub fn new(node: &str, result: Result<Head, RpcError>) -> Observation {
-        Observation {
-            node: node.to_string(),
-            result,
-            identity: None,
-            peers: None,
-            syncing_to: None,
-            via_push: false,
-            unsupported: Vec::new(),
-            observed_at: None,
-            finality: None,
-            own_word: None,
-            client_token: None,
-        }
-    }
-}
 
 /// Why a probe of a node was bad: a verdict other code acts on, so a value, not a sentence.
 /// `Display` gives the words an operator reads (`status`, logs, `check`).
