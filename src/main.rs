@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
-use tokio::sync::mpsc;
+use reqwest::Method;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use chain_co::cli::client::ApiClient;
 use chain_co::config::Config;
 use chain_co::secret::Secret;
-use chain_co::serve::daemon::Daemon;
 use chain_co::sim::{Profile, SimPool, SimSpec};
 
 #[derive(Parser)]
@@ -71,25 +69,14 @@ fn read_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<Secret>> 
 enum Command {
     /// Run the sidecar: probe every interval, publish the best node to nginx.
     Run {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "CHAIN_CO_CONFIG",
-            default_value = "/etc/chain-co/chain-co.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Dry run: probe the pool, print the decision and the nginx file `run` would write.
     /// Writes nothing, reloads nothing. Exit status: 0 a primary was chosen, 1 none, 2 bad config.
     Check {
-        #[arg(
-            long,
-            short,
-            env = "CHAIN_CO_CONFIG",
-            default_value = "/etc/chain-co/chain-co.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -114,13 +101,8 @@ enum Command {
     },
     /// Check a configuration file without probing anything. Exit status 0 valid, 2 invalid.
     Validate {
-        #[arg(
-            long,
-            short,
-            env = "CHAIN_CO_CONFIG",
-            default_value = "/etc/chain-co/chain-co.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Show what a running chain-co sees: the primary and since when, every node and why it is
     /// or is not used, the last apply. A client of the status API.
@@ -206,33 +188,97 @@ enum Command {
     /// stall, resume, lag {epochs}, die, revive, slow {delay}, garbage, rpc_error,
     /// http_error {status}, require_token {token}, heavy_fork {f3}, inflate {weight}, f3_down,
     /// f3_up, finality_stall, finality_resume, heal. `GET /nodes` shows every node.
-    Sim {
-        /// Nodes, comma-separated, each `name` or `name:implementation` (lotus, venus, forest,
-        /// fuhon; default lotus).
-        #[arg(long, value_delimiter = ',', default_value = "lotus-a,lotus-b,lotus-c")]
-        nodes: Vec<String>,
-        /// Skip about one epoch in ten, as null rounds do.
-        #[arg(long)]
-        null_rounds: bool,
-        /// File holding the token every node accepts (Venus nodes require it).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// Seconds between epochs (30 on mainnet; whole seconds, as in Filecoin timestamps).
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
-        block_delay: Duration,
-        /// Address the nodes listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        listen: IpAddr,
-        /// Address of the control endpoint (port 0: any free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        control: SocketAddr,
-        /// The network's height at start (0: at genesis, as the recorded real Forest).
-        #[arg(long, default_value_t = 1000)]
-        start_height: u64,
-    },
+    Sim(SimArgs),
     /// Show the main job in about a minute: a simulated pool, a private nginx (if installed)
     /// and chain-co between them, while the demo stalls, kills and heals nodes.
     Demo,
+}
+
+/// The configuration file, as `run`, `check` and `validate` take it.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        env = "CHAIN_CO_CONFIG",
+        default_value = "/etc/chain-co/chain-co.toml"
+    )]
+    config: PathBuf,
+}
+
+impl ConfigArg {
+    /// The configuration, or its problems (exit 2).
+    fn load(&self) -> Result<Config, Outcome> {
+        Config::load(&self.config).map_err(|e| Outcome::Invalid(e.to_string()))
+    }
+}
+
+/// How a command ended. [`exit`] maps it to the exit code the docs give, in one place, and
+/// prints the error once.
+enum Outcome {
+    /// 0.
+    Done,
+    /// 1: the command ran and its answer is no (`check`: no primary; `health`: unhealthy).
+    No,
+    /// 1: the command failed.
+    Failed(anyhow::Error),
+    /// 2: a bad configuration or a setup that cannot work; the text is printed as is.
+    Invalid(String),
+}
+
+impl<E: Into<anyhow::Error>> From<Result<(), E>> for Outcome {
+    fn from(r: Result<(), E>) -> Outcome {
+        match r {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.into()),
+        }
+    }
+}
+
+fn exit(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::No => ExitCode::from(1),
+        Outcome::Failed(e) => {
+            eprintln!("chain-co: {e:#}");
+            ExitCode::from(1)
+        }
+        Outcome::Invalid(text) => {
+            eprint!("{text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `chain-co sim`'s arguments.
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Nodes, comma-separated, each `name` or `name:implementation` (lotus, venus, forest,
+    /// fuhon; default lotus).
+    #[arg(long, value_delimiter = ',', default_value = "lotus-a,lotus-b,lotus-c")]
+    nodes: Vec<String>,
+    /// Skip about one epoch in ten, as null rounds do.
+    #[arg(long)]
+    null_rounds: bool,
+    /// File holding the token every node accepts (Venus nodes require it).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Seconds between epochs (30 on mainnet; whole seconds, as in Filecoin timestamps).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    block_delay: Duration,
+    /// Address the nodes listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: IpAddr,
+    /// Address of the control endpoint (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    control: SocketAddr,
+    /// The network's height at start (0: at genesis, as the recorded real Forest).
+    #[arg(long, default_value_t = 1000)]
+    start_height: u64,
 }
 
 /// A pool of hundreds of daemons (or the simulator serving them) needs more than the usual 1024
@@ -257,7 +303,7 @@ fn main() -> ExitCode {
         one_malloc_arena();
     }
     raise_open_files_limit();
-    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Sim { .. });
+    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Sim(_));
     init_logging(if quiet { "warn" } else { "info" }, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -270,7 +316,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(dispatch(cli.command))
+    exit(runtime.block_on(dispatch(cli.command)))
 }
 
 /// glibc gives each thread that allocates its own arena and returns little of a freed arena to
@@ -304,154 +350,70 @@ fn init_logging(default: &str, format: LogFormat) {
     }
 }
 
-async fn dispatch(command: Command) -> ExitCode {
+async fn dispatch(command: Command) -> Outcome {
     match command {
         Command::Init {
             output,
             nginx,
             addrs,
-        } => match chain_co::cli::init::init(&addrs, &output).await {
-            Ok(found) => {
-                for f in &found {
-                    match &f.problem {
-                        None => println!(
-                            "{}: {} {} on {}",
-                            f.name,
-                            f.implementation.as_deref().unwrap_or("?"),
-                            f.version.as_deref().unwrap_or("?"),
-                            f.network.as_deref().unwrap_or("(unnamed network)")
-                        ),
-                        Some(why) => println!("{}: not identified: {why}", f.name),
-                    }
-                }
-                println!(
-                    "wrote {}; next: chain-co validate -c {0} && chain-co check -c {0}",
-                    output.display()
-                );
-                if nginx {
-                    println!("\n{}", chain_co::cli::init::nginx_server_block());
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("chain-co init: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Validate { config } => match Config::load(&config) {
-            Ok(c) => {
-                // What `run` checks before its first round: the target's files must be
-                // writable here, or `run` would stop at start.
-                match c.build_target().and_then(|t| t.preflight()) {
-                    Ok(()) => {
-                        println!("{}: valid ({} nodes)", config.display(), c.nodes.len());
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "{}: the file is valid, but on this host: {e}",
-                            config.display()
-                        );
-                        ExitCode::from(2)
-                    }
-                }
-            }
-            Err(e) => {
-                eprint!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        } => init(&addrs, &output, nginx).await,
+        Command::Validate { config } => validate(&config),
         Command::Check {
             config,
             json,
             rounds,
-        } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match chain_co::cli::check::check(&config, rounds.unwrap_or(config.select.rise)).await {
-                Ok(report) => {
-                    if json {
-                        match serde_json::to_string_pretty(&report) {
-                            Ok(s) => println!("{s}"),
-                            Err(e) => eprintln!("chain-co: {e}"),
-                        }
-                    } else {
-                        print!("{}", chain_co::cli::check::render_text(&report));
-                    }
-                    if report.primary.is_some() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("chain-co: check failed: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Run { config } => {
-            let config_path = config.clone();
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            report(run(config, config_path).await)
-        }
+        } => check(&config, json, rounds).await,
+        Command::Run { config } => match config.load() {
+            Ok(c) => chain_co::serve::run(c, config.config, cancel_on_signal())
+                .await
+                .into(),
+            Err(invalid) => invalid,
+        },
         Command::Status {
             api,
             json,
             watch,
             history,
-        } => report(if history {
+        } => if history {
             print_history(api, json).await
         } else {
             status(api, json, watch).await
-        }),
+        }
+        .into(),
         Command::Drain {
             node,
             api,
             by,
             grace,
-        } => report(
-            mark(
-                &api,
-                reqwest::Method::POST,
-                &format!("/nodes/{node}/drain"),
-                &by,
-                grace,
-            )
-            .await,
-        ),
-        Command::Undrain { node, api } => report(
-            mark(
-                &api,
-                reqwest::Method::POST,
-                &format!("/nodes/{node}/undrain"),
-                "",
-                None,
-            )
-            .await,
-        ),
+        } => mark(
+            &api,
+            Method::POST,
+            &format!("/nodes/{node}/drain"),
+            &by,
+            grace,
+        )
+        .await
+        .into(),
+        Command::Undrain { node, api } => mark(
+            &api,
+            Method::POST,
+            &format!("/nodes/{node}/undrain"),
+            "",
+            None,
+        )
+        .await
+        .into(),
         Command::Prefer {
             node,
             clear,
             api,
             by,
-        } => report(match (clear, node) {
-            (true, _) => mark(&api, reqwest::Method::DELETE, "/prefer", &by, None).await,
+        } => match (clear, node) {
+            (true, _) => mark(&api, Method::DELETE, "/prefer", &by, None).await,
             (false, Some(node)) => {
                 mark(
                     &api,
-                    reqwest::Method::POST,
+                    Method::POST,
                     &format!("/nodes/{node}/prefer"),
                     &by,
                     None,
@@ -459,39 +421,17 @@ async fn dispatch(command: Command) -> ExitCode {
                 .await
             }
             (false, None) => Err(anyhow::anyhow!("name a node, or give --clear")),
-        }),
+        }
+        .into(),
         Command::Probe {
             url,
             token_file,
             method,
             params,
             timeout,
-        } => report(
-            async {
-                let mut token = read_token(token_file.as_deref())?;
-                let url = match url {
-                    Some(u) => u,
-                    None => {
-                        let info = std::env::var("FULLNODE_API_INFO").map_err(|_| {
-                            anyhow::anyhow!(
-                                "give the daemon's URL, or set FULLNODE_API_INFO (TOKEN:/ip4/HOST/tcp/PORT/http)"
-                            )
-                        })?;
-                        let (u, t) = chain_co::config::parse_api_info(&info)
-                            .map_err(|e| anyhow::anyhow!("FULLNODE_API_INFO: {e}"))?;
-                        if token.is_none() {
-                            token = t.map(chain_co::secret::Secret::new);
-                        }
-                        u.to_string()
-                    }
-                };
-                let out = chain_co::cli::client::probe(&url, token, method.as_deref(), &params, timeout)
-                    .await?;
-                println!("{}", out.trim_end());
-                Ok(())
-            }
-            .await,
-        ),
+        } => probe(url, token_file, method, &params, timeout)
+            .await
+            .into(),
         Command::Health { url, timeout } => health(&url, timeout).await,
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -500,45 +440,122 @@ async fn dispatch(command: Command) -> ExitCode {
                 "chain-co",
                 &mut std::io::stdout(),
             );
-            ExitCode::SUCCESS
+            Outcome::Done
         }
-        Command::Man => report(
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(anyhow::Error::from),
-        ),
-        Command::Sim {
-            nodes,
-            null_rounds,
-            token_file,
-            block_delay,
-            listen,
-            control,
-            start_height,
-        } => report(
-            sim(
-                nodes,
-                null_rounds,
-                token_file,
-                block_delay,
-                (listen, control),
-                start_height,
-            )
-            .await,
-        ),
-        Command::Demo => report(chain_co::demo::demo().await),
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .into(),
+        Command::Sim(args) => sim(args).await.into(),
+        Command::Demo => chain_co::demo::demo().await.into(),
     }
 }
 
-fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            eprintln!("chain-co: {e:#}");
-            ExitCode::from(1)
+/// `chain-co init`: exit 2 when it cannot write the configuration.
+async fn init(addrs: &[String], output: &std::path::Path, nginx: bool) -> Outcome {
+    let found = match chain_co::cli::init::init(addrs, output).await {
+        Ok(found) => found,
+        Err(e) => return Outcome::Invalid(format!("chain-co init: {e}\n")),
+    };
+    for f in &found {
+        match &f.problem {
+            None => println!(
+                "{}: {} {} on {}",
+                f.name,
+                f.implementation.as_deref().unwrap_or("?"),
+                f.version.as_deref().unwrap_or("?"),
+                f.network.as_deref().unwrap_or("(unnamed network)")
+            ),
+            Some(why) => println!("{}: not identified: {why}", f.name),
         }
     }
+    println!(
+        "wrote {}; next: chain-co validate -c {0} && chain-co check -c {0}",
+        output.display()
+    );
+    if nginx {
+        println!("\n{}", chain_co::cli::init::nginx_server_block());
+    }
+    Outcome::Done
+}
+
+/// `chain-co validate`: the file, and what `run` checks before its first round (the target's
+/// files must be writable here).
+fn validate(config: &ConfigArg) -> Outcome {
+    let c = match config.load() {
+        Ok(c) => c,
+        Err(invalid) => return invalid,
+    };
+    match c.build_target().and_then(|t| t.preflight()) {
+        Ok(()) => {
+            println!(
+                "{}: valid ({} nodes)",
+                config.config.display(),
+                c.nodes.len()
+            );
+            Outcome::Done
+        }
+        Err(e) => Outcome::Invalid(format!(
+            "{}: the file is valid, but on this host: {e}\n",
+            config.config.display()
+        )),
+    }
+}
+
+/// `chain-co check`: 0 a primary was chosen, 1 none, 2 a bad configuration (or a target that
+/// cannot be built from it).
+async fn check(config: &ConfigArg, json: bool, rounds: Option<u32>) -> Outcome {
+    let config = match config.load() {
+        Ok(c) => c,
+        Err(invalid) => return invalid,
+    };
+    let rounds = rounds.unwrap_or(config.select.rise);
+    let report = match chain_co::cli::check::check(&config, rounds).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Invalid(format!("chain-co: check failed: {e:#}\n")),
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return Outcome::Failed(e.into()),
+        }
+    } else {
+        print!("{}", chain_co::cli::check::render_text(&report));
+    }
+    if report.primary.is_some() {
+        Outcome::Done
+    } else {
+        Outcome::No
+    }
+}
+
+/// `chain-co probe`: the URL given, or `FULLNODE_API_INFO` as every Lotus tool reads it.
+async fn probe(
+    url: Option<String>,
+    token_file: Option<PathBuf>,
+    method: Option<String>,
+    params: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut token = read_token(token_file.as_deref())?;
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let info = std::env::var("FULLNODE_API_INFO").map_err(|_| {
+                anyhow::anyhow!(
+                    "give the daemon's URL, or set FULLNODE_API_INFO (TOKEN:/ip4/HOST/tcp/PORT/http)"
+                )
+            })?;
+            let (u, t) = chain_co::config::parse_api_info(&info)
+                .map_err(|e| anyhow::anyhow!("FULLNODE_API_INFO: {e}"))?;
+            if token.is_none() {
+                token = t.map(Secret::new);
+            }
+            u.to_string()
+        }
+    };
+    let out = chain_co::cli::client::probe(&url, token, method.as_deref(), params, timeout).await?;
+    println!("{}", out.trim_end());
+    Ok(())
 }
 
 /// Cancels the token on SIGINT or SIGTERM.
@@ -563,89 +580,7 @@ fn cancel_on_signal() -> CancellationToken {
     token
 }
 
-async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    let listen = config.api.listen;
-    let nodes = config.nodes.len();
-    let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
-    daemon.preflight().context("preflight")?;
-    let listener = chain_co::serve::api::bind(listen)
-        .await
-        .with_context(|| format!("binding the status API to {listen} ([api] listen)"))?;
-    let bound = listener.local_addr().context("reading the API's address")?;
-    info!(listen = %bound, "status API listening");
-    let shutdown = cancel_on_signal();
-    let tasks = TaskTracker::new();
-    let (reload_tx, reload_rx) = mpsc::channel(1);
-    // SIGHUP and a change of the file both ask for a reload; bursts collapse into one.
-    {
-        let tx = reload_tx.clone();
-        let stop = shutdown.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("listening for SIGHUP")?;
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    Some(()) = hup.recv() => {
-                        info!("SIGHUP: reloading the configuration");
-                        let _ = tx.try_send(());
-                    }
-                }
-            }
-        });
-    }
-    let _watcher = watch_file(&path, reload_tx)?;
-    let api_stop = shutdown.clone();
-    let cap = chain_co::serve::api::connection_cap(nodes);
-    tasks.spawn(async move {
-        if let Err(e) = chain_co::serve::api::serve(listener, shared, api_stop, cap).await {
-            error!("status API failed: {e}");
-        }
-    });
-    daemon.run(shutdown, reload_rx).await;
-    tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
-        error!("some tasks did not stop within 5s");
-    }
-    Ok(())
-}
-
-/// Watches the config file's directory (editors replace files rather than write them in place)
-/// and asks for a reload when the file changes.
-fn watch_file(
-    path: &std::path::Path,
-    tx: mpsc::Sender<()>,
-) -> anyhow::Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let path =
-        std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    let dir = path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| ".".into());
-    let name = path.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event {
-            let ours = e
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
-            if ours && (e.kind.is_modify() || e.kind.is_create()) {
-                let _ = tx.try_send(());
-            }
-        }
-    })
-    .context("starting the config file watcher")?;
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .with_context(|| format!("watching {}", dir.display()))?;
-    Ok(watcher)
-}
-
-async fn health(url: &str, timeout: Duration) -> ExitCode {
+async fn health(url: &str, timeout: Duration) -> Outcome {
     let result = async {
         let client = reqwest::Client::builder().timeout(timeout).build()?;
         let resp = client
@@ -660,15 +595,15 @@ async fn health(url: &str, timeout: Duration) -> ExitCode {
     match result {
         Ok((true, body)) => {
             println!("{}", body.trim());
-            ExitCode::SUCCESS
+            Outcome::Done
         }
         Ok((false, body)) => {
             println!("unhealthy: {}", body.trim());
-            ExitCode::from(1)
+            Outcome::No
         }
         Err(e) => {
             println!("unhealthy: cannot reach chain-co at {url}: {e}");
-            ExitCode::from(1)
+            Outcome::No
         }
     }
 }
@@ -715,7 +650,7 @@ async fn status(api: ApiArgs, json: bool, watch: bool) -> anyhow::Result<()> {
 
 async fn mark(
     api: &ApiArgs,
-    method: reqwest::Method,
+    method: Method,
     path: &str,
     by: &str,
     grace: Option<Duration>,
@@ -725,14 +660,16 @@ async fn mark(
     Ok(())
 }
 
-async fn sim(
-    nodes: Vec<String>,
-    null_rounds: bool,
-    token_file: Option<PathBuf>,
-    block_delay: Duration,
-    (listen, control): (IpAddr, SocketAddr),
-    start_height: u64,
-) -> anyhow::Result<()> {
+async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let SimArgs {
+        nodes,
+        null_rounds,
+        token_file,
+        block_delay,
+        listen,
+        control,
+        start_height,
+    } = args;
     if block_delay < Duration::from_secs(1) {
         anyhow::bail!("--block-delay must be at least 1s (Filecoin timestamps are whole seconds)");
     }

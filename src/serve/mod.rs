@@ -8,3 +8,126 @@ pub mod daemon;
 pub mod history;
 pub mod metrics;
 pub mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::config::Config;
+use daemon::{Daemon, DaemonError};
+
+/// Why `run` could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("preflight: {0}")]
+    Preflight(DaemonError),
+    #[error("binding the status API to {addr} ([api] listen): {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listening for SIGHUP: {0}")]
+    Signal(std::io::Error),
+    #[error("watching the configuration file {path}: {message}")]
+    Watch { path: PathBuf, message: String },
+}
+
+/// `chain-co run`: the loop, the status API, and reloads on SIGHUP or a change of the file at
+/// `path`, until `shutdown`. A library function, so that tests can run the daemon in-process.
+pub async fn run(
+    config: Config,
+    path: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let listen = config.api.listen;
+    let nodes = config.nodes.len();
+    let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
+    daemon.preflight().map_err(ServeError::Preflight)?;
+    let listener = api::bind(listen).await.map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    info!(listen = %bound, "status API listening");
+    let tasks = TaskTracker::new();
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    // SIGHUP and a change of the file both ask for a reload; bursts collapse into one.
+    {
+        let tx = reload_tx.clone();
+        let stop = shutdown.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(ServeError::Signal)?;
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    Some(()) = hup.recv() => {
+                        info!("SIGHUP: reloading the configuration");
+                        let _ = tx.try_send(());
+                    }
+                }
+            }
+        });
+    }
+    let _watcher = watch_file(&path, reload_tx)?;
+    let api_stop = shutdown.clone();
+    let cap = api::connection_cap(nodes);
+    tasks.spawn(async move {
+        if let Err(e) = api::serve(listener, shared, api_stop, cap).await {
+            error!("status API failed: {e}");
+        }
+    });
+    daemon.run(shutdown, reload_rx).await;
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        error!("some tasks did not stop within 5s");
+    }
+    Ok(())
+}
+
+/// Watches the config file's directory (editors replace files rather than write them in place)
+/// and asks for a reload when the file changes.
+fn watch_file(
+    path: &std::path::Path,
+    tx: mpsc::Sender<()>,
+) -> Result<notify::RecommendedWatcher, ServeError> {
+    use notify::Watcher;
+    let failed = |message: String| ServeError::Watch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let path = std::fs::canonicalize(path).map_err(|e| failed(e.to_string()))?;
+    let dir = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into());
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event {
+            let ours = e
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+            if ours && (e.kind.is_modify() || e.kind.is_create()) {
+                let _ = tx.try_send(());
+            }
+        }
+    })
+    .map_err(|e| failed(e.to_string()))?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(watcher)
+}
