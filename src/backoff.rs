@@ -1,4 +1,4 @@
-//! Retry waits: exponential, capped, with random jitter so that peers that failed together
+//! Waits: retry waits, exponential, capped, with random jitter so that peers that failed together
 //! (nodes restarted together, hosts throttled together) do not retry in lockstep. The one
 //! helper for every retry loop (ChainNotify subscriptions, SLB calls).
 
@@ -31,6 +31,15 @@ impl Backoff {
     /// Back to `base`, after a success.
     pub fn reset(&mut self) {
         self.next = self.base;
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one: a `select!` branch for a timer that may
+/// not be set.
+pub async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

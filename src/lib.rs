@@ -32,6 +32,7 @@ pub mod decide;
 pub mod demo;
 pub mod duration;
 pub mod errors;
+pub mod files;
 pub mod probe;
 pub mod problems;
 pub mod secret;

@@ -22,7 +22,6 @@
 //!   reload (`Applied::Changed { reloaded: false }`). What nginx runs is remembered in a hidden file beside the
 //!   output, so a restart of chain-co does not reload either.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -523,7 +522,7 @@ impl Nginx {
         let mode = std::fs::metadata(&output).map_or(0o644, |m| {
             std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
         });
-        write_synced(&tmp, text.as_bytes(), mode).map_err(|e| {
+        crate::files::write_synced(&tmp, text.as_bytes(), mode).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             NginxError::Write {
                 path: output.clone(),
@@ -558,7 +557,7 @@ impl Nginx {
                 message: e.to_string(),
             });
         }
-        sync_dir(&output);
+        crate::files::sync_dir(&output);
 
         if self.cfg.validate == Validate::Full {
             if let Err(refusal) = self.test(&output).await {
@@ -567,7 +566,7 @@ impl Nginx {
                 } else {
                     std::fs::remove_file(&output)
                 };
-                sync_dir(&output);
+                crate::files::sync_dir(&output);
                 return Err(match restored {
                     Ok(()) => refusal,
                     Err(e) => NginxError::Rollback {
@@ -592,7 +591,7 @@ impl Nginx {
                         } else {
                             std::fs::remove_file(&output)
                         };
-                        sync_dir(&output);
+                        crate::files::sync_dir(&output);
                         self.reload_owed = false;
                         return Err(NginxError::Rejected {
                             path: output,
@@ -629,7 +628,7 @@ impl Nginx {
         let path = sibling(&self.cfg.output, ".chain-co.loaded", true);
         let tmp = sibling(&self.cfg.output, ".chain-co.loaded.tmp", true);
         let bytes = serde_json::to_vec(&loaded).expect("plain strings serialize");
-        if write_synced(&tmp, &bytes, 0o644)
+        if crate::files::write_synced(&tmp, &bytes, 0o644)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .is_err()
         {
@@ -849,21 +848,6 @@ fn sibling(path: &Path, suffix: &str, hidden: bool) -> PathBuf {
         format!("{name}{suffix}")
     };
     parent_dir(path).join(name)
-}
-
-fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut f = std::fs::File::create(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-/// Makes a rename durable. Best effort: some filesystems cannot fsync a directory.
-fn sync_dir(path: &Path) {
-    if let Ok(d) = std::fs::File::open(parent_dir(path)) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

@@ -187,19 +187,13 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
 /// The human form of a report: a table, the choice, the file.
 pub fn render_text(r: &CheckReport) -> String {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let paint = |code: &str, s: &str| {
-        if colour {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    };
+    let paint = super::table::paint(colour);
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let rows: Vec<[String; 8]> = r
+    let rows: Vec<(Role, Vec<String>)> = r
         .nodes
         .iter()
         .map(|n| {
-            [
+            let cells = vec![
                 n.name.clone(),
                 match (&n.implementation, &n.version) {
                     (Some(i), Some(v)) => format!("{i} {v}"),
@@ -208,14 +202,11 @@ pub fn render_text(r: &CheckReport) -> String {
                 dash(n.height.map(|h| h.to_string())),
                 dash(n.lag.map(|l| l.to_string())),
                 dash(n.finalized_epoch.map(|e| e.to_string())),
-                match n.role {
-                    Role::Primary => "primary".into(),
-                    Role::Backup => "backup".into(),
-                    Role::Excluded => "excluded".into(),
-                },
+                super::table::role_word(n.role).into(),
                 dash(n.latency.map(crate::duration::human)),
                 n.reason.clone(),
-            ]
+            ];
+            (n.role, cells)
         })
         .collect();
     let header = [
@@ -228,36 +219,7 @@ pub fn render_text(r: &CheckReport) -> String {
         "LATENCY",
         "REASON",
     ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
-            }
-        }
-        s.trim_end().to_string()
-    };
-    out.push_str(&line(&header.map(String::from)));
-    out.push('\n');
-    for row in &rows {
-        let text = line(row);
-        let code = match row[5].as_str() {
-            "primary" => "1;32",
-            "backup" => "32",
-            _ => "31",
-        };
-        out.push_str(&paint(code, &text));
-        out.push('\n');
-    }
+    let mut out = super::table::render(&header, &rows, colour);
     out.push('\n');
     if let Some(n) = &r.network {
         let _ = writeln!(

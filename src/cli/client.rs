@@ -114,13 +114,7 @@ impl ApiClient {
 
 /// The status as a table an operator reads at 3 a.m.
 pub fn render_status(s: &Status, colour: bool) -> String {
-    let paint = |code: &str, text: &str| {
-        if colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    };
+    let paint = super::table::paint(colour);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -171,12 +165,12 @@ pub fn render_status(s: &Status, colour: bool) -> String {
     let header = [
         "NODE", "IMPL", "VERSION", "HEIGHT", "LAG", "AGE", "LATENCY", "STATE", "REASON",
     ];
-    let rows: Vec<Vec<String>> = s
+    let rows: Vec<(Role, Vec<String>)> = s
         .nodes
         .iter()
         .map(|n| {
             let v = &n.verdict;
-            vec![
+            let cells = vec![
                 v.name.clone(),
                 v.implementation.clone().unwrap_or("-".into()),
                 v.version.clone().unwrap_or("-".into()),
@@ -184,46 +178,18 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                 v.lag.map_or("-".into(), |l| l.to_string()),
                 v.head_age.map_or("-".into(), crate::duration::human),
                 n.latency.map_or("-".into(), crate::duration::human),
-                match v.role {
-                    Role::Primary => "primary".into(),
-                    Role::Backup => "backup".into(),
-                    Role::Excluded => "excluded".into(),
-                },
+                super::table::role_word(v.role).into(),
                 if v.unsupported.is_empty() {
                     v.reason.clone()
                 } else {
                     // What the node lacks turns checks off: say which, beside the reason.
                     format!("{} (lacks {})", v.reason, v.unsupported.join(", "))
                 },
-            ]
+            ];
+            (v.role, cells)
         })
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
-            }
-        }
-        l.trim_end().to_string()
-    };
-    let _ = writeln!(out, "{}", line(&header.map(String::from)));
-    for r in &rows {
-        let code = match r[7].as_str() {
-            "primary" => "1;32",
-            "backup" => "32",
-            _ => "31",
-        };
-        let _ = writeln!(out, "{}", paint(code, &line(r)));
-    }
+    out.push_str(&super::table::render(&header, &rows, colour));
     out.push('\n');
     match &s.last_apply {
         Some(a) => {

@@ -7,7 +7,6 @@
 //! 0600, beside it, and the configuration names the file.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -236,21 +235,13 @@ pub async fn init(addrs: &[String], output: &Path) -> Result<Vec<Found>, InitErr
 
 /// Creates `path` (never over an existing file) with `mode`.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InitError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| InitError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => InitError::Exists(path.to_path_buf()),
-            _ => err(e),
-        })?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)
+    crate::files::write_new(path, bytes, mode).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => InitError::Exists(path.to_path_buf()),
+        _ => InitError::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+    })
 }
 
 /// The configuration text: the nodes as found, the network they agree on, and the defaults

@@ -5,3 +5,4 @@
 pub mod check;
 pub mod client;
 pub mod init;
+pub mod table;

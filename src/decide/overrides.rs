@@ -106,26 +106,17 @@ impl Overrides {
     /// Saves atomically and durably: temp file, fsync, rename, fsync of the directory, so that
     /// neither a crash nor a power cut leaves half a file or an empty one.
     pub fn save(&self, path: &Path) -> Result<(), StateFileError> {
-        use std::io::Write;
-        let err = |e: std::io::Error| StateFileError::Write {
+        let text = serde_json::to_string_pretty(self).expect("overrides serialize");
+        crate::files::write_atomic(
+            path,
+            &path.with_extension("json.tmp"),
+            text.as_bytes(),
+            0o644,
+        )
+        .map_err(|e| StateFileError::Write {
             path: path.display().to_string(),
             message: e.to_string(),
-        };
-        let text = serde_json::to_string_pretty(self).expect("overrides serialize");
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        })
     }
 
     /// Nodes the marks name that the configuration does not have (kept: the node may come

@@ -394,12 +394,7 @@ impl PushHub {
                     }
                     wr.write_all(&out).await.map_err(|e| e.to_string())?;
                 }
-                _ = async {
-                    match ask_again {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                _ = crate::backoff::until(ask_again) => {
                     ask_again = None;
                     notify_id = pending.reserve();
                     wr.write_all(&ask(notify_id)).await.map_err(|e| e.to_string())?;

@@ -184,12 +184,7 @@ impl Daemon {
                     }
                     continue;
                 }
-                _ = async {
-                    match self.recheck_at {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                _ = crate::backoff::until(self.recheck_at) => {
                     self.recheck_at = None;
                     if let Some(round) = self.last_round.clone() {
                         let report = self.step(round, Trigger::Push).await;
@@ -197,12 +192,7 @@ impl Daemon {
                     }
                     continue;
                 }
-                _ = async {
-                    match self.publisher.next_move_at() {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                _ = crate::backoff::until(self.publisher.next_move_at()) => {
                     let moved = self.publisher.move_due_sessions().await;
                     self.shared.metrics.sessions_moved(moved);
                     continue;
