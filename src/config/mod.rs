@@ -504,200 +504,12 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
     let mut nodes = Vec::new();
     for (i, n) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("node[{i}].{k}");
-        let name = n.name.get_ref().clone();
-        if !valid_name(&name) {
-            ck.at(
-                n.name.span(),
-                key("name"),
-                format!("{name:?} is not a valid name; use letters, digits, `_`, `.` and `-`"),
-            );
-        } else if !seen.insert(name.clone()) {
-            ck.at(
-                n.name.span(),
-                key("name"),
-                format!("{name:?} is used by another node already; names must be unique"),
-            );
-        }
-        // The address: `url`, or Lotus's FULLNODE_API_INFO form (which may carry the token).
-        let mut info_token = None;
-        let url_text = match (&n.url, &n.api_info, &n.api_info_env) {
-            (Some(u), None, None) => Some((u.get_ref().clone(), u.span(), "url")),
-            (None, Some(a), None) => Some((a.get_ref().clone(), a.span(), "api_info")),
-            (None, None, Some(e)) => match std::env::var(e.get_ref()) {
-                Ok(v) if !v.trim().is_empty() => {
-                    Some((v.trim().to_string(), e.span(), "api_info_env"))
-                }
-                _ => {
-                    ck.at(
-                        e.span(),
-                        key("api_info_env"),
-                        format!("environment variable {} is not set or empty", e.get_ref()),
-                    );
-                    None
-                }
-            },
-            (None, None, None) => {
-                ck.at(
-                    n.name.span(),
-                    key("url"),
-                    "missing; give `url = \"http://host:1234/rpc/v1\"` or `api_info = \"TOKEN:/ip4/host/tcp/1234/http\"`",
-                );
-                None
-            }
-            _ => {
-                ck.at(
-                    n.name.span(),
-                    key("url"),
-                    "give only one of url, api_info and api_info_env",
-                );
-                None
-            }
-        };
-        let url = url_text.and_then(|(text, span, field)| {
-            let parsed = if field == "url" {
-                Url::parse(&text).map_err(|e| {
-                    format!(
-                        "{:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\"",
-                        crate::secret::redact_url(&text)
-                    )
-                })
-            } else {
-                parse_api_info(&text).map(|(u, t)| {
-                    info_token = t;
-                    u
-                })
-            };
-            match parsed {
-                Ok(u) if !matches!(u.scheme(), "http" | "https" | "ws" | "wss") => {
-                    ck.at(
-                        span,
-                        key(field),
-                        format!(
-                            "scheme {:?} is not supported; use http(s):// or ws(s)://",
-                            u.scheme()
-                        ),
-                    );
-                    None
-                }
-                Ok(u) if u.host_str().is_none() => {
-                    ck.at(span, key(field), "the URL has no host");
-                    None
-                }
-                Ok(u) => Some(u),
-                // Never echo an api_info value: it usually holds a token.
-                Err(e) if field == "url" => {
-                    ck.at(span, key(field), e);
-                    None
-                }
-                Err(e) => {
-                    ck.at(
-                        span,
-                        key(field),
-                        format!("not a FULLNODE_API_INFO value: {e}"),
-                    );
-                    None
-                }
-            }
-        });
-        let transport = match &n.transport {
-            None => url.as_ref().and_then(|u| match u.scheme() {
-                "ws" | "wss" => Some(Transport::Ws),
-                _ => None,
-            }),
-            Some(t) => match t.get_ref().as_str() {
-                "auto" => None,
-                "http" => Some(Transport::Http),
-                "ws" => Some(Transport::Ws),
-                other => {
-                    ck.at(
-                        t.span(),
-                        key("transport"),
-                        format!("{other:?} is not a transport; use \"auto\", \"http\" or \"ws\""),
-                    );
-                    None
-                }
-            },
-        };
-        let token = match (&n.token_file, &n.token_env) {
-            (Some(f), Some(_)) => {
-                ck.at(
-                    f.span(),
-                    key("token_file"),
-                    "set either token_file or token_env, not both",
-                );
-                None
-            }
-            (Some(f), None) => secret_file(ck, f, &key("token_file"), base),
-            (None, Some(v)) => match std::env::var(v.get_ref()) {
-                Ok(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
-                _ => {
-                    ck.at(
-                        v.span(),
-                        key("token_env"),
-                        format!("environment variable {} is not set or empty", v.get_ref()),
-                    );
-                    None
-                }
-            },
-            (None, None) => info_token.map(Secret::new),
-        };
-        let upstream = match (&n.upstream, &url) {
-            (Some(u), _) => {
-                if !valid_upstream(u.get_ref()) {
-                    ck.at(
-                        u.span(),
-                        key("upstream"),
-                        format!(
-                            "{:?} is not an nginx server address; write host:port, [ipv6]:port or unix:/path",
-                            u.get_ref()
-                        ),
-                    );
-                }
-                u.get_ref().clone()
-            }
-            (None, Some(url)) => {
-                let host = url.host_str().unwrap_or_default();
-                let port = url.port_or_known_default().unwrap_or(80);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let derived = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
-                // The same check as a written `upstream`: the address lands in nginx's file.
-                if !valid_upstream(&derived) {
-                    let span = n
-                        .url
-                        .as_ref()
-                        .or(n.api_info.as_ref())
-                        .map_or(n.name.span(), |u| u.span());
-                    ck.at(
-                        span,
-                        key("url"),
-                        format!(
-                            "its host:port {:?} is not an nginx server address; use a host name or an IP address, or set `upstream`",
-                            crate::text::inert(&derived, 80)
-                        ),
-                    );
-                }
-                derived
-            }
-            (None, None) => String::new(),
-        };
-        let health_url = n.health_url.as_ref().and_then(|h| match Url::parse(h.get_ref()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
-            _ => {
-                ck.at(
-                    h.span(),
-                    key("health_url"),
-                    format!(
-                        "{:?} is not an http(s) URL; write e.g. \"http://10.0.0.11:2346/readyz?verbose\"",
-                        crate::secret::redact_url(h.get_ref())
-                    ),
-                );
-                None
-            }
-        });
+        let name = node_name(ck, &n, &key, &mut seen);
+        let (url, info_token) = node_address(ck, &n, &key);
+        let transport = node_transport(ck, &n, url.as_ref(), &key);
+        let token = node_token(ck, &n, info_token, base, &key);
+        let upstream = node_upstream(ck, &n, url.as_ref(), &key);
+        let health_url = node_health_url(ck, &n, &key);
         if let Some(url) = url {
             nodes.push(NodeConfig {
                 name,
@@ -710,6 +522,232 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
         }
     }
     nodes
+}
+
+type Key<'a> = &'a dyn Fn(&str) -> String;
+
+/// `name`: valid and unique.
+fn node_name(ck: &mut Checker, n: &RawNode, key: Key, seen: &mut HashSet<String>) -> String {
+    let name = n.name.get_ref().clone();
+    if !valid_name(&name) {
+        ck.at(
+            n.name.span(),
+            key("name"),
+            format!("{name:?} is not a valid name; use letters, digits, `_`, `.` and `-`"),
+        );
+    } else if !seen.insert(name.clone()) {
+        ck.at(
+            n.name.span(),
+            key("name"),
+            format!("{name:?} is used by another node already; names must be unique"),
+        );
+    }
+    name
+}
+
+/// The address: `url`, `api_info` or `api_info_env`; and the token an api_info carries.
+fn node_address(ck: &mut Checker, n: &RawNode, key: Key) -> (Option<Url>, Option<String>) {
+    // The address: `url`, or Lotus's FULLNODE_API_INFO form (which may carry the token).
+    let mut info_token = None;
+    let url_text = match (&n.url, &n.api_info, &n.api_info_env) {
+        (Some(u), None, None) => Some((u.get_ref().clone(), u.span(), "url")),
+        (None, Some(a), None) => Some((a.get_ref().clone(), a.span(), "api_info")),
+        (None, None, Some(e)) => match std::env::var(e.get_ref()) {
+            Ok(v) if !v.trim().is_empty() => Some((v.trim().to_string(), e.span(), "api_info_env")),
+            _ => {
+                ck.at(
+                    e.span(),
+                    key("api_info_env"),
+                    format!("environment variable {} is not set or empty", e.get_ref()),
+                );
+                None
+            }
+        },
+        (None, None, None) => {
+            ck.at(
+                n.name.span(),
+                key("url"),
+                "missing; give `url = \"http://host:1234/rpc/v1\"` or `api_info = \"TOKEN:/ip4/host/tcp/1234/http\"`",
+            );
+            None
+        }
+        _ => {
+            ck.at(
+                n.name.span(),
+                key("url"),
+                "give only one of url, api_info and api_info_env",
+            );
+            None
+        }
+    };
+    let url = url_text.and_then(|(text, span, field)| {
+        let parsed = if field == "url" {
+            Url::parse(&text).map_err(|e| {
+                format!(
+                    "{:?} is not a URL ({e}); write e.g. \"http://10.0.0.11:1234/rpc/v1\"",
+                    crate::secret::redact_url(&text)
+                )
+            })
+        } else {
+            parse_api_info(&text).map(|(u, t)| {
+                info_token = t;
+                u
+            })
+        };
+        match parsed {
+            Ok(u) if !matches!(u.scheme(), "http" | "https" | "ws" | "wss") => {
+                ck.at(
+                    span,
+                    key(field),
+                    format!(
+                        "scheme {:?} is not supported; use http(s):// or ws(s)://",
+                        u.scheme()
+                    ),
+                );
+                None
+            }
+            Ok(u) if u.host_str().is_none() => {
+                ck.at(span, key(field), "the URL has no host");
+                None
+            }
+            Ok(u) => Some(u),
+            // Never echo an api_info value: it usually holds a token.
+            Err(e) if field == "url" => {
+                ck.at(span, key(field), e);
+                None
+            }
+            Err(e) => {
+                ck.at(
+                    span,
+                    key(field),
+                    format!("not a FULLNODE_API_INFO value: {e}"),
+                );
+                None
+            }
+        }
+    });
+    (url, info_token)
+}
+
+/// `transport`: auto, http or ws (a ws:// URL means ws).
+fn node_transport(ck: &mut Checker, n: &RawNode, url: Option<&Url>, key: Key) -> Option<Transport> {
+    match &n.transport {
+        None => url.and_then(|u| match u.scheme() {
+            "ws" | "wss" => Some(Transport::Ws),
+            _ => None,
+        }),
+        Some(t) => match t.get_ref().as_str() {
+            "auto" => None,
+            "http" => Some(Transport::Http),
+            "ws" => Some(Transport::Ws),
+            other => {
+                ck.at(
+                    t.span(),
+                    key("transport"),
+                    format!("{other:?} is not a transport; use \"auto\", \"http\" or \"ws\""),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// The token: `token_file`, `token_env`, or the one in api_info.
+fn node_token(
+    ck: &mut Checker,
+    n: &RawNode,
+    info_token: Option<String>,
+    base: &Path,
+    key: Key,
+) -> Option<Secret> {
+    match (&n.token_file, &n.token_env) {
+        (Some(f), Some(_)) => {
+            ck.at(
+                f.span(),
+                key("token_file"),
+                "set either token_file or token_env, not both",
+            );
+            None
+        }
+        (Some(f), None) => secret_file(ck, f, &key("token_file"), base),
+        (None, Some(v)) => match std::env::var(v.get_ref()) {
+            Ok(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
+            _ => {
+                ck.at(
+                    v.span(),
+                    key("token_env"),
+                    format!("environment variable {} is not set or empty", v.get_ref()),
+                );
+                None
+            }
+        },
+        (None, None) => info_token.map(Secret::new),
+    }
+}
+
+/// The address nginx proxies to: `upstream`, or the URL's host:port, validated either way.
+fn node_upstream(ck: &mut Checker, n: &RawNode, url: Option<&Url>, key: Key) -> String {
+    match (&n.upstream, url) {
+        (Some(u), _) => {
+            if !valid_upstream(u.get_ref()) {
+                ck.at(
+                    u.span(),
+                    key("upstream"),
+                    format!(
+                        "{:?} is not an nginx server address; write host:port, [ipv6]:port or unix:/path",
+                        u.get_ref()
+                    ),
+                );
+            }
+            u.get_ref().clone()
+        }
+        (None, Some(url)) => {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port_or_known_default().unwrap_or(80);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let derived = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            // The same check as a written `upstream`: the address lands in nginx's file.
+            if !valid_upstream(&derived) {
+                let span = n
+                    .url
+                    .as_ref()
+                    .or(n.api_info.as_ref())
+                    .map_or(n.name.span(), |u| u.span());
+                ck.at(
+                    span,
+                    key("url"),
+                    format!(
+                        "its host:port {:?} is not an nginx server address; use a host name or an IP address, or set `upstream`",
+                        crate::text::inert(&derived, 80)
+                    ),
+                );
+            }
+            derived
+        }
+        (None, None) => String::new(),
+    }
+}
+
+/// `health_url`: an http(s) URL.
+fn node_health_url(ck: &mut Checker, n: &RawNode, key: Key) -> Option<Url> {
+    n.health_url.as_ref().and_then(|h| match Url::parse(h.get_ref()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        _ => {
+            ck.at(
+                h.span(),
+                key("health_url"),
+                format!(
+                    "{:?} is not an http(s) URL; write e.g. \"http://10.0.0.11:2346/readyz?verbose\"",
+                    crate::secret::redact_url(h.get_ref())
+                ),
+            );
+            None
+        }
+    })
 }
 
 /// Lotus's `FULLNODE_API_INFO`: `TOKEN:/ip4/10.0.0.11/tcp/1234/http`, a bare multiaddr, or a
