@@ -489,58 +489,11 @@ impl Prober {
             .and_then(TipSet::into_head);
 
         if wants_identity {
-            let version = replies.next().expect("asked");
-            let network = replies.next().expect("asked");
-            let genesis = replies.next().expect("asked");
-            if optional_refused(&network, &head) {
-                self.unsupported(
-                    &t.name,
-                    &mut learned,
-                    "Filecoin.StateNetworkName",
-                    "has no Filecoin.StateNetworkName; it is judged by its genesis block alone",
-                );
-            }
-            if let Some(id) = identity(version, network, genesis) {
-                info!(
-                    implementation = %id.implementation,
-                    version = %id.version,
-                    network = %id.network.as_deref().unwrap_or("(unnamed)"),
-                    transport = %learned.transport,
-                    "node identified"
-                );
-                if id.implementation == Implementation::Forest
-                    && learned.sync == SyncMethod::SyncState
-                {
-                    learned.sync = SyncMethod::ForestSyncStatus;
-                }
-                let sync = learned.sync;
-                let stored = id.clone();
-                self.update(&t.name, |l| {
-                    l.identity = Some(stored);
-                    l.sync = sync;
-                });
-                learned.identity = Some(id);
-            }
+            self.read_identity(&t.name, &mut learned, &mut replies, &head);
         }
         let peers = if asks_peers {
-            // Counted without reading the peers. Forest writes an empty list as null.
-            match replies
-                .next()
-                .expect("asked")
-                .map(|raw| read::<Option<Vec<serde::de::IgnoredAny>>>(&raw))
-            {
-                Ok(Ok(peers)) => Some(peers.map_or(0, |p| p.len() as u64)),
-                r if optional_refused(&r, &head) => {
-                    self.unsupported(
-                        &t.name,
-                        &mut learned,
-                        "Filecoin.NetPeers",
-                        "has no Filecoin.NetPeers; the min_peers rule does not apply to it",
-                    );
-                    None
-                }
-                _ => None,
-            }
+            let reply = replies.next().expect("asked");
+            self.read_peers(&t.name, &mut learned, reply, &head)
         } else {
             None
         };
@@ -548,22 +501,7 @@ impl Prober {
             None => None,
             Some(_) => {
                 let reply = replies.next().expect("asked");
-                if optional_refused(&reply, &head) {
-                    if asked_sync == learned.sync {
-                        self.sync_method_missing(&t.name, asked_sync);
-                    }
-                    None
-                } else {
-                    reply.ok().and_then(|raw| match asked_sync {
-                        SyncMethod::SyncState => {
-                            read::<SyncState>(&raw).ok().and_then(|s| s.syncing_to())
-                        }
-                        SyncMethod::ForestSyncStatus => read::<ForestSyncStatus>(&raw)
-                            .ok()
-                            .and_then(|s| s.syncing_to()),
-                        SyncMethod::Unavailable => None,
-                    })
-                }
+                self.read_sync(&t.name, &learned, asked_sync, reply, &head)
             }
         };
         let head_height = head.as_ref().ok().map(|h| h.height);
@@ -603,6 +541,99 @@ impl Prober {
             .map(|m| m.to_string())
             .collect();
         (obs, latency)
+    }
+
+    /// Reads the first-contact replies (`Version`, `StateNetworkName`, `ChainGetGenesis`) and
+    /// remembers who the node is.
+    fn read_identity(
+        &self,
+        name: &str,
+        learned: &mut Learned,
+        replies: &mut impl Iterator<Item = Result<Raw, RpcError>>,
+        head: &Result<crate::probe::rpc::Head, RpcError>,
+    ) {
+        let version = replies.next().expect("asked");
+        let network = replies.next().expect("asked");
+        let genesis = replies.next().expect("asked");
+        if optional_refused(&network, head) {
+            self.unsupported(
+                name,
+                learned,
+                "Filecoin.StateNetworkName",
+                "has no Filecoin.StateNetworkName; it is judged by its genesis block alone",
+            );
+        }
+        if let Some(id) = identity(version, network, genesis) {
+            info!(
+                implementation = %id.implementation,
+                version = %id.version,
+                network = %id.network.as_deref().unwrap_or("(unnamed)"),
+                transport = %learned.transport,
+                "node identified"
+            );
+            if id.implementation == Implementation::Forest && learned.sync == SyncMethod::SyncState
+            {
+                learned.sync = SyncMethod::ForestSyncStatus;
+            }
+            let sync = learned.sync;
+            let stored = id.clone();
+            self.update(name, |l| {
+                l.identity = Some(stored);
+                l.sync = sync;
+            });
+            learned.identity = Some(id);
+        }
+    }
+
+    /// `NetPeers`, counted without reading the peers; a node that refuses it has the
+    /// min_peers rule off.
+    fn read_peers(
+        &self,
+        name: &str,
+        learned: &mut Learned,
+        reply: Result<Raw, RpcError>,
+        head: &Result<crate::probe::rpc::Head, RpcError>,
+    ) -> Option<u64> {
+        // Counted without reading the peers. Forest writes an empty list as null.
+        match reply.map(|raw| read::<Option<Vec<serde::de::IgnoredAny>>>(&raw)) {
+            Ok(Ok(peers)) => Some(peers.map_or(0, |p| p.len() as u64)),
+            r if optional_refused(&r, head) => {
+                self.unsupported(
+                    name,
+                    learned,
+                    "Filecoin.NetPeers",
+                    "has no Filecoin.NetPeers; the min_peers rule does not apply to it",
+                );
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The sync state: the height a sync in progress heads to; a node that refuses the method
+    /// gets the other one next time, or none.
+    fn read_sync(
+        &self,
+        name: &str,
+        learned: &Learned,
+        asked_sync: SyncMethod,
+        reply: Result<Raw, RpcError>,
+        head: &Result<crate::probe::rpc::Head, RpcError>,
+    ) -> Option<u64> {
+        if optional_refused(&reply, head) {
+            if asked_sync == learned.sync {
+                self.sync_method_missing(name, asked_sync);
+            }
+            None
+        } else {
+            reply.ok().and_then(|raw| match asked_sync {
+                SyncMethod::SyncState => read::<SyncState>(&raw).ok().and_then(|s| s.syncing_to()),
+                SyncMethod::ForestSyncStatus => read::<ForestSyncStatus>(&raw)
+                    .ok()
+                    .and_then(|s| s.syncing_to()),
+                SyncMethod::Unavailable => None,
+            })
+        }
     }
 
     /// Reads this round's finality replies (the calls `ask` added), remembers what they say,
