@@ -456,6 +456,85 @@ impl Daemon {
         if trigger == Trigger::Push {
             self.confirm_behind(&mut round).await;
         }
+        self.count_round(&round, trigger);
+        let now = self.decision_time(&round);
+        let role = self.vrrp_role();
+        // One snapshot of the operator's marks for the decision and the session moves alike.
+        let overrides = self
+            .shared
+            .overrides
+            .lock()
+            .expect("overrides lock")
+            .clone();
+        let prev_tracks = self.evaluator.state.tracks.clone();
+        let evaluation = self.evaluator.evaluate(
+            &self.config.select,
+            &self.config.chain,
+            &overrides,
+            &round,
+            &pushed,
+            now,
+            trigger,
+        );
+        self.recheck_at = evaluation
+            .recheck_after
+            .map(|d| tokio::time::Instant::now() + d);
+        let decision = evaluation.decision;
+        // The next rounds check each node's chain at the epoch the pool finalized.
+        self.prober
+            .set_pool_finalized(decision.finalized.as_ref().map(|f| f.epoch));
+        self.log_changes(&decision, &prev_tracks, now);
+        self.warnings = decision.warnings.clone();
+        if decision.switch.as_ref().is_some_and(|s| s.to.is_some()) {
+            self.switches += 1;
+            self.primary_since = Some(now);
+        }
+        let publication = self
+            .publisher
+            .publish(
+                &decision,
+                &self.config.upstreams(),
+                trigger,
+                role,
+                self.config.probe.interval,
+                &overrides,
+            )
+            .await;
+        self.shared
+            .metrics
+            .sessions_moved(publication.sessions_moved);
+        if let Some(why) = self.publisher.refresh_session_mode() {
+            self.shared.notice(format!(
+                "sessions are not moved at a switch: {why}; they end at nginx's worker_shutdown_timeout"
+            ));
+        }
+        let report = Report {
+            round: self.round,
+            at: now,
+            decision,
+            target: self.publisher.target().kind(),
+            apply: publication.record,
+            last_apply: self.publisher.last_apply.clone(),
+            probes: probe_summary(&round),
+            primary_since: self.primary_since,
+            reloads: self.publisher.reloads,
+            failed_applies: self.publisher.failed_applies,
+            switches: self.switches,
+            role,
+            push: push_summary(&round, &pushed, now),
+            session_mode: self.publisher.target().session_mode(),
+            sessions_moved: publication.sessions_moved,
+            pending_moves: self.publisher.pending_list(),
+        };
+        self.shared
+            .metrics
+            .observe(&report, &probe_figures(&round, trigger));
+        self.record(&report, trigger, now);
+        report
+    }
+
+    /// Counts probe rounds; says once, loudly, when no node answered the first one.
+    fn count_round(&mut self, round: &Round, trigger: Trigger) {
         if trigger == Trigger::Probe {
             self.round += 1;
             if self.round == 1 && round.observations.iter().all(|o| o.result.is_err()) {
@@ -466,12 +545,16 @@ impl Daemon {
                     .filter_map(|o| o.result.as_ref().err().map(|e| format!("{}: {e}", o.node)))
                     .collect();
                 error!(
-                    nodes = round.observations.len(),
-                    "no node answered the first probe round; nothing is published until one does ({})",
-                    why.join("; ")
-                );
+                nodes = round.observations.len(),
+                "no node answered the first probe round; nothing is published until one does ({})",
+                why.join("; ")
+            );
             }
         }
+    }
+
+    /// The time to decide with: the steady clock, with the heads as evidence of a jump.
+    fn decision_time(&mut self, round: &Round) -> SystemTime {
         let heads: Vec<u64> = round
             .observations
             .iter()
@@ -507,7 +590,11 @@ impl Daemon {
             ),
             None => {}
         }
-        // Read fresh every round: a host that lost the VIP must know it at once.
+        now
+    }
+
+    /// This host's VRRP role, read fresh every round; a change is logged.
+    fn vrrp_role(&mut self) -> Option<crate::apply::ha::Role> {
         let role = self.config.ha.as_ref().map(read_role);
         if role != self.role {
             if let Some(r) = role {
@@ -515,118 +602,32 @@ impl Daemon {
             }
             self.role = role;
         }
-        let overrides = self
-            .shared
-            .overrides
-            .lock()
-            .expect("overrides lock")
-            .clone();
-        let prev_tracks = self.evaluator.state.tracks.clone();
-        let evaluation = self.evaluator.evaluate(
-            &self.config.select,
-            &self.config.chain,
-            &overrides,
-            &round,
-            &pushed,
-            now,
-            trigger,
-        );
-        self.recheck_at = evaluation
-            .recheck_after
-            .map(|d| tokio::time::Instant::now() + d);
-        let decision = evaluation.decision;
-        // The next rounds check each node's chain at the epoch the pool finalized.
-        self.prober
-            .set_pool_finalized(decision.finalized.as_ref().map(|f| f.epoch));
-        self.log_changes(&decision, &prev_tracks, now);
-        self.warnings = decision.warnings.clone();
-        if decision.switch.as_ref().is_some_and(|s| s.to.is_some()) {
-            self.switches += 1;
-            self.primary_since = Some(now);
-        }
-
-        let overrides = self
-            .shared
-            .overrides
-            .lock()
-            .expect("overrides lock")
-            .clone();
-        let publication = self
-            .publisher
-            .publish(
-                &decision,
-                &self.config.upstreams(),
-                trigger,
-                role,
-                self.config.probe.interval,
-                &overrides,
-            )
-            .await;
-        self.shared
-            .metrics
-            .sessions_moved(publication.sessions_moved);
-        let report = Report {
-            round: self.round,
-            at: now,
-            decision,
-            target: self.publisher.target().kind(),
-            apply: publication.record,
-            last_apply: self.publisher.last_apply.clone(),
-            probes: probe_summary(&round),
-            primary_since: self.primary_since,
-            reloads: self.publisher.reloads,
-            failed_applies: self.publisher.failed_applies,
-            switches: self.switches,
-            role,
-            push: push_summary(&round, &pushed, now),
-            session_mode: {
-                if let Some(why) = self.publisher.refresh_session_mode() {
-                    self.shared.notice(format!(
-                        "sessions are not moved at a switch: {why}; they end at nginx's worker_shutdown_timeout"
-                    ));
-                }
-                self.publisher.target().session_mode()
-            },
-            sessions_moved: publication.sessions_moved,
-            pending_moves: self.publisher.pending_list(),
-        };
-        // Probe figures come from probe rounds only; a pushed head re-evaluates the same round.
-        let probes: Vec<(String, Duration, Option<&RpcError>)> = if trigger == Trigger::Probe {
-            round
-                .observations
-                .iter()
-                .zip(&round.latencies)
-                .map(|(o, l)| (o.node.clone(), *l, o.result.as_ref().err()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        self.shared.metrics.observe(&report, &probes);
-        {
-            let mut history = self.shared.history.lock().expect("history lock");
-            if matches!(
-                report.apply,
-                ApplyRecord::Reloaded | ApplyRecord::Changed | ApplyRecord::Failed { .. }
-            ) {
-                let text = match &report.apply {
-                    ApplyRecord::Reloaded => "nginx reloaded with a new primary".to_string(),
-                    ApplyRecord::Changed => format!("{} changed without a reload", report.target),
-                    ApplyRecord::Failed { error } => format!("apply failed: {error}"),
-                    _ => String::new(),
-                };
-                history.record(now, EventKind::Apply, None, text);
-            }
-            if trigger == Trigger::Probe {
-                for v in &report.decision.nodes {
-                    let latency = report.probes.get(&v.name).map(|p| p.0);
-                    history.sample(&v.name, now, v.height, v.lag, latency);
-                }
-            }
-        }
-        report
+        role
     }
 
-    /// State changes only: a primary switch, a node going up or down, a warning. Never per tick.
+    /// The round in the journal: applies that changed something, and the heads' samples.
+    fn record(&self, report: &Report, trigger: Trigger, now: SystemTime) {
+        let mut history = self.shared.history.lock().expect("history lock");
+        if matches!(
+            report.apply,
+            ApplyRecord::Reloaded | ApplyRecord::Changed | ApplyRecord::Failed { .. }
+        ) {
+            let text = match &report.apply {
+                ApplyRecord::Reloaded => "nginx reloaded with a new primary".to_string(),
+                ApplyRecord::Changed => format!("{} changed without a reload", report.target),
+                ApplyRecord::Failed { error } => format!("apply failed: {error}"),
+                _ => String::new(),
+            };
+            history.record(now, EventKind::Apply, None, text);
+        }
+        if trigger == Trigger::Probe {
+            for v in &report.decision.nodes {
+                let latency = report.probes.get(&v.name).map(|p| p.0);
+                history.sample(&v.name, now, v.height, v.lag, latency);
+            }
+        }
+    }
+
     /// State changes only, to the log and to the journal: a primary switch, a node going up
     /// or down, a warning. Never per tick.
     fn log_changes(
@@ -683,6 +684,20 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+/// Probe figures come from probe rounds only; a pushed head re-evaluates the same round.
+fn probe_figures(round: &Round, trigger: Trigger) -> Vec<(String, Duration, Option<&RpcError>)> {
+    if trigger == Trigger::Probe {
+        round
+            .observations
+            .iter()
+            .zip(&round.latencies)
+            .map(|(o, l)| (o.node.clone(), *l, o.result.as_ref().err()))
+            .collect()
+    } else {
+        Vec::new()
     }
 }
 
