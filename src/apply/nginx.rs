@@ -515,6 +515,57 @@ impl Nginx {
             return Ok(Applied::Unchanged);
         }
 
+        let had_previous = self.swap_in(&output, &text).await?;
+        crate::files::sync_dir(&output);
+
+        if self.cfg.validate == Validate::Full {
+            if let Err(refusal) = self.test(&output).await {
+                return Err(match roll_back(&output, had_previous) {
+                    Ok(()) => refusal,
+                    Err(e) => NginxError::Rollback {
+                        path: output,
+                        message: e.to_string(),
+                    },
+                });
+            }
+        }
+        if same_routing && !self.reload_owed {
+            self.remember(&text, None);
+            return Ok(Applied::Changed { reloaded: false });
+        }
+        match self.reload().await {
+            Ok(()) => {
+                if self.cfg.validate == Validate::Private {
+                    if let Err(e) = self.confirm_reload().await {
+                        // nginx refused the whole configuration at the reload (what the private
+                        // test cannot see): put the previous file back, as for a refused test.
+                        let _ = roll_back(&output, had_previous);
+                        self.reload_owed = false;
+                        return Err(NginxError::Rejected {
+                            path: output,
+                            output: e.to_string(),
+                        });
+                    }
+                }
+                self.reload_owed = false;
+                self.remember(&text, Some(routing));
+                Ok(Applied::Changed { reloaded: true })
+            }
+            Err(e) => {
+                self.reload_owed = true;
+                // The file is ours; nginx still runs the old routing, which the owed reload
+                // will replace.
+                self.remember(&text, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts `text` in place of `output`: written beside it and fsynced (the private test reads
+    /// it there), the previous file kept as a backup (hard link, else a copy), renamed over.
+    /// Returns whether there was a previous file. On any failure nothing has changed.
+    async fn swap_in(&self, output: &Path, text: &str) -> Result<bool, NginxError> {
+        let output = output.to_path_buf();
         let tmp = sibling(&output, ".chain-co.tmp", true);
         let backup = sibling(&output, ".chain-co.bak", false);
         // The new file gets the permissions of the one it replaces (0644 for a first one), so
@@ -558,59 +609,7 @@ impl Nginx {
             });
         }
         crate::files::sync_dir(&output);
-
-        if self.cfg.validate == Validate::Full {
-            if let Err(refusal) = self.test(&output).await {
-                let restored = if had_previous {
-                    std::fs::rename(&backup, &output)
-                } else {
-                    std::fs::remove_file(&output)
-                };
-                crate::files::sync_dir(&output);
-                return Err(match restored {
-                    Ok(()) => refusal,
-                    Err(e) => NginxError::Rollback {
-                        path: output,
-                        message: e.to_string(),
-                    },
-                });
-            }
-        }
-        if same_routing && !self.reload_owed {
-            self.remember(&text, None);
-            return Ok(Applied::Changed { reloaded: false });
-        }
-        match self.reload().await {
-            Ok(()) => {
-                if self.cfg.validate == Validate::Private {
-                    if let Err(e) = self.confirm_reload().await {
-                        // nginx refused the whole configuration at the reload (what the private
-                        // test cannot see): put the previous file back, as for a refused test.
-                        let _ = if had_previous {
-                            std::fs::rename(&backup, &output)
-                        } else {
-                            std::fs::remove_file(&output)
-                        };
-                        crate::files::sync_dir(&output);
-                        self.reload_owed = false;
-                        return Err(NginxError::Rejected {
-                            path: output,
-                            output: e.to_string(),
-                        });
-                    }
-                }
-                self.reload_owed = false;
-                self.remember(&text, Some(routing));
-                Ok(Applied::Changed { reloaded: true })
-            }
-            Err(e) => {
-                self.reload_owed = true;
-                // The file is ours; nginx still runs the old routing, which the owed reload
-                // will replace.
-                self.remember(&text, None);
-                Err(e)
-            }
-        }
+        Ok(had_previous)
     }
 
     /// Records the file now in place and, when nginx was reloaded, its routing; saved beside
@@ -834,6 +833,18 @@ fn parent_dir(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
+}
+
+/// Puts the previous file back (the backup beside `output`), or removes the new one when there
+/// was none: the last good configuration is what stays.
+fn roll_back(output: &Path, had_previous: bool) -> std::io::Result<()> {
+    let restored = if had_previous {
+        std::fs::rename(sibling(output, ".chain-co.bak", false), output)
+    } else {
+        std::fs::remove_file(output)
+    };
+    crate::files::sync_dir(output);
+    restored
 }
 
 /// A file next to `path`. Hidden (dot-prefixed) files are not matched by `include conf.d/*.conf`.
