@@ -123,6 +123,14 @@ impl Metrics {
             implementation_split: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register_nodes(&mut registry);
+        m.register_pool(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// The first half of the series (per node, mostly), by name and help text.
+    fn register_nodes(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "node_height",
             "Height of the node's head (epochs)",
@@ -179,6 +187,11 @@ impl Metrics {
             "How long the node has been behind the best head (0 when it is not)",
             m.behind.clone(),
         );
+    }
+
+    /// The other half (the pool, the applies, the build).
+    fn register_pool(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "node_push_subscribed",
             "1 when the node's ChainNotify subscription is up (push), 0 when polled only",
@@ -236,10 +249,8 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        Metrics { registry, ..m }
     }
 
-    /// Records one round.
     /// Records how long the last probe round took.
     pub fn round_took(&self, took: Duration) {
         self.round_seconds.set(took.as_secs_f64());
