@@ -268,6 +268,37 @@ impl Metrics {
                 }
             }
         }
+        self.observe_nodes(report);
+        self.observe_probes(latencies);
+        if report
+            .decision
+            .switch
+            .as_ref()
+            .is_some_and(|s| s.to.is_some())
+        {
+            self.switches.inc();
+        }
+        self.observe_apply(report);
+        self.warnings.set(report.decision.warnings.len() as i64);
+        self.pool_stale.set(i64::from(report.decision.pool_stale));
+        if let Some(f) = &report.decision.finalized {
+            self.pool_finalized.set(f.epoch as i64);
+        }
+        self.finality_stalled.set(i64::from(
+            report
+                .decision
+                .warnings
+                .iter()
+                .any(|w| w.kind == crate::decide::select::WarningKind::FinalityStalled),
+        ));
+        self.implementation_split
+            .set(i64::from(report.decision.implementation_split));
+        self.no_primary
+            .set(i64::from(report.decision.primary.is_none()));
+    }
+
+    /// Per node: height, lag, finality, readiness, head age, health, push, role.
+    fn observe_nodes(&self, report: &Report) {
         for v in &report.decision.nodes {
             let l = NodeLabel {
                 node: v.name.clone(),
@@ -310,6 +341,10 @@ impl Metrics {
                 .get_or_create(&l)
                 .set(i64::from(v.role == Role::Primary));
         }
+    }
+
+    /// Per probe: its duration, and its error by kind.
+    fn observe_probes(&self, latencies: &[(String, Duration, Option<&RpcError>)]) {
         for (node, latency, error) in latencies {
             let l = NodeLabel { node: node.clone() };
             self.probe_duration
@@ -334,14 +369,10 @@ impl Metrics {
                     .inc();
             }
         }
-        if report
-            .decision
-            .switch
-            .as_ref()
-            .is_some_and(|s| s.to.is_some())
-        {
-            self.switches.inc();
-        }
+    }
+
+    /// The apply's result, per target.
+    fn observe_apply(&self, report: &Report) {
         let result = match report.apply {
             ApplyRecord::Unchanged => None,
             ApplyRecord::Deferred => Some("deferred"),
@@ -368,22 +399,6 @@ impl Metrics {
             }
             _ => {}
         }
-        self.warnings.set(report.decision.warnings.len() as i64);
-        self.pool_stale.set(i64::from(report.decision.pool_stale));
-        if let Some(f) = &report.decision.finalized {
-            self.pool_finalized.set(f.epoch as i64);
-        }
-        self.finality_stalled.set(i64::from(
-            report
-                .decision
-                .warnings
-                .iter()
-                .any(|w| w.kind == crate::decide::select::WarningKind::FinalityStalled),
-        ));
-        self.implementation_split
-            .set(i64::from(report.decision.implementation_split));
-        self.no_primary
-            .set(i64::from(report.decision.primary.is_none()));
     }
 
     /// Drops every per-node series of nodes that are no longer configured, so that a removed
