@@ -15,8 +15,9 @@ use crate::config::Config;
 use crate::decide::clock::SteadyClock;
 use crate::decide::evaluate::{merge_pushed_heads, Evaluator};
 use crate::decide::overrides::Overrides;
+use crate::probe::Round;
 
-use crate::decide::select::{Exclusion, Role, Trigger, Warning, WarningKind};
+use crate::decide::select::{Decision, Exclusion, Role, Trigger, Warning, WarningKind};
 use crate::probe::rpc::RpcError;
 
 /// Pause between the rounds of a check.
@@ -107,7 +108,42 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         last = Some((round, evaluation.decision));
     }
     let (round, decision) = last.expect("at least one round ran");
-    let nodes = decision
+    let nodes = checked_nodes(config, &decision, &round);
+    let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.upstreams())
+    {
+        Some(plan) => match target.preview(&plan) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (
+            None,
+            Some("no healthy node: run would keep the current file (fail static)".into()),
+        ),
+    };
+    let mut warnings = decision.warnings.clone();
+    warnings.extend(token_rejected(&decision));
+    Ok(CheckReport {
+        primary: decision.primary.clone(),
+        backups: decision.backups.clone(),
+        nodes,
+        rendered,
+        render_error,
+        output: target.describe(),
+        network: decision.network,
+        best_height: decision.best_height,
+        expected_height: decision.expected_height,
+        warnings,
+        finalized: decision.finalized.clone(),
+        role: config
+            .ha
+            .as_ref()
+            .map(|s| crate::apply::ha::read_role(s).to_string()),
+    })
+}
+
+/// Each node as `check` reports it.
+fn checked_nodes(config: &Config, decision: &Decision, round: &Round) -> Vec<CheckedNode> {
+    decision
         .nodes
         .iter()
         .enumerate()
@@ -130,19 +166,11 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
             own_word: v.own_word.clone(),
             client_token: v.client_token,
         })
-        .collect();
-    let (rendered, render_error) = match UpstreamPlan::from_decision(&decision, &config.upstreams())
-    {
-        Some(plan) => match target.preview(&plan) {
-            Ok(text) => (Some(text), None),
-            Err(e) => (None, Some(e.to_string())),
-        },
-        None => (
-            None,
-            Some("no healthy node: run would keep the current file (fail static)".into()),
-        ),
-    };
-    let mut warnings = decision.warnings.clone();
+        .collect()
+}
+
+/// Nodes that refused the configured token (401/403), in one warning.
+fn token_rejected(decision: &Decision) -> Option<Warning> {
     let rejected: Vec<&str> = decision
         .nodes
         .iter()
@@ -154,8 +182,8 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         })
         .map(|v| v.name.as_str())
         .collect();
-    if !rejected.is_empty() {
-        warnings.push(Warning::new(
+    (!rejected.is_empty()).then(|| {
+        Warning::new(
             WarningKind::TokenRejected,
             format!(
             "{} rejected the configured token. Clients send one token through nginx to whichever \
@@ -163,24 +191,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
              JWT secret between them (with Venus, use one sophon-auth service)",
             rejected.join(", ")
         ),
-        ));
-    }
-    Ok(CheckReport {
-        primary: decision.primary.clone(),
-        backups: decision.backups.clone(),
-        nodes,
-        rendered,
-        render_error,
-        output: target.describe(),
-        network: decision.network,
-        best_height: decision.best_height,
-        expected_height: decision.expected_height,
-        warnings,
-        finalized: decision.finalized.clone(),
-        role: config
-            .ha
-            .as_ref()
-            .map(|s| crate::apply::ha::read_role(s).to_string()),
+        )
     })
 }
 

@@ -191,6 +191,14 @@ pub fn render_status(s: &Status, colour: bool) -> String {
         .collect();
     out.push_str(&super::table::render(&header, &rows, colour));
     out.push('\n');
+    out.push_str(&applies_and_marks(s));
+    out
+}
+
+/// Under the table of `status`: the last apply and its counters, how sessions move, and the
+/// operator's marks.
+fn applies_and_marks(s: &Status) -> String {
+    let mut out = String::new();
     match &s.last_apply {
         Some(a) => {
             let _ = writeln!(
