@@ -416,38 +416,16 @@ impl Prober {
     async fn probe_one(&self, t: &Target) -> (Observation, Duration) {
         let started = Instant::now();
         let mut learned = self.learned(&t.name);
-        let mut calls: Vec<Call> = vec![("Filecoin.ChainHead".into(), json!([]))];
-        let wants_identity = learned.identity.is_none();
-        if wants_identity {
-            for m in [
-                "Filecoin.Version",
-                "Filecoin.StateNetworkName",
-                "Filecoin.ChainGetGenesis",
-            ] {
-                calls.push((m.into(), json!([])));
-            }
-        }
-        // The sync method asked this round; identification below may change the one to ask next.
-        let asked_sync = learned.sync;
-        let sync_method = if self.sync_checks {
-            asked_sync.method()
-        } else {
-            None
-        };
-        let asks_peers = self.sync_checks && !learned.unsupported.contains("Filecoin.NetPeers");
-        if asks_peers {
-            calls.push(("Filecoin.NetPeers".into(), json!([])));
-        }
-        if let Some(m) = sync_method {
-            calls.push((m.into(), json!([])));
-        }
-        let finality = self.finality_ask(&t.name, &learned);
-        finality_calls(&finality, &mut calls);
-        let slow = finality.slow;
-        let asks_status = slow && !learned.unsupported.contains("Filecoin.NodeStatus");
-        if asks_status {
-            calls.push(("Filecoin.NodeStatus".into(), json!([true])));
-        }
+        let ProbePlan {
+            calls,
+            wants_identity,
+            asked_sync,
+            sync_method,
+            asks_peers,
+            finality,
+            slow,
+            asks_status,
+        } = self.plan(&t.name, &learned);
 
         // The daemon's health endpoint and the clients' token, beside the calls.
         // The latency is the calls' alone.
@@ -457,20 +435,9 @@ impl Prober {
         };
         let ((mut replies, mut latency), mut side) =
             tokio::join!(main, self.side_checks(t, &learned, slow));
-        // Fuhon answers a POST with 400 and an empty body: try the same call over WebSocket.
-        if !t.transport_fixed
-            && learned.transport == Transport::Http
-            && matches!(&replies, Ok(r) if matches!(r[0], Err(RpcError::Http { status: 400 })))
-        {
-            let ws = t.endpoint.with_transport(Transport::Ws);
-            let retry = Box::pin(self.client.batch(&ws, calls)).await;
-            if matches!(&retry, Ok(r) if r[0].is_ok()) {
-                info!(url = %crate::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
-                learned.transport = Transport::Ws;
-                self.update(&t.name, |l| l.transport = Transport::Ws);
-                replies = retry;
-                latency = started.elapsed();
-            }
+        if let Some(retry) = self.ws_fallback(t, &mut learned, &replies, calls).await {
+            replies = retry;
+            latency = started.elapsed();
         }
         let mut replies = match replies {
             Ok(r) => r.into_iter(),
@@ -541,6 +508,77 @@ impl Prober {
             .map(|m| m.to_string())
             .collect();
         (obs, latency)
+    }
+
+    /// What to ask a node this round, in the order the replies are read.
+    fn plan(&self, name: &str, learned: &Learned) -> ProbePlan {
+        let mut calls: Vec<Call> = vec![("Filecoin.ChainHead".into(), json!([]))];
+        let wants_identity = learned.identity.is_none();
+        if wants_identity {
+            for m in [
+                "Filecoin.Version",
+                "Filecoin.StateNetworkName",
+                "Filecoin.ChainGetGenesis",
+            ] {
+                calls.push((m.into(), json!([])));
+            }
+        }
+        // The sync method asked this round; identification may change the one to ask next.
+        let asked_sync = learned.sync;
+        let sync_method = if self.sync_checks {
+            asked_sync.method()
+        } else {
+            None
+        };
+        let asks_peers = self.sync_checks && !learned.unsupported.contains("Filecoin.NetPeers");
+        if asks_peers {
+            calls.push(("Filecoin.NetPeers".into(), json!([])));
+        }
+        if let Some(m) = sync_method {
+            calls.push((m.into(), json!([])));
+        }
+        let finality = self.finality_ask(name, learned);
+        finality_calls(&finality, &mut calls);
+        let slow = finality.slow;
+        let asks_status = slow && !learned.unsupported.contains("Filecoin.NodeStatus");
+        if asks_status {
+            calls.push(("Filecoin.NodeStatus".into(), json!([true])));
+        }
+        ProbePlan {
+            calls,
+            wants_identity,
+            asked_sync,
+            sync_method,
+            asks_peers,
+            finality,
+            slow,
+            asks_status,
+        }
+    }
+
+    /// Fuhon answers a POST with 400 and an empty body: the same calls over WebSocket, and
+    /// WebSocket from then on when that works.
+    async fn ws_fallback(
+        &self,
+        t: &Target,
+        learned: &mut Learned,
+        replies: &Result<Vec<Result<Raw, RpcError>>, RpcError>,
+        calls: Vec<Call>,
+    ) -> Option<Result<Vec<Result<Raw, RpcError>>, RpcError>> {
+        let refused_post =
+            matches!(replies, Ok(r) if matches!(r[0], Err(RpcError::Http { status: 400 })));
+        if t.transport_fixed || learned.transport != Transport::Http || !refused_post {
+            return None;
+        }
+        let ws = t.endpoint.with_transport(Transport::Ws);
+        let retry = Box::pin(self.client.batch(&ws, calls)).await;
+        if !matches!(&retry, Ok(r) if r[0].is_ok()) {
+            return None;
+        }
+        info!(url = %crate::secret::redact_url(ws.url.as_str()), "answers JSON-RPC over WebSocket only (as Fuhon does); probing it over ws from now on");
+        learned.transport = Transport::Ws;
+        self.update(&t.name, |l| l.transport = Transport::Ws);
+        Some(retry)
     }
 
     /// Reads the first-contact replies (`Version`, `StateNetworkName`, `ChainGetGenesis`) and
@@ -846,6 +884,18 @@ impl Prober {
             }
         });
     }
+}
+
+/// One round's calls to one node and what they are for; the replies are read in this order.
+struct ProbePlan {
+    calls: Vec<Call>,
+    wants_identity: bool,
+    asked_sync: SyncMethod,
+    sync_method: Option<&'static str>,
+    asks_peers: bool,
+    finality: FinalityAsk,
+    slow: bool,
+    asks_status: bool,
 }
 
 /// What a slow round asked beside the JSON-RPC calls.
