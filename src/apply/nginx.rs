@@ -111,7 +111,8 @@ struct RawReload {
 }
 
 /// `[nginx]`, checked: every mistake goes to `ck` with its line and key.
-pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConfig> {
+/// `[nginx] template`: the built-in one, or a file that must read and parse.
+fn check_template(ck: &mut Checker, raw: &RawNginx, base: &Path) -> (String, String) {
     let (template_name, template) = match &raw.template {
         None => (
             "built-in upstream.conf.tera".to_string(),
@@ -141,6 +142,11 @@ pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Optio
             }
         }
     }
+    (template_name, template)
+}
+
+pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConfig> {
+    let (template_name, template) = check_template(ck, &raw, base);
     let output = raw.output.map_or_else(
         || PathBuf::from(defaults::OUTPUT),
         |o| resolve(base, o.get_ref()),
