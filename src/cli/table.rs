@@ -28,9 +28,17 @@ pub fn role_word(role: Role) -> &'static str {
 /// The table: `header`, then one line per row, each painted by its row's role.
 pub fn render(header: &[&str], rows: &[(Role, Vec<String>)], colour: bool) -> String {
     let paint = paint(colour);
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for (_, cells) in rows {
-        for (w, c) in widths.iter_mut().zip(cells) {
+    let columns = rows
+        .iter()
+        .map(|(_, c)| c.len())
+        .chain([header.len()])
+        .max()
+        .unwrap_or(0);
+    let mut widths = vec![0; columns];
+    for cells in std::iter::once(header.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+        .chain(rows.iter().map(|(_, c)| c.clone()))
+    {
+        for (w, c) in widths.iter_mut().zip(&cells) {
             *w = (*w).max(c.chars().count());
         }
     }
