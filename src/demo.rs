@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::NginxConfig;
 use crate::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig, TargetConfig};
 use crate::decide::select::SelectRules;
 use crate::serve::daemon::Daemon;
@@ -32,9 +33,60 @@ struct Traffic {
 
 pub async fn demo() -> anyhow::Result<()> {
     let started = Instant::now();
-    let say = move |msg: &str| println!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
     let block_delay = Duration::from_secs(2);
-    let sim = SimPool::start(SimSpec {
+    let sim = start_pool(block_delay).await?;
+    let dir = tempfile::Builder::new()
+        .prefix("chain-co-demo-")
+        .tempdir()?;
+    let addrs: Vec<String> = sim
+        .ready()
+        .nodes
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect();
+    let nginx = match find_nginx() {
+        Some(bin) => Some(
+            PrivateNginx::start(&bin, dir.path(), &addrs[..1])
+                .context("starting a private nginx (set NGINX=/path/to/nginx to choose one)")?,
+        ),
+        None => None,
+    };
+    let nginx_cfg = match &nginx {
+        Some(n) => n.chain_co_config(),
+        None => PrivateNginx::template_config(dir.path().join("filecoin-upstream.conf")),
+    };
+    intro(&sim, nginx.as_ref(), &nginx_cfg, block_delay);
+    let config = demo_config(&sim, nginx_cfg, dir.path());
+    let (daemon, shared) = Daemon::new(config, None)?;
+    daemon.preflight()?;
+    let shutdown = CancellationToken::new();
+    let reports = shared.reports.clone();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let loop_task = tokio::spawn(daemon.run(shutdown.clone(), reload_rx));
+    // A client that sends one ChainHead through nginx every 100 ms.
+    let traffic = Arc::new(Mutex::new(Traffic::default()));
+    let client_task = nginx
+        .as_ref()
+        .map(|n| spawn_client(n.rpc_url(), traffic.clone(), shutdown.clone()));
+    let mut watcher = Watcher {
+        reports,
+        last_line: String::new(),
+        started,
+    };
+    let seen = run_script(&mut watcher, &sim, &traffic).await?;
+    shutdown.cancel();
+    let _ = loop_task.await;
+    if let Some(t) = client_task {
+        let _ = t.await;
+    }
+    summary(&seen, nginx.is_some().then_some(&traffic));
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// The simulated pool: three Lotus daemons on loopback.
+async fn start_pool(block_delay: Duration) -> anyhow::Result<SimPool> {
+    SimPool::start(SimSpec {
         nodes: NAMES
             .iter()
             .map(|s| (s.to_string(), Profile::Lotus))
@@ -47,28 +99,16 @@ pub async fn demo() -> anyhow::Result<()> {
         start_height: 1000,
     })
     .await
-    .context("starting the simulated pool")?;
-    let dir = tempfile::Builder::new()
-        .prefix("chain-co-demo-")
-        .tempdir()?;
-    let addrs: Vec<String> = sim
-        .ready()
-        .nodes
-        .iter()
-        .map(|n| n.addr.to_string())
-        .collect();
+    .context("starting the simulated pool")
+}
 
-    let nginx = match find_nginx() {
-        Some(bin) => Some(
-            PrivateNginx::start(&bin, dir.path(), &addrs[..1])
-                .context("starting a private nginx (set NGINX=/path/to/nginx to choose one)")?,
-        ),
-        None => None,
-    };
-    let nginx_cfg = match &nginx {
-        Some(n) => n.chain_co_config(),
-        None => PrivateNginx::template_config(dir.path().join("filecoin-upstream.conf")),
-    };
+/// What the demo runs, and where.
+fn intro(
+    sim: &SimPool,
+    nginx: Option<&PrivateNginx>,
+    nginx_cfg: &NginxConfig,
+    block_delay: Duration,
+) {
     println!(
         "chain-co demo: 3 simulated Lotus daemons, block delay {}s",
         block_delay.as_secs()
@@ -76,7 +116,7 @@ pub async fn demo() -> anyhow::Result<()> {
     for n in &sim.ready().nodes {
         println!("  {} at {}", n.name, n.url);
     }
-    match &nginx {
+    match nginx {
         Some(n) => println!(
             "  nginx (private, pid {}) at {}; chain-co writes {}",
             n.pid(),
@@ -89,8 +129,11 @@ pub async fn demo() -> anyhow::Result<()> {
         ),
     }
     println!("  probe every 1s, max_lag 2 epochs, rise 2, fall 2\n");
+}
 
-    let config = Config {
+/// chain-co's configuration for the demo: the simulated nodes, fast probes, the private nginx.
+fn demo_config(sim: &SimPool, nginx_cfg: NginxConfig, dir: &std::path::Path) -> Config {
+    Config {
         nodes: sim
             .ready()
             .nodes
@@ -114,64 +157,69 @@ pub async fn demo() -> anyhow::Result<()> {
         select: SelectRules::basic(2, 2, 2),
         chain: ChainConfig::default(),
         api: ApiConfig {
-            state_file: dir.path().join("state.json"),
+            state_file: dir.join("state.json"),
             ..ApiConfig::default()
         },
         ha: None,
         target: TargetConfig::Nginx(nginx_cfg),
         client_token: None,
-    };
-    let (daemon, shared) = Daemon::new(config, None)?;
-    daemon.preflight()?;
-    let shutdown = CancellationToken::new();
-    let reports = shared.reports.clone();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let loop_task = tokio::spawn(daemon.run(shutdown.clone(), reload_rx));
+    }
+}
 
-    // A client that sends one ChainHead through nginx every 100 ms.
-    let traffic = Arc::new(Mutex::new(Traffic::default()));
-    let client_task = nginx.as_ref().map(|n| {
-        let url = n.rpc_url();
-        let traffic = traffic.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let body = r#"{"jsonrpc":"2.0","method":"Filecoin.ChainHead","params":[],"id":1}"#;
-            while !stop.is_cancelled() {
-                let r = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await;
-                let answered_by = match r {
-                    Ok(resp) if resp.status().is_success() => Some(
-                        resp.headers()
-                            .get("x-sim-node")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("?")
-                            .to_string(),
-                    ),
-                    _ => None,
-                };
-                {
-                    let mut t = traffic.lock().expect("traffic lock");
-                    match answered_by {
-                        Some(node) => *t.by_node.entry(node).or_default() += 1,
-                        None => t.failed += 1,
-                    }
+/// A client that sends one ChainHead through nginx every 100 ms and counts who answered.
+fn spawn_client(
+    url: String,
+    traffic: Arc<Mutex<Traffic>>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let body = r#"{"jsonrpc":"2.0","method":"Filecoin.ChainHead","params":[],"id":1}"#;
+        while !stop.is_cancelled() {
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            let answered_by = match r {
+                Ok(resp) if resp.status().is_success() => Some(
+                    resp.headers()
+                        .get("x-sim-node")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("?")
+                        .to_string(),
+                ),
+                _ => None,
+            };
+            {
+                let mut t = traffic.lock().expect("traffic lock");
+                match answered_by {
+                    Some(node) => *t.by_node.entry(node).or_default() += 1,
+                    None => t.failed += 1,
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        })
-    });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
 
-    let mut watcher = Watcher {
-        reports,
-        last_line: String::new(),
-        started,
-    };
+/// What the script saw, for the summary.
+struct Seen {
+    reloads_before_quiet: u64,
+    reloads_after: u64,
+    failed_before_stall: u64,
+}
+
+/// The script: a primary, a stall, a death, the heals, a quiet period.
+async fn run_script(
+    watcher: &mut Watcher,
+    sim: &SimPool,
+    traffic: &Arc<Mutex<Traffic>>,
+) -> anyhow::Result<Seen> {
+    let started = watcher.started;
+    let say = move |msg: &str| println!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
     say("waiting for the pool to prove itself (rise = 2 good probes)...");
     let first = watcher
         .until(|r| r.decision.primary.is_some(), Duration::from_secs(20))
@@ -236,17 +284,26 @@ pub async fn demo() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let reloads_after = watcher.reports.borrow().as_ref().map_or(0, |r| r.reloads);
 
-    shutdown.cancel();
-    let _ = loop_task.await;
-    if let Some(t) = client_task {
-        let _ = t.await;
-    }
+    Ok(Seen {
+        reloads_before_quiet: reloads_before,
+        reloads_after,
+        failed_before_stall: failed_before,
+    })
+}
+
+/// The demo's figures: reloads, and the requests through nginx.
+fn summary(seen: &Seen, traffic: Option<&Arc<Mutex<Traffic>>>) {
+    let (reloads_after, reloads_before, failed_before) = (
+        seen.reloads_after,
+        seen.reloads_before_quiet,
+        seen.failed_before_stall,
+    );
     println!("\nsummary:");
     println!(
         "  nginx reloads: {reloads_after} in all, {} during the quiet 5s",
         reloads_after - reloads_before
     );
-    if nginx.is_some() {
+    if let Some(traffic) = traffic {
         let t = traffic.lock().expect("traffic lock");
         let per_node: Vec<String> = t.by_node.iter().map(|(n, c)| format!("{n} {c}")).collect();
         println!("  requests through nginx by node: {}", per_node.join(", "));
@@ -256,8 +313,6 @@ pub async fn demo() -> anyhow::Result<()> {
             t.failed - failed_before
         );
     }
-    sim.shutdown().await;
-    Ok(())
 }
 
 /// Follows the loop's reports, printing each new decision once.

@@ -308,7 +308,7 @@ impl PushHub {
         let (mut rd, mut wr) = tokio::io::split(ws.into_inner());
         let mut reader = FrameReader::new(max_frame);
         let mut pending = Pending::new(1);
-        let mut notify_id = pending.reserve();
+        let notify_id = pending.reserve();
         let ask = |id: u64| {
             frames::text(
                 json!({"jsonrpc": "2.0", "id": id, "method": "Filecoin.ChainNotify", "params": []})
@@ -319,9 +319,12 @@ impl PushHub {
             .await
             .map_err(|e| e.to_string())?;
         end.set_open(true);
-        let mut channel: Option<Value> = None;
-        let mut ask_again: Option<tokio::time::Instant> = None;
-        let mut flood = FloodGuard::default();
+        let mut sub = Subscription {
+            notify_id,
+            channel: None,
+            ask_again: None,
+            flood: FloodGuard::default(),
+        };
         loop {
             tokio::select! {
                 incoming = reader.next(&mut rd) => {
@@ -337,51 +340,8 @@ impl PushHub {
                         }
                         Incoming::Closed => return Ok(()),
                     };
-                    let lossy = String::from_utf8_lossy(&message);
-                    let text: &str = &lossy;
-                    let Ok(msg) = Frame::parse(text) else {
-                        return Err("a frame is not JSON".into());
-                    };
-                    if let Some(id) = msg.id {
-                        if id != notify_id {
-                            pending.settle(id, msg.into_result());
-                            continue;
-                        }
-                        match msg.into_result() {
-                            Ok(chan) => {
-                                channel = serde_json::from_str(chan.get()).ok();
-                                self.set(&target.name, |s| s.status = PushStatus::Subscribed);
-                            }
-                            Err(RpcError::Rpc { code: -32601, message }) => {
-                                let was = self.get(&target.name).map(|s| s.status);
-                                if !matches!(was, Some(PushStatus::Unavailable { .. })) {
-                                    info!(reason = %message, "no ChainNotify push; polling only (asking again in 5 min)");
-                                }
-                                self.set(&target.name, |s| {
-                                    s.status = PushStatus::Unavailable { reason: message }
-                                });
-                                ask_again = Some(tokio::time::Instant::now() + ASK_AGAIN);
-                            }
-                            Err(RpcError::Rpc { message, .. }) => return Err(message),
-                            Err(e) => return Err(e.to_string()),
-                        }
-                        continue;
-                    }
-                    fn ours<'a>(channel: &Option<Value>, params: Option<&'a RawValue>) -> Option<&'a RawValue> {
-                        let (chan, changes): (Value, &RawValue) =
-                            serde_json::from_str(params?.get()).ok()?;
-                        (channel.as_ref() == Some(&chan)).then_some(changes)
-                    }
-                    match msg.method.as_deref() {
-                        Some("xrpc.ch.val") => {
-                            let Some(changes) = ours(&channel, msg.params) else { continue };
-                            flood.count()?;
-                            if let Some(head) = newest_head(changes.get()) {
-                                self.pushed(&target.name, head);
-                            }
-                        }
-                        Some("xrpc.ch.close") if ours(&channel, msg.params).is_some() => return Ok(()),
-                        _ => {}
+                    if self.on_message(&target.name, &message, &mut sub, &mut pending)? {
+                        return Ok(());
                     }
                 }
                 Some(job) = end.rx.recv() => {
@@ -394,14 +354,84 @@ impl PushHub {
                     }
                     wr.write_all(&out).await.map_err(|e| e.to_string())?;
                 }
-                _ = crate::backoff::until(ask_again) => {
-                    ask_again = None;
-                    notify_id = pending.reserve();
-                    wr.write_all(&ask(notify_id)).await.map_err(|e| e.to_string())?;
+                _ = crate::backoff::until(sub.ask_again) => {
+                    sub.ask_again = None;
+                    sub.notify_id = pending.reserve();
+                    wr.write_all(&ask(sub.notify_id)).await.map_err(|e| e.to_string())?;
                 }
             }
         }
     }
+    /// One message of the subscription's WebSocket: a reply to a probe's call, the channel's
+    /// id, or a notification. `Ok(true)`: the node closed the channel.
+    fn on_message(
+        &self,
+        node: &str,
+        message: &[u8],
+        sub: &mut Subscription,
+        pending: &mut Pending,
+    ) -> Result<bool, String> {
+        let lossy = String::from_utf8_lossy(message);
+        let text: &str = &lossy;
+        let Ok(msg) = Frame::parse(text) else {
+            return Err("a frame is not JSON".into());
+        };
+        if let Some(id) = msg.id {
+            if id != sub.notify_id {
+                pending.settle(id, msg.into_result());
+                return Ok(false);
+            }
+            match msg.into_result() {
+                Ok(chan) => {
+                    sub.channel = serde_json::from_str(chan.get()).ok();
+                    self.set(node, |s| s.status = PushStatus::Subscribed);
+                }
+                Err(RpcError::Rpc {
+                    code: -32601,
+                    message,
+                }) => {
+                    let was = self.get(node).map(|s| s.status);
+                    if !matches!(was, Some(PushStatus::Unavailable { .. })) {
+                        info!(reason = %message, "no ChainNotify push; polling only (asking again in 5 min)");
+                    }
+                    self.set(node, |s| {
+                        s.status = PushStatus::Unavailable { reason: message }
+                    });
+                    sub.ask_again = Some(tokio::time::Instant::now() + ASK_AGAIN);
+                }
+                Err(RpcError::Rpc { message, .. }) => return Err(message),
+                Err(e) => return Err(e.to_string()),
+            }
+            return Ok(false);
+        }
+        fn ours<'a>(channel: &Option<Value>, params: Option<&'a RawValue>) -> Option<&'a RawValue> {
+            let (chan, changes): (Value, &RawValue) = serde_json::from_str(params?.get()).ok()?;
+            (channel.as_ref() == Some(&chan)).then_some(changes)
+        }
+        match msg.method.as_deref() {
+            Some("xrpc.ch.val") => {
+                let Some(changes) = ours(&sub.channel, msg.params) else {
+                    return Ok(false);
+                };
+                sub.flood.count()?;
+                if let Some(head) = newest_head(changes.get()) {
+                    self.pushed(node, head);
+                }
+            }
+            Some("xrpc.ch.close") if ours(&sub.channel, msg.params).is_some() => return Ok(true),
+            _ => {}
+        }
+        Ok(false)
+    }
+}
+
+/// What a live subscription keeps between messages.
+struct Subscription {
+    /// The id of the `ChainNotify` call (asked again after it was refused).
+    notify_id: u64,
+    channel: Option<Value>,
+    ask_again: Option<tokio::time::Instant>,
+    flood: FloodGuard,
 }
 
 /// More notifications than this within one second drop the subscription (polls carry on): a
