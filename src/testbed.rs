@@ -354,10 +354,6 @@ impl SessionLog {
         self.connects.last().map(|(_, a)| a.as_str())
     }
 
-    pub fn max_height(&self) -> u64 {
-        self.heads.iter().map(|(_, h)| *h).max().unwrap_or(0)
-    }
-
     /// The highest `ChainHead` answer received before `t`.
     pub fn max_height_before(&self, t: Instant) -> u64 {
         self.heads

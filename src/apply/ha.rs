@@ -2,7 +2,7 @@
 //!
 //! Both hosts of a pair keep their own nginx current, so that the backup is ready the moment
 //! it takes the virtual IP. Anything that changes *shared* state — a cloud load balancer — must
-//! be done by the master alone: [`Role::may_change_shared_state`] is the gate, read fresh every
+//! be done by the master alone: [`VrrpRole::may_change_shared_state`] is the gate, read fresh every
 //! round so that a host that loses the VIP stops writing at once.
 //!
 //! The role comes from the file keepalived's notify script writes
@@ -26,7 +26,7 @@ pub enum RoleSource {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum VrrpRole {
     Master,
     Backup,
     Fault,
@@ -35,41 +35,41 @@ pub enum Role {
     Unknown,
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for VrrpRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Role::Master => "master",
-            Role::Backup => "backup",
-            Role::Fault => "fault",
-            Role::Stop => "stop",
-            Role::Unknown => "unknown",
+            VrrpRole::Master => "master",
+            VrrpRole::Backup => "backup",
+            VrrpRole::Fault => "fault",
+            VrrpRole::Stop => "stop",
+            VrrpRole::Unknown => "unknown",
         })
     }
 }
 
-impl Role {
+impl VrrpRole {
     /// Only the master writes to shared targets; when in doubt, a host does not.
     pub fn may_change_shared_state(&self) -> bool {
-        *self == Role::Master
+        *self == VrrpRole::Master
     }
 
-    fn parse(text: &str) -> Role {
+    fn parse(text: &str) -> VrrpRole {
         match text.trim().to_ascii_uppercase().as_str() {
-            "MASTER" => Role::Master,
-            "BACKUP" => Role::Backup,
-            "FAULT" => Role::Fault,
-            "STOP" => Role::Stop,
-            _ => Role::Unknown,
+            "MASTER" => VrrpRole::Master,
+            "BACKUP" => VrrpRole::Backup,
+            "FAULT" => VrrpRole::Fault,
+            "STOP" => VrrpRole::Stop,
+            _ => VrrpRole::Unknown,
         }
     }
 }
 
 /// Reads the role now.
-pub fn read_role(source: &RoleSource) -> Role {
+pub fn read_role(source: &RoleSource) -> VrrpRole {
     match source {
         RoleSource::File(path) => std::fs::read_to_string(path)
-            .map(|t| Role::parse(&t))
-            .unwrap_or(Role::Unknown),
+            .map(|t| VrrpRole::parse(&t))
+            .unwrap_or(VrrpRole::Unknown),
         RoleSource::Vip(vip) => match nix::ifaddrs::getifaddrs() {
             Ok(addrs) => {
                 let held = addrs.filter_map(|a| a.address).any(|a| {
@@ -79,12 +79,12 @@ pub fn read_role(source: &RoleSource) -> Role {
                         .unwrap_or(false)
                 });
                 if held {
-                    Role::Master
+                    VrrpRole::Master
                 } else {
-                    Role::Backup
+                    VrrpRole::Backup
                 }
             }
-            Err(_) => Role::Unknown,
+            Err(_) => VrrpRole::Unknown,
         },
     }
 }
@@ -98,29 +98,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("role");
         let src = RoleSource::File(path.clone());
-        assert_eq!(read_role(&src), Role::Unknown, "no file yet");
+        assert_eq!(read_role(&src), VrrpRole::Unknown, "no file yet");
         for (text, role) in [
-            ("MASTER\n", Role::Master),
-            ("BACKUP", Role::Backup),
-            ("FAULT", Role::Fault),
-            ("garbage", Role::Unknown),
+            ("MASTER\n", VrrpRole::Master),
+            ("BACKUP", VrrpRole::Backup),
+            ("FAULT", VrrpRole::Fault),
+            ("garbage", VrrpRole::Unknown),
         ] {
             std::fs::write(&path, text).expect("write");
             assert_eq!(read_role(&src), role, "{text}");
         }
-        assert!(Role::Master.may_change_shared_state());
-        assert!(!Role::Unknown.may_change_shared_state());
+        assert!(VrrpRole::Master.may_change_shared_state());
+        assert!(!VrrpRole::Unknown.may_change_shared_state());
     }
 
     #[test]
     fn the_vip_on_an_interface_means_master() {
         assert_eq!(
             read_role(&RoleSource::Vip("127.0.0.1".parse().expect("ip"))),
-            Role::Master
+            VrrpRole::Master
         );
         assert_eq!(
             read_role(&RoleSource::Vip("192.0.2.77".parse().expect("ip"))),
-            Role::Backup
+            VrrpRole::Backup
         );
     }
 }

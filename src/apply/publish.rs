@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{error, info, warn};
 
-use crate::apply::ha::Role;
+use crate::apply::ha::VrrpRole;
 use crate::apply::ApplyRecord;
 use crate::apply::{Applied, ApplyError, SessionMode, Target, UpstreamPlan, UpstreamServer};
 use crate::decide::overrides::Overrides;
@@ -101,7 +101,7 @@ impl Publisher {
         decision: &Decision,
         nodes: &[(String, String)],
         trigger: Trigger,
-        role: Option<Role>,
+        role: Option<VrrpRole>,
         interval: Duration,
         overrides: &Overrides,
     ) -> Publication {
@@ -446,7 +446,7 @@ mod tests {
             vec!["a".into()],
         ));
         let nodes = [node("a")];
-        for role in [Role::Backup, Role::Fault, Role::Unknown] {
+        for role in [VrrpRole::Backup, VrrpRole::Fault, VrrpRole::Unknown] {
             let out = p
                 .publish(
                     &decision(Some("a"), &[]),

@@ -59,6 +59,16 @@ impl Shared {
     }
 }
 
+/// Where a node's head comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadSource {
+    /// A live ChainNotify subscription.
+    Push,
+    /// Polls only.
+    Poll,
+}
+
 /// `GET /status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -121,7 +131,7 @@ pub struct NodeStatus {
     pub latency_ms: Option<f64>,
     pub error: Option<String>,
     /// `push` when a ChainNotify subscription is up, else `poll`.
-    pub source: String,
+    pub source: HeadSource,
     pub push: Option<crate::probe::push::PushStatus>,
     /// Age of the last pushed head.
     #[serde(with = "crate::duration::opt", default)]
@@ -204,8 +214,10 @@ impl Status {
                         latency_ms: probe.map(|p| crate::duration::ms(p.0)),
                         error: probe.and_then(|p| p.1.clone()),
                         source: match push {
-                            Some((crate::probe::push::PushStatus::Subscribed, _)) => "push".into(),
-                            _ => "poll".into(),
+                            Some((crate::probe::push::PushStatus::Subscribed, _)) => {
+                                HeadSource::Push
+                            }
+                            _ => HeadSource::Poll,
                         },
                         push: push.map(|p| p.0.clone()),
                         pushed_age: push.and_then(|p| p.1),

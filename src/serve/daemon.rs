@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::apply::ha::{read_role, Role};
+use crate::apply::ha::{read_role, VrrpRole};
 use crate::apply::publish::Publisher;
 use crate::apply::{ApplyError, Target as ApplyTarget};
 use crate::config::Config;
@@ -50,7 +50,7 @@ pub struct Daemon {
     primary_since: Option<SystemTime>,
     /// Warnings of the previous round, so that each is logged when it appears, not every round.
     warnings: Vec<Warning>,
-    role: Option<Role>,
+    role: Option<VrrpRole>,
     /// The ChainNotify subscriptions, and the token that ends them (on reload or shutdown).
     push: Option<(PushHub, CancellationToken)>,
     tasks: TaskTracker,
@@ -594,7 +594,7 @@ impl Daemon {
     }
 
     /// This host's VRRP role, read fresh every round; a change is logged.
-    fn vrrp_role(&mut self) -> Option<crate::apply::ha::Role> {
+    fn vrrp_role(&mut self) -> Option<crate::apply::ha::VrrpRole> {
         let role = self.config.ha.as_ref().map(read_role);
         if role != self.role {
             if let Some(r) = role {
@@ -707,6 +707,4 @@ pub enum DaemonError {
     Client(RpcError),
     #[error("{0}")]
     Apply(ApplyError),
-    #[error("{0}")]
-    State(String),
 }

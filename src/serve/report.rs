@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use crate::apply::ha::Role;
+use crate::apply::ha::VrrpRole;
 use crate::apply::SessionMode;
 use crate::decide::select::Decision;
 use crate::probe::push::{PushState, PushStatus};
@@ -31,7 +31,7 @@ pub struct Report {
     pub failed_applies: u64,
     pub switches: u64,
     /// This host's VRRP role, when in a keepalived pair.
-    pub role: Option<Role>,
+    pub role: Option<VrrpRole>,
     /// Per node: the ChainNotify subscription's state and the age of its last pushed head.
     pub push: BTreeMap<String, (PushStatus, Option<Duration>)>,
     /// How sessions leave a node that stops being primary.
