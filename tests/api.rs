@@ -637,15 +637,8 @@ async fn another_sites_page_cannot_change_marks_and_a_bad_body_changes_nothing()
 async fn reloading_an_unchanged_config_keeps_every_link() {
     let r = running("").await;
     let websockets = || async {
-        let url = format!("http://{}/nodes", r.sim.ready.control);
-        let text = reqwest::get(url)
+        sim_nodes(&r.sim)
             .await
-            .expect("control")
-            .text()
-            .await
-            .expect("body");
-        let nodes: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
-        nodes
             .iter()
             .map(|n| n["websockets"].as_u64().expect("websockets"))
             .sum::<u64>()

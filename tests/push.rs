@@ -204,15 +204,9 @@ async fn a_silent_subscription_falls_back_to_polls_without_a_false_switch() {
 
 /// The requests the honest nodes received, from the simulator's counters.
 async fn requests(sim: &Sim, nodes: &[&str]) -> u64 {
-    let url = format!("http://{}/nodes", sim.ready.control);
-    let text = reqwest::get(url)
+    sim_nodes(sim)
         .await
-        .expect("control")
-        .text()
-        .await
-        .expect("body");
-    let all: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
-    all.iter()
+        .iter()
         .filter(|n| nodes.contains(&n["name"].as_str().unwrap_or("")))
         .map(|n| n["requests"].as_u64().expect("requests"))
         .sum()

@@ -270,20 +270,11 @@ fn in_netns<T: Send + 'static>(
 
 /// `chain-co run` under a wall clock near genesis, its log in a file.
 fn start_run_near_genesis(config: &Path) -> ChildGuard {
-    let stderr_file = config.with_extension("stderr");
-    let child = Command::new("faketime")
-        .args(["2022-11-01 18:13:20", BIN, "run", "--config"])
-        .arg(config)
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("CHAIN_CO_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
-        .spawn()
-        .expect("start chain-co run");
-    ChildGuard {
-        child,
-        stderr_file: Some(stderr_file),
-    }
+    start_run_wrapped(
+        &["faketime", "2022-11-01 18:13:20"],
+        &[("FAKETIME_DONT_FAKE_MONOTONIC", "1")],
+        config,
+    )
 }
 
 /// Real Forest pool + real nginx + `chain-co run`, all in the namespace; a miner-like websocket

@@ -43,7 +43,7 @@ async fn pool(extra: &str, wrap: Option<&[&str]>) -> Pool {
     let config = write_config(dir.path(), &sim, &nginx, &section(extra));
     let run = match wrap {
         None => start_run(&config),
-        Some(prefix) => start_run_wrapped(prefix, &config),
+        Some(prefix) => start_run_wrapped(prefix, &[], &config),
     };
     let api = api_url(&run).await;
     wait_healthy(&api, &run).await;
@@ -69,24 +69,6 @@ async fn pool(extra: &str, wrap: Option<&[&str]>) -> Pool {
         nginx,
         run,
         api,
-    }
-}
-
-fn start_run_wrapped(prefix: &[&str], config: &std::path::Path) -> ChildGuard {
-    let stderr_file = config.with_extension("stderr");
-    let child = std::process::Command::new(prefix[0])
-        .args(&prefix[1..])
-        .arg(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("CHAIN_CO_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
-        .spawn()
-        .expect("start chain-co run");
-    ChildGuard {
-        child,
-        stderr_file: Some(stderr_file),
     }
 }
 

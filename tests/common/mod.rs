@@ -171,10 +171,25 @@ pub async fn api_url(run: &ChildGuard) -> String {
 
 /// `chain-co run`, with its stderr kept in a file for the assertions.
 pub fn start_run(config: &Path) -> ChildGuard {
+    start_run_wrapped(&[], &[], config)
+}
+
+/// `chain-co run` behind a wrapper command (`prefix`, e.g. faketime or setpriv) and with extra
+/// environment, its stderr kept in a file.
+pub fn start_run_wrapped(prefix: &[&str], env: &[(&str, &str)], config: &Path) -> ChildGuard {
     let stderr_file = config.with_extension("stderr");
-    let child = Command::new(BIN)
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let child = cmd
         .args(["run", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .env("CHAIN_CO_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
@@ -184,6 +199,18 @@ pub fn start_run(config: &Path) -> ChildGuard {
         child,
         stderr_file: Some(stderr_file),
     }
+}
+
+/// The simulator's view of its nodes (`GET /nodes`): requests and websockets per node.
+pub async fn sim_nodes(sim: &Sim) -> Vec<serde_json::Value> {
+    let url = format!("http://{}/nodes", sim.ready.control);
+    let text = reqwest::get(url)
+        .await
+        .expect("control")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&text).expect("json")
 }
 
 /// Polls `cond` until it holds or `limit` passes; returns the time it took, or None.
