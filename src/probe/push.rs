@@ -235,12 +235,13 @@ impl PushHub {
                     },
                     Duration::from_millis(500),
                 ),
-                Err(reason) => {
-                    if reason.starts_with("flood") {
-                        warn!(reason = %reason, "subscription dropped");
+                Err(e) => {
+                    if e.is_flood() {
+                        warn!(reason = %e, "subscription dropped");
                     } else {
-                        debug!(reason = %reason, "subscription failed");
+                        debug!(reason = %e, "subscription failed");
                     }
+                    let reason = crate::text::inert(&e.to_string(), 200);
                     (PushStatus::Retrying { reason }, backoff.step())
                 }
             };
@@ -277,13 +278,13 @@ impl PushHub {
         end: &mut LinkEnd,
         max_frame: usize,
         first: &mut bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), PushError> {
         // The handshake only: after it, frames are read by `frames`.
         let (request, config) = target
             .endpoint
             .with_transport(Transport::Ws)
             .ws_request(max_frame)
-            .map_err(|e| e.to_string())?;
+            .map_err(PushError::Request)?;
         // Boxed: the handshake's state (TLS included) is large and needed only once; inline,
         // it would size every node's task for its whole life.
         let connect = Box::pin(tokio_tungstenite::connect_async_with_config(
@@ -297,8 +298,8 @@ impl PushHub {
             tokio::time::timeout(Duration::from_secs(10), connect).await
         };
         let ws = connected
-            .map_err(|_| "connect timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+            .map_err(|_| PushError::ConnectTimeout)
+            .and_then(|r| r.map_err(PushError::Handshake));
         if std::mem::take(first) {
             self.first_try_done();
         }
@@ -315,9 +316,7 @@ impl PushHub {
                     .to_string(),
             )
         };
-        wr.write_all(&ask(notify_id))
-            .await
-            .map_err(|e| e.to_string())?;
+        wr.write_all(&ask(notify_id)).await?;
         end.set_open(true);
         let mut sub = Subscription {
             notify_id,
@@ -328,10 +327,10 @@ impl PushHub {
         loop {
             tokio::select! {
                 incoming = reader.next(&mut rd) => {
-                    let message = match incoming.map_err(|e| e.to_string())? {
+                    let message = match incoming? {
                         Incoming::Message(m) => m,
                         Incoming::Ping(p) => {
-                            wr.write_all(&frames::pong(p)).await.map_err(|e| e.to_string())?;
+                            wr.write_all(&frames::pong(p)).await?;
                             continue;
                         }
                         Incoming::Close => {
@@ -352,12 +351,12 @@ impl PushHub {
                         let call = json!({"jsonrpc": "2.0", "id": first_id + i as u64, "method": method, "params": params});
                         out.extend(frames::text(call.to_string()));
                     }
-                    wr.write_all(&out).await.map_err(|e| e.to_string())?;
+                    wr.write_all(&out).await?;
                 }
                 _ = crate::backoff::until(sub.ask_again) => {
                     sub.ask_again = None;
                     sub.notify_id = pending.reserve();
-                    wr.write_all(&ask(sub.notify_id)).await.map_err(|e| e.to_string())?;
+                    wr.write_all(&ask(sub.notify_id)).await?;
                 }
             }
         }
@@ -370,11 +369,11 @@ impl PushHub {
         message: &[u8],
         sub: &mut Subscription,
         pending: &mut Pending,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, PushError> {
         let lossy = String::from_utf8_lossy(message);
         let text: &str = &lossy;
         let Ok(msg) = Frame::parse(text) else {
-            return Err("a frame is not JSON".into());
+            return Err(PushError::NotJson);
         };
         if let Some(id) = msg.id {
             if id != sub.notify_id {
@@ -399,8 +398,8 @@ impl PushHub {
                     });
                     sub.ask_again = Some(tokio::time::Instant::now() + ASK_AGAIN);
                 }
-                Err(RpcError::Rpc { message, .. }) => return Err(message),
-                Err(e) => return Err(e.to_string()),
+                Err(RpcError::Rpc { message, .. }) => return Err(PushError::Refused(message)),
+                Err(e) => return Err(PushError::Request(e)),
             }
             return Ok(false);
         }
@@ -434,6 +433,38 @@ struct Subscription {
     flood: FloodGuard,
 }
 
+/// Why a subscription ended other than by the node closing it: a value, so that the loop
+/// can tell a flood (said loudly) from a node that went away (said at debug level).
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Request(RpcError),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("{0}")]
+    Handshake(#[source] tokio_tungstenite::tungstenite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frames(#[from] crate::probe::frames::FrameError),
+    #[error("a frame is not JSON")]
+    NotJson,
+    #[error("ChainNotify refused: {0}")]
+    Refused(String),
+    #[error("flood: more than {MAX_NOTIFICATIONS_PER_SECOND} notifications in a second; polling until the link is made again")]
+    Flood,
+}
+
+impl PushError {
+    /// A cap passed: the node floods us.
+    fn is_flood(&self) -> bool {
+        matches!(
+            self,
+            PushError::Flood | PushError::Frames(crate::probe::frames::FrameError::Flood(_))
+        )
+    }
+}
+
 /// More notifications than this within one second drop the subscription (polls carry on): a
 /// real daemon sends one per tipset, a few more around a reorg.
 pub const MAX_NOTIFICATIONS_PER_SECOND: u32 = 50;
@@ -455,15 +486,13 @@ impl Default for FloodGuard {
 }
 
 impl FloodGuard {
-    fn count(&mut self) -> Result<(), String> {
+    fn count(&mut self) -> Result<(), PushError> {
         if self.since.elapsed() >= Duration::from_secs(1) {
             *self = FloodGuard::default();
         }
         self.seen += 1;
         if self.seen > MAX_NOTIFICATIONS_PER_SECOND {
-            return Err(format!(
-                "flood: more than {MAX_NOTIFICATIONS_PER_SECOND} notifications in a second; polling until the link is made again"
-            ));
+            return Err(PushError::Flood);
         }
         Ok(())
     }
