@@ -62,7 +62,7 @@ pub struct CheckedNode {
     pub latency_ms: Option<f64>,
     /// Optional methods the node lacks; their checks are off for it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub unsupported: Vec<String>,
+    pub unsupported: Vec<crate::probe::OptionalMethod>,
     /// The epoch the node says is final, and its F3 in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finalized_epoch: Option<u64>,

@@ -183,7 +183,8 @@ pub fn render_status(s: &Status, colour: bool) -> String {
                     v.reason.clone()
                 } else {
                     // What the node lacks turns checks off: say which, beside the reason.
-                    format!("{} (lacks {})", v.reason, v.unsupported.join(", "))
+                    let lacks: Vec<String> = v.unsupported.iter().map(|m| m.to_string()).collect();
+                    format!("{} (lacks {})", v.reason, lacks.join(", "))
                 },
             ];
             (v.role, cells)

@@ -70,6 +70,32 @@ pub struct Round {
     pub tokens_differ: bool,
 }
 
+/// An optional method a node may lack (or refuse): its check is then off for that node.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum OptionalMethod {
+    #[serde(rename = "Filecoin.StateNetworkName")]
+    StateNetworkName,
+    #[serde(rename = "Filecoin.NetPeers")]
+    NetPeers,
+    #[serde(rename = "Filecoin.SyncState")]
+    SyncState,
+    #[serde(rename = "Filecoin.NodeStatus")]
+    NodeStatus,
+}
+
+impl std::fmt::Display for OptionalMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptionalMethod::StateNetworkName => "Filecoin.StateNetworkName",
+            OptionalMethod::NetPeers => "Filecoin.NetPeers",
+            OptionalMethod::SyncState => "Filecoin.SyncState",
+            OptionalMethod::NodeStatus => "Filecoin.NodeStatus",
+        })
+    }
+}
+
 /// What one probe of one node found.
 #[derive(Debug, Clone)]
 pub struct Observation {
@@ -84,7 +110,7 @@ pub struct Observation {
     /// The head came from a ChainNotify push, fresher than the last poll.
     pub via_push: bool,
     /// Optional methods the node lacks (their checks are off for it).
-    pub unsupported: Vec<String>,
+    pub unsupported: Vec<OptionalMethod>,
     /// When the head was known to be the node's head; `None`: now (a poll just made, or a live
     /// subscription that would have pushed a change). Lag in time is only counted up to here:
     /// after it, the node may have caught up unseen.
@@ -148,7 +174,7 @@ struct Learned {
     transport: Transport,
     sync: SyncMethod,
     /// Optional methods the node lacks; their checks are off for it (shown in status).
-    unsupported: std::collections::BTreeSet<&'static str>,
+    unsupported: std::collections::BTreeSet<OptionalMethod>,
     /// The node's finality as last asked.
     finality: Option<Finality>,
     /// Rounds until finality is asked again (0: this round).
@@ -501,12 +527,7 @@ impl Prober {
         obs.finality = finality;
         obs.own_word = (!own_word.is_empty()).then_some(own_word);
         obs.client_token = client_token;
-        obs.unsupported = self
-            .learned(&t.name)
-            .unsupported
-            .iter()
-            .map(|m| m.to_string())
-            .collect();
+        obs.unsupported = self.learned(&t.name).unsupported.into_iter().collect();
         (obs, latency)
     }
 
@@ -530,7 +551,8 @@ impl Prober {
         } else {
             None
         };
-        let asks_peers = self.sync_checks && !learned.unsupported.contains("Filecoin.NetPeers");
+        let asks_peers =
+            self.sync_checks && !learned.unsupported.contains(&OptionalMethod::NetPeers);
         if asks_peers {
             calls.push(("Filecoin.NetPeers".into(), json!([])));
         }
@@ -540,7 +562,7 @@ impl Prober {
         let finality = self.finality_ask(name, learned);
         finality_calls(&finality, &mut calls);
         let slow = finality.slow;
-        let asks_status = slow && !learned.unsupported.contains("Filecoin.NodeStatus");
+        let asks_status = slow && !learned.unsupported.contains(&OptionalMethod::NodeStatus);
         if asks_status {
             calls.push(("Filecoin.NodeStatus".into(), json!([true])));
         }
@@ -597,7 +619,7 @@ impl Prober {
             self.unsupported(
                 name,
                 learned,
-                "Filecoin.StateNetworkName",
+                OptionalMethod::StateNetworkName,
                 "has no Filecoin.StateNetworkName; it is judged by its genesis block alone",
             );
         }
@@ -639,7 +661,7 @@ impl Prober {
                 self.unsupported(
                     name,
                     learned,
-                    "Filecoin.NetPeers",
+                    OptionalMethod::NetPeers,
                     "has no Filecoin.NetPeers; the min_peers rule does not apply to it",
                 );
                 None
@@ -805,7 +827,7 @@ impl Prober {
                 self.unsupported(
                     name,
                     learned,
-                    "Filecoin.NodeStatus",
+                    OptionalMethod::NodeStatus,
                     "has no Filecoin.NodeStatus; its own view of its sync and peers is not shown",
                 );
                 word.node_status = None;
@@ -840,7 +862,7 @@ impl Prober {
     }
 
     /// Records once that a node lacks an optional method, and says so once.
-    fn unsupported(&self, name: &str, learned: &mut Learned, method: &'static str, why: &str) {
+    fn unsupported(&self, name: &str, learned: &mut Learned, method: OptionalMethod, why: &str) {
         if learned.unsupported.insert(method) {
             info!(node = %name, "{why}");
             self.update(name, |l| {
@@ -880,7 +902,7 @@ impl Prober {
         self.update(name, |l| {
             l.sync = next;
             if next == SyncMethod::Unavailable {
-                l.unsupported.insert("Filecoin.SyncState");
+                l.unsupported.insert(OptionalMethod::SyncState);
             }
         });
     }

@@ -398,7 +398,7 @@ pub struct NodeVerdict {
     pub via_push: bool,
     /// Optional methods the node lacks, whose checks are off for it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unsupported: Vec<String>,
+    pub unsupported: Vec<crate::probe::OptionalMethod>,
     /// Flap damping: how long the node is still kept from becoming primary.
     #[serde(with = "crate::duration::opt", default)]
     pub held_for: Option<Duration>,
