@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chain_co::sim::{Op, Profile, SimPool, SimSpec};
-use chain_co::testbed::{find_nginx, rss_kib, upstream_servers, PrivateNginx, Session};
+use chain_co_sim::testbed::{find_nginx, rss_kib, upstream_servers, PrivateNginx, Session};
+use chain_co_sim::{Op, Profile, SimPool, SimSpec};
 
 const BLOCK: Duration = Duration::from_secs(2);
 const INTERVAL_MS: u64 = 500;

@@ -14,13 +14,13 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::NginxConfig;
-use crate::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig, TargetConfig};
-use crate::decide::select::SelectRules;
-use crate::serve::daemon::Daemon;
-use crate::serve::report::{ApplyRecord, Report};
-use crate::sim::{Op, Profile, SimPool, SimSpec};
-use crate::testbed::{find_nginx, PrivateNginx};
+use chain_co::config::NginxConfig;
+use chain_co::config::{ApiConfig, ChainConfig, Config, NodeConfig, ProbeConfig, TargetConfig};
+use chain_co::decide::select::SelectRules;
+use chain_co::serve::daemon::Daemon;
+use chain_co::serve::report::{ApplyRecord, Report};
+use chain_co_sim::testbed::{find_nginx, PrivateNginx};
+use chain_co_sim::{Op, Profile, SimPool, SimSpec};
 
 const NAMES: [&str; 3] = ["lotus-a", "lotus-b", "lotus-c"];
 

@@ -1,5 +1,7 @@
 //! The `chain-co` command: parses arguments and calls the library. Nothing else lives here.
 
+mod demo;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +16,7 @@ use tracing::{error, info};
 use chain_co::cli::client::ApiClient;
 use chain_co::config::Config;
 use chain_co::secret::Secret;
-use chain_co::sim::{Profile, SimPool, SimSpec};
+use chain_co_sim::{Profile, SimPool, SimSpec};
 
 #[derive(Parser)]
 #[command(
@@ -446,7 +448,7 @@ async fn dispatch(command: Command) -> Outcome {
             .render(&mut std::io::stdout())
             .into(),
         Command::Sim(args) => sim(args).await.into(),
-        Command::Demo => chain_co::demo::demo().await.into(),
+        Command::Demo => demo::demo().await.into(),
     }
 }
 

@@ -12,7 +12,7 @@ struct Running {
     _dir: tempfile::TempDir,
     dir: std::path::PathBuf,
     sim: Sim,
-    nginx: chain_co::testbed::PrivateNginx,
+    nginx: chain_co_sim::testbed::PrivateNginx,
     run: ChildGuard,
     api: String,
     config: std::path::PathBuf,

@@ -52,7 +52,7 @@ async fn pool(
 ) -> (
     tempfile::TempDir,
     Sim,
-    chain_co::testbed::PrivateNginx,
+    chain_co_sim::testbed::PrivateNginx,
     ChildGuard,
     String,
 ) {

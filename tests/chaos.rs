@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chain_co::testbed::{open_fds, rss_kib};
+use chain_co_sim::testbed::{open_fds, rss_kib};
 use common::*;
 
 /// A tiny deterministic generator, so a failing run can be replayed with the same seed.

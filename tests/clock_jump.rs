@@ -46,7 +46,7 @@ async fn a_clock_jump_the_heads_agree_with_is_taken_at_once() {
         child,
         stderr_file: None,
     };
-    let ready: chain_co::sim::SimReady = serde_json::from_str(&line).expect("ready");
+    let ready: chain_co_sim::SimReady = serde_json::from_str(&line).expect("ready");
     let mut text = String::new();
     for n in &ready.nodes {
         text.push_str(&format!(

@@ -29,7 +29,7 @@ fn select_section() -> String {
 async fn pool() -> (
     tempfile::TempDir,
     Sim,
-    chain_co::testbed::PrivateNginx,
+    chain_co_sim::testbed::PrivateNginx,
     ChildGuard,
 ) {
     let sim = Sim::start(&["a", "b", "c"], "1s");

@@ -28,7 +28,7 @@ fn node<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 struct Pool {
     _dir: tempfile::TempDir,
     sim: Sim,
-    nginx: chain_co::testbed::PrivateNginx,
+    nginx: chain_co_sim::testbed::PrivateNginx,
     run: ChildGuard,
     api: String,
 }

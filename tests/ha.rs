@@ -317,7 +317,7 @@ fn prepare(
         format!("upstream filecoin {{\n    server {first};\n}}\n"),
     )
     .expect("seed");
-    let conf = chain_co::testbed::private_conf(dir, "0.0.0.0:1234").replace(
+    let conf = chain_co_sim::testbed::private_conf(dir, "0.0.0.0:1234").replace(
         "add_header X-Upstream-Addr $upstream_addr always;",
         &format!("add_header X-Upstream-Addr $upstream_addr always;\n            add_header X-Sidecar {host} always;"),
     );

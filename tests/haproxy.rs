@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chain_co::testbed::Session;
+use chain_co_sim::testbed::Session;
 use common::*;
 
 struct Haproxy(Child);

@@ -29,7 +29,7 @@ fn the_example_nginx_conf_passes_nginx_t_with_a_rendered_upstream() {
     std::fs::write(dir.path().join("nginx.conf"), conf).expect("write conf");
 
     let mut cfg =
-        chain_co::testbed::PrivateNginx::template_config(dir.path().join("upstream.conf"));
+        chain_co_sim::testbed::PrivateNginx::template_config(dir.path().join("upstream.conf"));
     cfg.test_cmd = vec!["true".into()];
     let nginx = Nginx::new(cfg).expect("template");
     let plan = UpstreamPlan {

@@ -16,7 +16,7 @@ async fn pool(
 ) -> (
     tempfile::TempDir,
     Sim,
-    chain_co::testbed::PrivateNginx,
+    chain_co_sim::testbed::PrivateNginx,
     ChildGuard,
     String,
 ) {
@@ -30,7 +30,7 @@ async fn pool_with(
 ) -> (
     tempfile::TempDir,
     Sim,
-    chain_co::testbed::PrivateNginx,
+    chain_co_sim::testbed::PrivateNginx,
     ChildGuard,
     String,
 ) {

@@ -318,7 +318,7 @@ fn a_miner_session_through_nginx_leaves_a_hung_and_a_killed_real_forest() {
             .await;
             assert!(up.is_some(), "the pool never came up:\n{}", run.stderr());
 
-            let session = chain_co::testbed::Session::start(nginx.addr);
+            let session = chain_co_sim::testbed::Session::start(nginx.addr);
             let first = wait_until(Duration::from_secs(10), || {
                 session.log().upstream().is_some_and(|u| !u.is_empty())
             })

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chain_co::testbed::Session;
+use chain_co_sim::testbed::Session;
 use common::*;
 
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,7 +29,7 @@ fn section(extra: &str) -> String {
 struct Pool {
     _dir: tempfile::TempDir,
     sim: Sim,
-    nginx: chain_co::testbed::PrivateNginx,
+    nginx: chain_co_sim::testbed::PrivateNginx,
     run: ChildGuard,
     api: String,
 }

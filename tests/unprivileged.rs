@@ -85,7 +85,7 @@ async fn an_unprivileged_chain_co_validates_swaps_and_reloads_a_root_nginx() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let conf = chain_co::testbed::private_conf(&ng, format!("127.0.0.1:{port}"))
+    let conf = chain_co_sim::testbed::private_conf(&ng, format!("127.0.0.1:{port}"))
         .replace("user root;\n", "user nobody nogroup;\n")
         .replace(
             &format!("include {}/conf.d/*.conf;", ng.display()),
@@ -119,7 +119,7 @@ async fn an_unprivileged_chain_co_validates_swaps_and_reloads_a_root_nginx() {
         "nginx did not start: {}",
         std::fs::read_to_string(ng.join("logs/error.log")).unwrap_or_default()
     );
-    _cgroup = chain_co::testbed::own_cgroup(master).expect("a cgroup of its own for nginx");
+    _cgroup = chain_co_sim::testbed::own_cgroup(master).expect("a cgroup of its own for nginx");
 
     // chain-co's config, readable by its user.
     let mut text = String::new();

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chain_co::sim::SimReady;
-use chain_co::testbed::{find_nginx, PrivateNginx};
+use chain_co_sim::testbed::{find_nginx, PrivateNginx};
+use chain_co_sim::SimReady;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chain-co");
 
@@ -76,7 +76,7 @@ impl Sim {
         self.node(name).addr.to_string()
     }
 
-    pub fn node(&self, name: &str) -> &chain_co::sim::SimNodeAddr {
+    pub fn node(&self, name: &str) -> &chain_co_sim::SimNodeAddr {
         self.ready
             .nodes
             .iter()
@@ -227,7 +227,7 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Opti
 
 /// The upstream servers in an nginx upstream file: (address, backup).
 pub fn servers(upstream_file: &Path) -> Vec<(String, bool)> {
-    chain_co::testbed::upstream_servers(upstream_file)
+    chain_co_sim::testbed::upstream_servers(upstream_file)
 }
 
 pub fn primary_in(upstream_file: &Path) -> Option<String> {

@@ -19,8 +19,9 @@
 //!
 //! chain-co is never in the data path: if it stops, nginx keeps the last good upstream.
 //! [`cli`] holds the commands that are not the loop (`check` evaluates the same way once,
-//! printing instead of applying); [`config`] is the TOML file; [`sim`] is a simulated daemon
-//! pool for tests and the demo. `docs/ARCHITECTURE.md` describes the stages and invariants.
+//! printing instead of applying); [`config`] is the TOML file. The simulated daemon pool and
+//! the test bed are a crate of their own (`chain-co-sim`), so this library never contains
+//! them. `docs/ARCHITECTURE.md` describes the stages and invariants.
 //!
 //! Read the stages in that order to follow one probe from the socket to the nginx reload.
 
@@ -29,7 +30,6 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod decide;
-pub mod demo;
 pub mod duration;
 pub mod errors;
 pub mod files;
@@ -37,6 +37,4 @@ pub mod probe;
 pub mod problems;
 pub mod secret;
 pub mod serve;
-pub mod sim;
-pub mod testbed;
 pub mod text;

@@ -40,7 +40,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// The nginx upstream template shipped with chain-co, used when `[nginx] template` is not set.
-pub const DEFAULT_TEMPLATE: &str = include_str!("../../templates/upstream.conf.tera");
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../../../templates/upstream.conf.tera");
 
 /// Defaults of `[nginx]`: Debian's layout.
 pub mod defaults {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use super::{chain, Faults, SimNode};
-use crate::sim::profile::{ApiPath, Profile};
+use crate::profile::{ApiPath, Profile};
 
 /// Forest's readiness allows a head this many epochs behind the clock (forest
 /// src/health/endpoints.rs `MAX_EPOCH_DIFF`); Lotus's readyz wants `Behind` under 5 too.

@@ -264,7 +264,7 @@ pub fn tipset_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::rpc::TipSet;
+    use chain_co::probe::rpc::TipSet;
 
     #[test]
     fn tipsets_parse_like_real_ones_and_agree_between_calls() {

@@ -347,8 +347,16 @@ mod tests {
 
     /// An nginx target in a temp dir whose test and reload commands always succeed.
     fn nginx_publisher(dir: &std::path::Path) -> Publisher {
-        let mut cfg = crate::testbed::PrivateNginx::template_config(dir.join("upstream.conf"));
-        cfg.move_sessions = false;
+        let cfg = crate::apply::nginx::NginxConfig {
+            template_name: "built-in upstream.conf.tera".into(),
+            template: crate::apply::nginx::DEFAULT_TEMPLATE.into(),
+            output: dir.join("upstream.conf"),
+            test_cmd: vec!["true".into()],
+            reload: crate::apply::nginx::Reload::Command(vec!["true".into()]),
+            upstream_name: "filecoin".into(),
+            move_sessions: false,
+            validate: crate::apply::nginx::Validate::Full,
+        };
         Publisher::new(Target::Nginx(Box::new(Nginx::new(cfg).expect("template"))))
     }
 

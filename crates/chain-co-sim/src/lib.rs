@@ -17,6 +17,7 @@ mod chain;
 mod finality;
 mod node;
 mod profile;
+pub mod testbed;
 
 pub use chain::ChainClock;
 pub use node::{ForkF3, NodeStatus, Op, SIM_NETWORK};

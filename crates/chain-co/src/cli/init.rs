@@ -324,7 +324,7 @@ pub fn render(found: &[Found]) -> String {
 
 /// The nginx server block for this configuration (`init --nginx`).
 pub fn nginx_server_block() -> String {
-    let example = include_str!("../../nginx-examples/nginx.conf");
+    let example = include_str!("../../../../nginx-examples/nginx.conf");
     let start = example.find("    # The generated upstream").unwrap_or(0);
     let end = example.rfind("}\n").unwrap_or(example.len());
     format!(

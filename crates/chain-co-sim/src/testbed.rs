@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::apply::nginx::{NginxConfig, Reload, DEFAULT_TEMPLATE};
+use chain_co::apply::nginx::{NginxConfig, Reload, DEFAULT_TEMPLATE};
 
 /// Finds the nginx binary: `$NGINX`, then `PATH`, then Debian's `/usr/sbin/nginx` (not on a
 /// normal user's `PATH`).
@@ -172,7 +172,7 @@ impl PrivateNginx {
             reload: Reload::Command(vec!["true".into()]),
             upstream_name: "filecoin".into(),
             move_sessions: true,
-            validate: crate::apply::nginx::Validate::Full,
+            validate: chain_co::apply::nginx::Validate::Full,
         }
     }
 
@@ -243,7 +243,7 @@ impl Drop for OwnCgroup {
 /// moves no session, and says so.
 pub fn own_cgroup(master: u32) -> Option<OwnCgroup> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let mount = crate::apply::sessions::cgroup2_mount()?;
+    let mount = chain_co::apply::sessions::cgroup2_mount()?;
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = mount
         .join("chain-co-test")
@@ -251,7 +251,7 @@ pub fn own_cgroup(master: u32) -> Option<OwnCgroup> {
     std::fs::create_dir_all(&dir).ok()?;
     let procs = dir.join("cgroup.procs");
     let mut pids = vec![master];
-    pids.extend(crate::apply::sessions::children(master));
+    pids.extend(chain_co::apply::sessions::children(master));
     for p in pids {
         if std::fs::write(&procs, p.to_string()).is_err() {
             let _ = std::fs::remove_dir(&dir);

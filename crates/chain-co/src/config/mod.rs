@@ -1370,7 +1370,7 @@ url = "http://[::1]:2345/rpc/v1"
 
     #[test]
     fn shipped_examples_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "toml") {
