@@ -97,7 +97,7 @@ impl ServerState {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are found by config::unknown, all at once with their lines.
 pub struct RawHaproxy {
     socket: PathBuf,
     #[serde(default)]

@@ -170,7 +170,7 @@ fn nonce() -> Result<String, SlbError> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are found by config::unknown, all at once with their lines.
 pub struct RawSlb {
     region: String,
     load_balancer_id: String,
@@ -186,7 +186,7 @@ pub struct RawSlb {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are found by config::unknown, all at once with their lines.
 pub struct RawSlbServer {
     server_id: String,
     port: Option<u16>,

@@ -28,6 +28,8 @@ use crate::problems::{resolve, warn_if_readable_by_others, Checker};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod unknown;
+
 use crate::decide::select::SelectRules;
 use crate::probe::rpc::Transport;
 use crate::secret::Secret;
@@ -184,7 +186,6 @@ impl fmt::Display for ConfigError {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     node: Vec<RawNode>,
@@ -204,14 +205,12 @@ struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawHa {
     role_file: Option<Spanned<PathBuf>>,
     vip: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
@@ -221,7 +220,6 @@ struct RawApi {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNode {
     name: Spanned<String>,
     url: Option<Spanned<String>>,
@@ -235,7 +233,6 @@ struct RawNode {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawChain {
     network: Option<Spanned<String>>,
     genesis: Option<Spanned<String>>,
@@ -247,7 +244,6 @@ struct RawChain {
 type HumanDuration = humantime_serde::Serde<Duration>;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawProbe {
     interval: Option<Spanned<HumanDuration>>,
     timeout: Option<Spanned<HumanDuration>>,
@@ -257,7 +253,6 @@ struct RawProbe {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSelect {
     max_lag: Option<Spanned<u64>>,
     rise: Option<Spanned<u32>>,
@@ -320,36 +315,23 @@ impl Config {
             source,
             problems: Vec::new(),
         };
-        // serde stops at the first unknown key. To report every one at once, each is blanked
-        // out (same length, so positions stay right) and the text parsed again.
-        let mut text = source.to_string();
-        let raw: RawConfig = loop {
-            match toml::from_str(&text) {
-                Ok(raw) => break raw,
-                Err(e) => {
-                    let unknown = e.message().starts_with("unknown field");
-                    if !unknown && !ck.problems.is_empty() {
-                        // Blanking broke something (a multi-line value): the unknown keys
-                        // found so far are the answer.
-                        return Err(ck.problems);
-                    }
-                    let position = e.span().map(|s| ck.position(s.clone()));
-                    let key = e
-                        .span()
-                        .map(|s| key_at(source, s.start))
-                        .unwrap_or_default();
-                    ck.problems.push(Problem {
-                        position,
-                        key,
-                        message: e.message().trim().to_string(),
-                    });
-                    match e.span() {
-                        Some(span) if unknown && ck.problems.len() < 100 => {
-                            blank_entry(&mut text, span.start)
-                        }
-                        _ => return Err(ck.problems),
-                    }
-                }
+        let raw: RawConfig = match unknown::from_str(source) {
+            Ok((raw, unknown)) => {
+                report_unknown(&mut ck, unknown);
+                raw
+            }
+            Err((e, unknown)) => {
+                report_unknown(&mut ck, unknown);
+                let key = e
+                    .span()
+                    .map(|s| key_at(source, s.start))
+                    .unwrap_or_default();
+                ck.problems.push(Problem {
+                    position: e.span().map(|s| ck.position(s)),
+                    key,
+                    message: e.message().trim().to_string(),
+                });
+                return Err(ck.problems);
             }
         };
         let nodes = check_nodes(&mut ck, raw.node, base);
@@ -414,35 +396,15 @@ impl Config {
     }
 }
 
-/// Blanks (with spaces, keeping every offset) the entry around `offset`: its line, or, for a
-/// table header, the whole table up to the next header.
-fn blank_entry(text: &mut String, offset: usize) {
-    let offset = offset.min(text.len());
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let end = if text[start..line_end].trim_start().starts_with('[') {
-        // Up to the next header line.
-        let mut at = line_end;
-        loop {
-            if at >= text.len() {
-                break text.len();
-            }
-            let next = text[at + 1..].find('\n').map_or(text.len(), |i| at + 1 + i);
-            if text[at + 1..next].trim_start().starts_with('[') {
-                break at;
-            }
-            at = next;
-        }
-    } else {
-        line_end
-    };
-    let blanked: String = text[start..end]
-        .chars()
-        .map(|c| if c == '\n' { '\n' } else { ' ' })
-        .collect();
-    // Same byte length only for ASCII; keep offsets exact by padding to the original length.
-    let pad = (end - start).saturating_sub(blanked.len());
-    text.replace_range(start..end, &format!("{blanked}{}", " ".repeat(pad)));
+/// One problem per key the config does not know, each at the line that holds it.
+fn report_unknown(ck: &mut Checker, unknown: Vec<unknown::UnknownKey>) {
+    for u in unknown {
+        ck.problems.push(Problem {
+            position: u.span.clone().map(|s| ck.position(s)),
+            key: u.name(),
+            message: u.message(),
+        });
+    }
 }
 
 /// The dotted key written on the line holding `offset`, with its table: what a syntax error
