@@ -92,7 +92,7 @@ pub enum Reload {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are found by config::unknown, all at once with their lines.
 pub struct RawNginx {
     template: Option<Spanned<PathBuf>>,
     output: Option<Spanned<PathBuf>>,
@@ -104,7 +104,7 @@ pub struct RawNginx {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys are found by config::unknown, all at once with their lines.
 struct RawReload {
     pid_file: Option<PathBuf>,
     cmd: Option<Vec<String>>,
@@ -250,8 +250,14 @@ pub enum NginxError {
     Rollback { path: PathBuf, message: String },
     #[error("reload failed: {0}; the new file is in place and the reload will be retried")]
     Reload(String),
-    #[error("cannot move sessions: {0}")]
-    Sessions(String),
+    #[error("cannot move sessions: cannot resolve {address}: {why}")]
+    Resolve { address: String, why: String },
+    #[error("cannot move sessions")]
+    Sessions(#[source] DestroyError),
+    #[error("cannot move sessions; they now end at nginx's worker_shutdown_timeout instead")]
+    SessionsFallback(#[source] DestroyError),
+    #[error("cannot move sessions: the session task panicked")]
+    SessionTask,
 }
 
 /// What nginx runs, as far as chain-co knows: kept in a hidden file beside the output so that
@@ -378,14 +384,16 @@ impl Nginx {
             {
                 Ok(Ok(addrs)) => addrs.collect(),
                 Ok(Err(e)) => {
-                    return Err(NginxError::Sessions(format!(
-                        "cannot resolve {address}: {e}"
-                    )))
+                    return Err(NginxError::Resolve {
+                        address: address.to_string(),
+                        why: e.to_string(),
+                    })
                 }
                 Err(_) => {
-                    return Err(NginxError::Sessions(format!(
-                        "cannot resolve {address}: no answer within 2s"
-                    )))
+                    return Err(NginxError::Resolve {
+                        address: address.to_string(),
+                        why: "no answer within 2s".into(),
+                    })
                 }
             };
         // Only nginx's own connections: the sockets of its cgroup. Without one, none.
@@ -415,7 +423,7 @@ impl Nginx {
                 .sum::<Result<usize, DestroyError>>()
         })
         .await
-        .map_err(|e| NginxError::Sessions(e.to_string()))?;
+        .map_err(|_| NginxError::SessionTask)?;
         match result {
             Ok(n) => Ok(n),
             Err(DestroyError::NoCgroups) => {
@@ -424,11 +432,9 @@ impl Nginx {
             }
             Err(e @ (DestroyError::NotPermitted | DestroyError::Unsupported)) => {
                 self.session_mode = SessionMode::WorkerShutdownTimeout;
-                Err(NginxError::Sessions(format!(
-                    "{e}; sessions now end at nginx's worker_shutdown_timeout instead"
-                )))
+                Err(NginxError::SessionsFallback(e))
             }
-            Err(e) => Err(NginxError::Sessions(e.to_string())),
+            Err(e) => Err(NginxError::Sessions(e)),
         }
     }
 

@@ -170,7 +170,7 @@ impl Publisher {
                     self.failed_applies += 1;
                     self.log_apply_error(&e);
                     ApplyRecord::Failed {
-                        error: e.to_string(),
+                        error: crate::errors::error_chain(&e),
                     }
                 }
             },
@@ -248,7 +248,7 @@ impl Publisher {
                 Err(e) => {
                     let fallback = self.target.session_mode() == SessionMode::WorkerShutdownTimeout;
                     if fallback && !self.session_fallback_logged {
-                        warn!(node = %server.name, error = %e, "sessions of the old primary are left to nginx's worker_shutdown_timeout");
+                        warn!(node = %server.name, error = %crate::errors::error_chain(&e), "sessions of the old primary are left to nginx's worker_shutdown_timeout");
                         self.session_fallback_logged = true;
                     } else if !fallback {
                         self.log_apply_error(&e);
@@ -269,7 +269,7 @@ impl Publisher {
 
     /// The same failure every round is logged once, not every interval.
     fn log_apply_error(&mut self, e: &ApplyError) {
-        let msg = e.to_string();
+        let msg = crate::errors::error_chain(e);
         if self.last_error.as_deref() != Some(msg.as_str()) {
             error!(error = %msg, "apply failed");
             self.last_error = Some(msg);

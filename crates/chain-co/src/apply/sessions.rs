@@ -35,6 +35,7 @@ use nix::sys::socket::{
     SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -47,10 +48,67 @@ const IPPROTO_TCP: u8 = 6;
 /// TCP states worth ending: established, SYN_SENT (a connect in progress), CLOSE_WAIT. Not
 /// listeners, and not TIME_WAIT (nothing left to end).
 const STATES: u32 = (1 << 1) | (1 << 2) | (1 << 8);
-const HEADER: usize = 16;
-const SOCKID: usize = 48;
-const REQ: usize = 8 + SOCKID;
-const DIAG_MSG: usize = 4 + SOCKID + 20;
+const HEADER: usize = std::mem::size_of::<NlMsgHdr>();
+
+/// `struct nlmsghdr` (linux/netlink.h).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct NlMsgHdr {
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+}
+
+/// `struct inet_diag_sockid` (linux/inet_diag.h): ports and addresses in network order, kept
+/// as the kernel sent them so a destroy names exactly the socket the dump reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct SockId {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    src: [u8; 16],
+    dst: [u8; 16],
+    interface: u32,
+    cookie: [u32; 2],
+}
+
+/// `struct inet_diag_req_v2`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct DiagRequest {
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    pad: u8,
+    states: u32,
+    id: SockId,
+}
+
+/// `struct inet_diag_msg`: what the dump says of one socket; attributes follow it.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct DiagMessage {
+    family: u8,
+    state: u8,
+    timer: u8,
+    retrans: u8,
+    id: SockId,
+    expires: u32,
+    rqueue: u32,
+    wqueue: u32,
+    uid: u32,
+    inode: u32,
+}
+
+/// A request as one datagram: the header, then the `inet_diag_req_v2`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct DiagDatagram {
+    header: NlMsgHdr,
+    request: DiagRequest,
+}
 /// `CAP_NET_ADMIN` (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
 
@@ -60,8 +118,14 @@ pub enum DestroyError {
     NotPermitted,
     #[error("the kernel cannot destroy sockets (CONFIG_INET_DIAG_DESTROY is off)")]
     Unsupported,
-    #[error("netlink sock_diag: {0}")]
-    Io(String),
+    /// The netlink exchange itself failed: what was being done, and the kernel's errno when
+    /// there is one.
+    #[error("netlink sock_diag: {doing}")]
+    Netlink {
+        doing: &'static str,
+        #[source]
+        errno: Option<Errno>,
+    },
     #[error("the kernel does not report sockets' cgroups (INET_DIAG_CGROUP_ID)")]
     NoCgroups,
 }
@@ -80,8 +144,8 @@ const INET_DIAG_CGROUP_ID: u16 = 21;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DiagSocket {
     family: u8,
-    /// The raw `inet_diag_sockid`, handed back as is to destroy exactly this socket.
-    id: [u8; SOCKID],
+    /// The `inet_diag_sockid`, handed back as is to destroy exactly this socket.
+    id: SockId,
     peer: SocketAddr,
     inode: u32,
     /// `None`: the kernel did not report it.
@@ -125,7 +189,7 @@ pub fn destroy_connections_to(peer: SocketAddr, owners: &Owners) -> Result<usize
         match destroy(&fd, s) {
             Ok(()) => ended += 1,
             // Closed between the dump and now: nothing left to end.
-            Err(DestroyError::Io(_)) => {}
+            Err(DestroyError::Netlink { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -145,6 +209,13 @@ fn libc_af(f: AddressFamily) -> u8 {
     f as i32 as u8
 }
 
+fn netlink(doing: &'static str, errno: Errno) -> DestroyError {
+    DestroyError::Netlink {
+        doing,
+        errno: Some(errno),
+    }
+}
+
 fn open() -> Result<OwnedFd, DestroyError> {
     let fd = socket(
         AddressFamily::Netlink,
@@ -152,29 +223,32 @@ fn open() -> Result<OwnedFd, DestroyError> {
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkSockDiag,
     )
-    .map_err(|e| DestroyError::Io(format!("cannot open a netlink socket: {e}")))?;
+    .map_err(|e| netlink("cannot open a netlink socket", e))?;
     // No reply may hold the loop: the kernel answers at once, or something is badly wrong.
     setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(2, 0))
-        .map_err(|e| DestroyError::Io(e.to_string()))?;
+        .map_err(|e| netlink("cannot set a receive timeout", e))?;
     Ok(fd)
 }
 
-fn header(len: usize, kind: u16, flags: u16, seq: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(len);
-    b.extend_from_slice(&(len as u32).to_ne_bytes());
-    b.extend_from_slice(&kind.to_ne_bytes());
-    b.extend_from_slice(&flags.to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b
-}
-
-fn request(kind: u16, flags: u16, seq: u32, family: u8, states: u32, id: &[u8; SOCKID]) -> Vec<u8> {
-    let mut b = header(HEADER + REQ, kind, flags, seq);
-    b.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
-    b.extend_from_slice(&states.to_ne_bytes());
-    b.extend_from_slice(id);
-    b
+fn request(kind: u16, flags: u16, seq: u32, family: u8, states: u32, id: SockId) -> Vec<u8> {
+    let datagram = DiagDatagram {
+        header: NlMsgHdr {
+            len: std::mem::size_of::<DiagDatagram>() as u32,
+            kind,
+            flags,
+            seq,
+            pid: 0,
+        },
+        request: DiagRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            ext: 0,
+            pad: 0,
+            states,
+            id,
+        },
+    };
+    datagram.as_bytes().to_vec()
 }
 
 fn send(fd: &OwnedFd, msg: &[u8]) -> Result<(), DestroyError> {
@@ -185,7 +259,7 @@ fn send(fd: &OwnedFd, msg: &[u8]) -> Result<(), DestroyError> {
         MsgFlags::empty(),
     )
     .map(|_| ())
-    .map_err(|e| DestroyError::Io(format!("send: {e}")))
+    .map_err(|e| netlink("send", e))
 }
 
 /// Calls `each(type, payload)` for every message of the replies until `NLMSG_DONE`, an error
@@ -200,15 +274,20 @@ fn receive(
     for _ in 0..10_000 {
         let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
             Ok(n) => n,
-            Err(Errno::EAGAIN) => return Err(DestroyError::Io("no answer within 2s".into())),
-            Err(e) => return Err(DestroyError::Io(format!("recv: {e}"))),
+            Err(e @ Errno::EAGAIN) => return Err(netlink("no answer within 2s", e)),
+            Err(e) => return Err(netlink("recv", e)),
         };
         let mut off = 0;
         while off + HEADER <= n {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2 bytes"));
+            let Ok((header, _)) = NlMsgHdr::read_from_prefix(&buf[off..n]) else {
+                break;
+            };
+            let (len, kind) = (header.len as usize, header.kind);
             if len < HEADER || off + len > n {
-                return Err(DestroyError::Io("malformed netlink message".into()));
+                return Err(DestroyError::Netlink {
+                    doing: "malformed netlink message",
+                    errno: None,
+                });
             }
             if kind == NLMSG_DONE {
                 return Ok(());
@@ -223,7 +302,10 @@ fn receive(
             return Ok(());
         }
     }
-    Err(DestroyError::Io("the socket dump did not end".into()))
+    Err(DestroyError::Netlink {
+        doing: "the socket dump did not end",
+        errno: None,
+    })
 }
 
 fn errno_of(payload: &[u8]) -> i32 {
@@ -241,7 +323,7 @@ fn dump(fd: &OwnedFd, family: u8) -> Result<Vec<DiagSocket>, DestroyError> {
             1,
             family,
             STATES,
-            &[0; SOCKID],
+            SockId::new_zeroed(),
         ),
     )?;
     let mut out = Vec::new();
@@ -249,10 +331,7 @@ fn dump(fd: &OwnedFd, family: u8) -> Result<Vec<DiagSocket>, DestroyError> {
         match kind {
             NLMSG_ERROR => {
                 let e = errno_of(payload);
-                return Err(DestroyError::Io(format!(
-                    "dump refused: {}",
-                    Errno::from_raw(-e)
-                )));
+                return Err(netlink("dump refused", Errno::from_raw(-e)));
             }
             SOCK_DIAG_BY_FAMILY => {
                 if let Some(s) = parse_diag(payload) {
@@ -267,26 +346,21 @@ fn dump(fd: &OwnedFd, family: u8) -> Result<Vec<DiagSocket>, DestroyError> {
 }
 
 fn parse_diag(p: &[u8]) -> Option<DiagSocket> {
-    if p.len() < DIAG_MSG {
-        return None;
-    }
-    let family = p[0];
-    let id: [u8; SOCKID] = p[4..4 + SOCKID].try_into().ok()?;
-    let dport = u16::from_be_bytes([id[2], id[3]]);
-    let dst = &id[20..36];
-    let ip = if family == libc_af(AddressFamily::Inet) {
+    let (msg, attrs) = DiagMessage::read_from_prefix(p).ok()?;
+    let dst = msg.id.dst;
+    let ip = if msg.family == libc_af(AddressFamily::Inet) {
         IpAddr::from([dst[0], dst[1], dst[2], dst[3]])
     } else {
-        IpAddr::from(<[u8; 16]>::try_from(dst).ok()?)
+        IpAddr::from(dst)
     };
-    let word = |at: usize| u32::from_ne_bytes(p[at..at + 4].try_into().expect("4 bytes"));
     Some(DiagSocket {
-        family,
-        id,
-        peer: SocketAddr::new(ip, dport),
-        inode: word(4 + SOCKID + 16),
-        cgroup: attribute(&p[DIAG_MSG..], INET_DIAG_CGROUP_ID)
-            .and_then(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?))),
+        family: msg.family,
+        id: msg.id,
+        peer: SocketAddr::new(ip, u16::from_be_bytes(msg.id.dport)),
+        inode: msg.inode,
+        cgroup: attribute(attrs, INET_DIAG_CGROUP_ID)
+            .and_then(|v| u64::read_from_prefix(v).ok())
+            .map(|(id, _)| id),
     })
 }
 
@@ -404,10 +478,13 @@ fn destroy(fd: &OwnedFd, s: &DiagSocket) -> Result<(), DestroyError> {
             2,
             s.family,
             !0,
-            &s.id,
+            s.id,
         ),
     )?;
-    let mut result = Err(DestroyError::Io("no acknowledgement".into()));
+    let mut result = Err(DestroyError::Netlink {
+        doing: "no acknowledgement",
+        errno: None,
+    });
     receive(fd, true, |kind, payload| {
         if kind == NLMSG_ERROR {
             result = match errno_of(payload) {
@@ -415,7 +492,7 @@ fn destroy(fd: &OwnedFd, s: &DiagSocket) -> Result<(), DestroyError> {
                 e => Err(match Errno::from_raw(-e) {
                     Errno::EPERM | Errno::EACCES => DestroyError::NotPermitted,
                     Errno::EOPNOTSUPP => DestroyError::Unsupported,
-                    other => DestroyError::Io(other.to_string()),
+                    other => netlink("destroy refused", other),
                 }),
             };
             return Ok(false);
@@ -493,13 +570,19 @@ mod tests {
 
     #[test]
     fn request_layout_matches_the_kernel_structs() {
-        let r = request(SOCK_DESTROY, NLM_F_REQUEST, 7, 2, STATES, &[9; SOCKID]);
+        // The sizes of linux/netlink.h and linux/inet_diag.h on every Linux ABI.
+        assert_eq!(std::mem::size_of::<NlMsgHdr>(), 16);
+        assert_eq!(std::mem::size_of::<SockId>(), 48);
+        assert_eq!(std::mem::size_of::<DiagRequest>(), 56);
+        assert_eq!(std::mem::size_of::<DiagMessage>(), 72);
+        let id = SockId::read_from_bytes(&[9; 48]).expect("48 bytes");
+        let r = request(SOCK_DESTROY, NLM_F_REQUEST, 7, 2, STATES, id);
         assert_eq!(r.len(), 16 + 56);
         assert_eq!(u32::from_ne_bytes(r[0..4].try_into().expect("4")), 72);
         assert_eq!(u16::from_ne_bytes(r[4..6].try_into().expect("2")), 21);
         assert_eq!(r[16], 2);
         assert_eq!(r[17], IPPROTO_TCP);
-        assert_eq!(&r[24..], &[9; SOCKID]);
+        assert_eq!(&r[24..], &[9; 48]);
     }
 
     fn own_cgroup_id() -> Option<u64> {

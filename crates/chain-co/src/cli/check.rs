@@ -41,7 +41,7 @@ pub struct CheckReport {
     /// The newest tipset two nodes' F3 finalized; `None` in a pool without F3.
     pub finalized: Option<crate::probe::f3::TipsetRef>,
     /// This host's VRRP role, when `[ha]` is configured.
-    pub role: Option<String>,
+    pub role: Option<crate::apply::ha::VrrpRole>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,10 +134,7 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         expected_height: decision.expected_height,
         warnings,
         finalized: decision.finalized.clone(),
-        role: config
-            .ha
-            .as_ref()
-            .map(|s| crate::apply::ha::read_role(s).to_string()),
+        role: config.ha.as_ref().map(crate::apply::ha::read_role),
     })
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::probe::rpc::{Call, Raw, RpcError};
+use crate::probe::rpc::{Call, Raw, RpcError, Slots};
 
 /// Replies to a batch of calls, in the order of the calls.
 pub type Replies = Vec<Result<Raw, RpcError>>;
@@ -121,9 +121,7 @@ pub struct Pending {
 
 #[derive(Debug)]
 struct Batch {
-    first: u64,
-    results: Vec<Option<Result<Raw, RpcError>>>,
-    left: usize,
+    slots: Slots,
     reply: oneshot::Sender<Replies>,
 }
 
@@ -152,9 +150,7 @@ impl Pending {
             let _ = reply.send(Vec::new());
         } else {
             self.batches.push(Batch {
-                first,
-                results: (0..n).map(|_| None).collect(),
-                left: n,
+                slots: Slots::new(first, n),
                 reply,
             });
         }
@@ -164,27 +160,13 @@ impl Pending {
     /// Files the reply to `id`. `false`: no call is waiting for that id (a late reply to a
     /// caller that gave up, or an id we never sent).
     pub fn settle(&mut self, id: u64, result: Result<Raw, RpcError>) -> bool {
-        let Some(at) = self
-            .batches
-            .iter()
-            .position(|b| id >= b.first && id < b.first + b.results.len() as u64)
-        else {
+        let Some(at) = self.batches.iter().position(|b| b.slots.covers(id)) else {
             return false;
         };
-        let batch = &mut self.batches[at];
-        let slot = &mut batch.results[(id - batch.first) as usize];
-        if slot.is_none() {
-            batch.left -= 1;
-        }
-        *slot = Some(result);
-        if batch.left == 0 {
+        self.batches[at].slots.fill(id, result);
+        if self.batches[at].slots.is_full() {
             let batch = self.batches.swap_remove(at);
-            let replies = batch
-                .results
-                .into_iter()
-                .map(|r| r.expect("every slot is filled"))
-                .collect();
-            let _ = batch.reply.send(replies);
+            let _ = batch.reply.send(batch.slots.into_replies());
         }
         true
     }

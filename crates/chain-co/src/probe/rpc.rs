@@ -419,9 +419,8 @@ impl RpcClient {
                 .await
                 .map_err(ws_error)?;
         }
-        let mut results: Vec<Option<Result<Raw, RpcError>>> = (0..n).map(|_| None).collect();
-        let mut pending = n;
-        while pending > 0 {
+        let mut slots = Slots::new(1, n);
+        while !slots.is_full() {
             let frame = match ws.next().await {
                 Some(f) => f.map_err(ws_error)?,
                 None => {
@@ -448,23 +447,18 @@ impl RpcClient {
                 Ok(f) => (f.id, f.into_result()),
                 Err(e) => (None, Err(e)),
             };
-            // Notifications (no id) and replies to ids we did not send are skipped.
-            let Some(slot) = id.and_then(|id| results.get_mut(id.checked_sub(1)? as usize)) else {
-                if id.is_none() && result.is_err() {
-                    return Err(result.expect_err("checked"));
+            match id {
+                // Replies to ids we did not send are skipped.
+                Some(id) => {
+                    slots.fill(id, result);
                 }
-                continue;
-            };
-            if slot.is_none() {
-                pending -= 1;
+                // An error for no call in particular (`"id": null`, or not JSON-RPC at all)
+                // ends the exchange.
+                None => result.map(drop)?,
             }
-            *slot = Some(result);
         }
         let _ = ws.close(None).await;
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every slot was filled"))
-            .collect())
+        Ok(slots.into_replies())
     }
 
     /// `GET url` without a token (a daemon's health endpoint), reading at most `max` bytes of
@@ -639,6 +633,62 @@ impl<'a> Frame<'a> {
 
 /// A JSON reply left as text, for the caller to read into its own type.
 pub type Raw = Box<RawValue>;
+
+/// The replies to one batch of calls sent with consecutive ids, filled in whatever order the
+/// daemon answers: the one reply-matching scheme of every WebSocket exchange (a one-off
+/// [`RpcClient`] call and the long-lived [`crate::probe::link`] alike).
+#[derive(Debug)]
+pub struct Slots {
+    first: u64,
+    results: Vec<Option<Result<Raw, RpcError>>>,
+    left: usize,
+}
+
+impl Slots {
+    /// `n` calls, the first sent with id `first`.
+    pub fn new(first: u64, n: usize) -> Slots {
+        Slots {
+            first,
+            results: (0..n).map(|_| None).collect(),
+            left: n,
+        }
+    }
+
+    /// Files the reply to `id`: `false` when `id` is not one of this batch's (a notification's
+    /// stray id, a late reply, an id never sent). A second reply to one id replaces the first.
+    pub fn fill(&mut self, id: u64, result: Result<Raw, RpcError>) -> bool {
+        let Some(slot) = id
+            .checked_sub(self.first)
+            .and_then(|i| self.results.get_mut(usize::try_from(i).ok()?))
+        else {
+            return false;
+        };
+        if slot.is_none() {
+            self.left -= 1;
+        }
+        *slot = Some(result);
+        true
+    }
+
+    /// Whether `id` is one of this batch's.
+    pub fn covers(&self, id: u64) -> bool {
+        id.checked_sub(self.first)
+            .is_some_and(|i| i < self.results.len() as u64)
+    }
+
+    /// Every call has its reply.
+    pub fn is_full(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The replies in call order; only once [`Slots::is_full`].
+    pub fn into_replies(self) -> Vec<Result<Raw, RpcError>> {
+        self.results
+            .into_iter()
+            .map(|r| r.expect("every slot is filled"))
+            .collect()
+    }
+}
 
 /// Reads a raw reply as `T`; a mismatch is [`RpcError::Shape`].
 pub fn read<T: DeserializeOwned>(raw: &RawValue) -> Result<T, RpcError> {

@@ -93,7 +93,7 @@ pub struct Status {
     pub switches: u64,
     pub overrides: Overrides,
     /// The VRRP role, when chain-co runs in a keepalived pair.
-    pub role: Option<String>,
+    pub role: Option<crate::apply::ha::VrrpRole>,
     /// How sessions leave a node that stops being primary (`destroy`,
     /// `worker_shutdown_timeout`, ...).
     #[serde(default)]
@@ -233,7 +233,7 @@ impl Status {
             failed_applies: r.failed_applies,
             switches: r.switches,
             overrides: overrides.clone(),
-            role: r.role.map(|r| r.to_string()),
+            role: r.role,
             session_mode: Some(r.session_mode),
             pending_session_moves: r
                 .pending_moves

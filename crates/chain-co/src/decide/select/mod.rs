@@ -342,6 +342,43 @@ pub struct Track {
     pub held_until: Option<SystemTime>,
 }
 
+/// A node crossing the rise/fall thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flip {
+    Up,
+    Down,
+}
+
+impl Track {
+    /// One probe's outcome through rise/fall hysteresis, as pingora's
+    /// `Health::observe_health`: `rise` good probes in a row bring a down node up, `fall` bad
+    /// ones take an up node down, and `force_down` (a sustained signal, not one slow probe)
+    /// takes it down at its first bad probe. Says whether the node flipped.
+    pub fn observe(&mut self, good: bool, force_down: bool, rise: u32, fall: u32) -> Option<Flip> {
+        if good {
+            self.good = self.good.saturating_add(1);
+            self.bad = 0;
+            if !self.up && self.good >= rise {
+                self.up = true;
+                return Some(Flip::Up);
+            }
+        } else {
+            self.bad = self.bad.saturating_add(1);
+            self.good = 0;
+            if self.up && (self.bad >= fall || force_down) {
+                self.up = false;
+                return Some(Flip::Down);
+            }
+        }
+        None
+    }
+
+    /// Down at once, counting nothing (a pushed head that shows a sustained problem).
+    pub fn force_down(&mut self) -> Option<Flip> {
+        std::mem::replace(&mut self.up, false).then_some(Flip::Down)
+    }
+}
+
 /// What [`select`] remembers between rounds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SelectState {
@@ -1031,21 +1068,18 @@ fn apply_hysteresis(cx: &mut Context) {
         let mut t = cx.tracks[i].clone();
         let was_up = t.up;
         if cx.trigger == Trigger::Push {
+            // A pushed head is not a probe: it counts nothing, but a sustained signal still
+            // takes the node down at once.
             if cx.forced_down[i] {
-                t.up = false;
-            }
-        } else if cx.bad[i].is_none() {
-            t.good = t.good.saturating_add(1);
-            t.bad = 0;
-            if !t.up && t.good >= rules.rise {
-                t.up = true;
+                t.force_down();
             }
         } else {
-            t.bad = t.bad.saturating_add(1);
-            t.good = 0;
-            if t.up && (t.bad >= rules.fall || cx.forced_down[i]) {
-                t.up = false;
-            }
+            t.observe(
+                cx.bad[i].is_none(),
+                cx.forced_down[i],
+                rules.rise,
+                rules.fall,
+            );
         }
         damp_flaps(&mut t, was_up, cx.hold_down, cx.now);
         let h = cx.head(i);
@@ -1972,6 +2006,36 @@ mod tests {
         let d = run(&rules(), &["solo"], &[vec![A::H(5)], vec![A::H(6)]]);
         assert_eq!(d[1].primary.as_deref(), Some("solo"));
         assert!(d[1].backups.is_empty());
+    }
+
+    /// The rise/fall state machine alone: (probes, rise, fall, flips expected).
+    #[test]
+    fn a_track_flips_only_at_its_thresholds() {
+        use Flip::{Down, Up};
+        let rows: &[(&str, u32, u32, &[Option<Flip>])] = &[
+            ("ggbgg", 2, 3, &[None, Some(Up), None, None, None]),
+            ("gbbb", 1, 3, &[Some(Up), None, None, Some(Down)]),
+            (
+                "ggbgbbb",
+                2,
+                2,
+                &[None, Some(Up), None, None, None, Some(Down), None],
+            ),
+            ("bbbg", 1, 1, &[None, None, None, Some(Up)]),
+            ("gF", 1, 5, &[Some(Up), Some(Down)]),
+        ];
+        for (probes, rise, fall, want) in rows {
+            let mut t = Track::default();
+            let got: Vec<Option<Flip>> = probes
+                .chars()
+                .map(|c| t.observe(c == 'g', c == 'F', *rise, *fall))
+                .collect();
+            assert_eq!(&got, want, "{probes} rise {rise} fall {fall}");
+        }
+        let mut t = Track::default();
+        assert_eq!(t.force_down(), None, "already down");
+        t.observe(true, false, 1, 1);
+        assert_eq!(t.force_down(), Some(Flip::Down));
     }
 
     #[test]
