@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Doubling waits from `base` up to `max`.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     max: Duration,
     next: Duration,

@@ -2,7 +2,7 @@
 
 /// Libraries (Tera, reqwest) nest the useful message in `source()`; flatten the chain into one
 /// line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Creates `path` with `mode` (never over an existing file: `AlreadyExists`), writes `bytes`
 /// and fsyncs them.
-pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -19,7 +19,7 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 /// Creates or truncates `path` with `mode`, writes `bytes` and fsyncs them.
-pub fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut f = std::fs::File::create(path)?;
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
@@ -29,7 +29,12 @@ pub fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 
 /// Replaces `path` atomically: a temp file beside it (`tmp`), written and fsynced, renamed over
 /// it, then the directory fsynced.
-pub fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomic(
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     write_synced(tmp, bytes, mode)?;
     std::fs::rename(tmp, path)?;
     sync_dir(path);
@@ -38,7 +43,7 @@ pub fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8], mode: u32) -> std::io
 
 /// Makes a rename in `path`'s directory durable. Best effort: some filesystems cannot fsync a
 /// directory.
-pub fn sync_dir(path: &Path) {
+pub(crate) fn sync_dir(path: &Path) {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -16,7 +16,7 @@ impl Secret {
     }
 
     /// The clear text. Call it only to build the request header.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -37,7 +37,7 @@ impl fmt::Display for Secret {
 /// query value (`?token=…` is how go-jsonrpc and Fuhon take a token), become `***`. Text that
 /// does not parse as a URL gets the same treatment by hand, so an error echoing a mistyped URL
 /// leaks nothing either.
-pub fn redact_url(text: &str) -> String {
+pub(crate) fn redact_url(text: &str) -> String {
     if let Ok(mut url) = reqwest::Url::parse(text) {
         if url.cannot_be_a_base() {
             return redact_by_hand(text);

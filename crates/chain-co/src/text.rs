@@ -18,7 +18,7 @@ pub fn inert(s: &str, max: usize) -> String {
 
 /// A TOML basic string holding `s`, every character that needs it escaped: what `init`
 /// writes of a daemon's words cannot end the string, the line or the table.
-pub fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 

@@ -49,7 +49,7 @@ impl fmt::Display for VrrpRole {
 
 impl VrrpRole {
     /// Only the master writes to shared targets; when in doubt, a host does not.
-    pub fn may_change_shared_state(&self) -> bool {
+    pub(crate) fn may_change_shared_state(&self) -> bool {
         *self == VrrpRole::Master
     }
 
@@ -65,7 +65,7 @@ impl VrrpRole {
 }
 
 /// Reads the role now.
-pub fn read_role(source: &RoleSource) -> VrrpRole {
+pub(crate) fn read_role(source: &RoleSource) -> VrrpRole {
     match source {
         RoleSource::File(path) => std::fs::read_to_string(path)
             .map(|t| VrrpRole::parse(&t))

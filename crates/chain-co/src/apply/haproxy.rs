@@ -98,7 +98,7 @@ impl ServerState {
 
 #[derive(Debug, Deserialize)]
 // Unknown keys are found by config::unknown, all at once with their lines.
-pub struct RawHaproxy {
+pub(crate) struct RawHaproxy {
     socket: PathBuf,
     #[serde(default)]
     backend: Option<String>,
@@ -229,7 +229,7 @@ impl Haproxy {
     /// Ends every session on `node`'s server: HAProxy never moves an established session by
     /// itself (state changes only steer new ones), so without this a miner's websocket would
     /// stay on the old primary until `timeout tunnel`.
-    pub async fn shutdown_sessions(&self, node: &str) -> Result<(), HaproxyError> {
+    pub(crate) async fn shutdown_sessions(&self, node: &str) -> Result<(), HaproxyError> {
         let command = format!(
             "shutdown sessions server {}/{}",
             self.cfg.backend,
@@ -248,7 +248,7 @@ impl Haproxy {
     }
 
     /// The runtime API commands a plan means, for `chain-co check` (nothing is sent).
-    pub fn plan_text(&self, plan: &UpstreamPlan, nodes: &[String]) -> String {
+    pub(crate) fn plan_text(&self, plan: &UpstreamPlan, nodes: &[String]) -> String {
         let mut out = format!("# HAProxy runtime API ({}):\n", self.cfg.socket.display());
         let b = &self.cfg.backend;
         let primary = self.server(&plan.primary.name);

@@ -69,13 +69,13 @@ impl Target {
     }
 
     /// A target other hosts share (a cloud load balancer): only the VRRP master may write it.
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         matches!(self, Target::Slb(..))
     }
 
     /// What an apply of `plan` would write or send, for `chain-co check`: nginx's rendered
     /// file, or the HAProxy commands, or the SLB weights. Nothing is written or sent.
-    pub fn preview(&self, plan: &UpstreamPlan) -> Result<String, ApplyError> {
+    pub(crate) fn preview(&self, plan: &UpstreamPlan) -> Result<String, ApplyError> {
         match self {
             Target::Nginx(n) => Ok(n.render(plan)?),
             Target::Haproxy(h, nodes) => Ok(h.plan_text(plan, nodes)),
@@ -102,7 +102,7 @@ impl Target {
 
     /// Looks again at what decides the session mode (nginx's cgroup); `Some(why)` when
     /// sessions cannot be moved for a reason the operator can fix.
-    pub fn refresh_session_mode(&mut self) -> Option<String> {
+    pub(crate) fn refresh_session_mode(&mut self) -> Option<String> {
         match self {
             Target::Nginx(n) => n.refresh_session_mode(),
             _ => None,
@@ -241,7 +241,10 @@ pub struct UpstreamPlan {
 impl UpstreamPlan {
     /// `None` when the decision has no primary: there is nothing safe to publish. `nodes` are
     /// (name, upstream address) in config order.
-    pub fn from_decision(decision: &Decision, nodes: &[(String, String)]) -> Option<UpstreamPlan> {
+    pub(crate) fn from_decision(
+        decision: &Decision,
+        nodes: &[(String, String)],
+    ) -> Option<UpstreamPlan> {
         let server = |name: &str, backup: bool| {
             nodes
                 .iter()

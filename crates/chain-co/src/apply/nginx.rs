@@ -334,7 +334,7 @@ impl Nginx {
     }
 
     /// nginx's master and cgroup, found through the pid file (see [`sessions::nginx_process`]).
-    pub fn nginx_process(&self) -> Result<sessions::NginxProcess, String> {
+    pub(crate) fn nginx_process(&self) -> Result<sessions::NginxProcess, String> {
         let master = self.master_pid().ok_or_else(|| {
             "nginx's pid file cannot be read (set [nginx] reload = { pid_file = ... }, or pid_file beside a reload command)".to_string()
         })?;
@@ -342,7 +342,7 @@ impl Nginx {
     }
 
     /// Looks for nginx's cgroup again; `Some(why)` while sessions cannot be moved.
-    pub fn refresh_session_mode(&mut self) -> Option<String> {
+    pub(crate) fn refresh_session_mode(&mut self) -> Option<String> {
         if self.session_mode != SessionMode::Destroy {
             return None;
         }

@@ -16,14 +16,14 @@ use crate::decide::select::{Decision, Trigger};
 
 /// What one publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publication {
+pub(crate) struct Publication {
     pub record: ApplyRecord,
     /// Connections ended to move sessions.
     pub sessions_moved: u64,
 }
 
 /// The target and what has been published to it.
-pub struct Publisher {
+pub(crate) struct Publisher {
     target: Target,
     /// The plan last applied: where sessions go now.
     published: Option<UpstreamPlan>,
@@ -60,7 +60,7 @@ impl Publisher {
     }
 
     /// A new target after a configuration reload; what was published and pending stays.
-    pub fn replace_target(&mut self, target: Target) {
+    pub(crate) fn replace_target(&mut self, target: Target) {
         self.target = target;
     }
 
@@ -69,7 +69,7 @@ impl Publisher {
     }
 
     /// Says once, at start, when sessions can only leave by nginx's worker_shutdown_timeout.
-    pub fn announce_session_mode(&mut self) {
+    pub(crate) fn announce_session_mode(&mut self) {
         if self.target.session_mode() == SessionMode::WorkerShutdownTimeout {
             warn!("no CAP_NET_ADMIN: at a switch the old primary's sessions (miners' websockets) stay on it until nginx's worker_shutdown_timeout; grant the capability (see deploy/systemd) to move them at once");
             self.session_fallback_logged = true;
@@ -78,7 +78,7 @@ impl Publisher {
 
     /// Looks again at nginx's cgroup (it may have been restarted as a unit of its own, or
     /// not); says once per reason why sessions are not moved. `Some(why)` while they are not.
-    pub fn refresh_session_mode(&mut self) -> Option<String> {
+    pub(crate) fn refresh_session_mode(&mut self) -> Option<String> {
         let why = self.target.refresh_session_mode();
         if why.is_some() && why != self.cgroup_problem_said {
             warn!(
@@ -91,7 +91,7 @@ impl Publisher {
     }
 
     /// When the next drain grace period ends.
-    pub fn next_move_at(&self) -> Option<tokio::time::Instant> {
+    pub(crate) fn next_move_at(&self) -> Option<tokio::time::Instant> {
         self.pending_moves.iter().map(|(_, at)| *at).min()
     }
 
@@ -207,7 +207,7 @@ impl Publisher {
     }
 
     /// Runs the moves whose grace period has passed.
-    pub async fn move_due_sessions(&mut self) -> u64 {
+    pub(crate) async fn move_due_sessions(&mut self) -> u64 {
         let due_at = tokio::time::Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_moves)
             .into_iter()
@@ -259,7 +259,7 @@ impl Publisher {
         moved
     }
 
-    pub fn pending_list(&self) -> Vec<(String, Duration)> {
+    pub(crate) fn pending_list(&self) -> Vec<(String, Duration)> {
         let now = tokio::time::Instant::now();
         self.pending_moves
             .iter()

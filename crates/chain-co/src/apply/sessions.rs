@@ -132,7 +132,7 @@ pub enum DestroyError {
 
 /// Whose connections may be ended: the sockets of one cgroup v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owners {
+pub(crate) struct Owners {
     /// The cgroup id (the inode of its directory in the cgroup2 mount).
     pub cgroup: u64,
 }
@@ -153,7 +153,7 @@ struct DiagSocket {
 }
 
 /// Whether this process holds `CAP_NET_ADMIN` in its effective set, from /proc/self/status.
-pub fn has_net_admin() -> bool {
+pub(crate) fn has_net_admin() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -167,7 +167,10 @@ pub fn has_net_admin() -> bool {
 /// Ends every TCP connection to `peer` owned by `owners`, except this process's own. Returns
 /// how many were ended. Blocking (netlink round trips of a few milliseconds): call it from
 /// `spawn_blocking`.
-pub fn destroy_connections_to(peer: SocketAddr, owners: &Owners) -> Result<usize, DestroyError> {
+pub(crate) fn destroy_connections_to(
+    peer: SocketAddr,
+    owners: &Owners,
+) -> Result<usize, DestroyError> {
     let fd = open()?;
     let family = match peer.ip() {
         IpAddr::V4(_) => libc_af(AddressFamily::Inet),
@@ -384,7 +387,7 @@ fn attribute(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
 
 /// nginx's master and the cgroup it runs in, when nginx has a cgroup of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NginxProcess {
+pub(crate) struct NginxProcess {
     pub master: u32,
     pub cgroup: u64,
     /// The cgroup's path, as `/proc/PID/cgroup` names it.
@@ -394,7 +397,7 @@ pub struct NginxProcess {
 /// Finds nginx's cgroup from its master's pid: the cgroup v2 line of `/proc/PID/cgroup`, in
 /// the cgroup2 mount. `Err` says why sessions cannot be moved safely: no cgroup v2, nginx in
 /// the root cgroup, or a cgroup that holds processes other than nginx's.
-pub fn nginx_process(master: u32) -> Result<NginxProcess, String> {
+pub(crate) fn nginx_process(master: u32) -> Result<NginxProcess, String> {
     let own = std::fs::read_to_string(format!("/proc/{master}/cgroup"))
         .map_err(|e| format!("cannot read nginx's cgroup (pid {master}): {e}"))?;
     let path = own
@@ -528,18 +531,6 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The filesystem uid of a process: the owner of the sockets it creates.
-pub fn fs_uid(pid: u32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(3)?
-        .parse()
-        .ok()
-}
-
 /// A process's title (nginx sets "nginx: worker process is shutting down" on old workers).
 pub fn title(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -552,7 +543,7 @@ pub fn title(pid: u32) -> Option<String> {
 }
 
 /// How long to wait for a reload to take effect before moving sessions anyway.
-pub const RELOAD_SETTLE: Duration = Duration::from_secs(3);
+pub(crate) const RELOAD_SETTLE: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {

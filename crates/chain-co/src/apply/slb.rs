@@ -78,7 +78,7 @@ pub enum SlbError {
 
 /// RFC 3986 percent-encoding as Alibaba's V3 canonical form wants it: unreserved characters
 /// (`A-Z a-z 0-9 - _ . ~`) stay, everything else is `%XX` of its UTF-8 bytes, upper case.
-pub fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -92,7 +92,7 @@ pub fn percent_encode(s: &str) -> String {
 
 /// The canonical query string: keys sorted (bytewise, after encoding), `k=v` joined by `&`,
 /// an empty value written as `k=`. Repeated keys keep their order of appearance.
-pub fn canonical_query(query: &[(String, String)]) -> String {
+pub(crate) fn canonical_query(query: &[(String, String)]) -> String {
     let mut pairs: Vec<(String, String)> = query
         .iter()
         .map(|(k, v)| (percent_encode(k), percent_encode(v)))
@@ -108,7 +108,7 @@ pub fn canonical_query(query: &[(String, String)]) -> String {
 /// The canonical headers and the signed header list: `host`, `content-type` and every
 /// `x-acs-*` header, names lower-cased and sorted, values trimmed; values of a name given
 /// twice are sorted and joined by `,`.
-pub fn canonical_headers(headers: &[(String, String)]) -> (String, String) {
+pub(crate) fn canonical_headers(headers: &[(String, String)]) -> (String, String) {
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in headers {
         let k = k.to_ascii_lowercase();
@@ -171,7 +171,7 @@ fn nonce() -> Result<String, SlbError> {
 
 #[derive(Debug, Deserialize)]
 // Unknown keys are found by config::unknown, all at once with their lines.
-pub struct RawSlb {
+pub(crate) struct RawSlb {
     region: String,
     load_balancer_id: String,
     endpoint: Option<String>,
@@ -187,7 +187,7 @@ pub struct RawSlb {
 
 #[derive(Debug, Deserialize)]
 // Unknown keys are found by config::unknown, all at once with their lines.
-pub struct RawSlbServer {
+pub(crate) struct RawSlbServer {
     server_id: String,
     port: Option<u16>,
 }
@@ -341,7 +341,7 @@ impl Slb {
     }
 
     /// What `check` prints: the weights that would be pushed.
-    pub fn plan_text(&self, plan: &UpstreamPlan, nodes: &[String]) -> String {
+    pub(crate) fn plan_text(&self, plan: &UpstreamPlan, nodes: &[String]) -> String {
         match self.weights(plan, nodes) {
             Ok(w) => {
                 let mut out = format!("# would set on {}:\n", self.describe());

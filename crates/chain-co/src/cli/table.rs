@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::decide::select::Role;
 
 /// Colours for a terminal (`None`: plain text).
-pub fn paint(colour: bool) -> impl Fn(&str, &str) -> String {
+pub(crate) fn paint(colour: bool) -> impl Fn(&str, &str) -> String {
     move |code: &str, text: &str| {
         if colour {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -17,7 +17,7 @@ pub fn paint(colour: bool) -> impl Fn(&str, &str) -> String {
 }
 
 /// A role as the tables write it.
-pub fn role_word(role: Role) -> &'static str {
+pub(crate) fn role_word(role: Role) -> &'static str {
     match role {
         Role::Primary => "primary",
         Role::Backup => "backup",

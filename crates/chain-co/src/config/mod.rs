@@ -74,7 +74,7 @@ impl Config {
     }
 
     /// Each node's name and the address the load balancer sends it traffic at, in order.
-    pub fn upstreams(&self) -> Vec<(String, String)> {
+    pub(crate) fn upstreams(&self) -> Vec<(String, String)> {
         self.nodes
             .iter()
             .map(|n| (n.name.clone(), n.upstream.clone()))
@@ -109,7 +109,7 @@ pub struct ApiConfig {
 impl ApiConfig {
     /// Open to the network without a token: anyone who reaches the host can drain or prefer
     /// nodes, which moves the miners' traffic.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.token.is_none() && !self.listen.ip().is_loopback()
     }
 }
@@ -273,20 +273,20 @@ pub mod defaults {
     pub const TIMEOUT: Duration = Duration::from_secs(3);
     /// A mainnet `ChainHead` with a full tipset is tens of KiB; 1 MiB leaves ample room while
     /// keeping a hostile node from filling memory.
-    pub const MAX_REPLY_BYTES: u64 = 1024 * 1024;
+    pub(crate) const MAX_REPLY_BYTES: u64 = 1024 * 1024;
     pub const MAX_LAG: u64 = 2;
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
-    pub const MIN_PEERS: u64 = crate::decide::select::DEFAULT_MIN_PEERS;
-    pub const MAX_CLOCK_SKEW: Duration = crate::decide::select::DEFAULT_MAX_CLOCK_SKEW;
+    pub(crate) const MIN_PEERS: u64 = crate::decide::select::DEFAULT_MIN_PEERS;
+    pub(crate) const MAX_CLOCK_SKEW: Duration = crate::decide::select::DEFAULT_MAX_CLOCK_SKEW;
     /// Longer probe intervals or timeouts than this are mistakes (and `"1e18s"` would
     /// overflow the timers).
-    pub const MAX_PROBE_DURATION: Duration = Duration::from_secs(3600);
+    pub(crate) const MAX_PROBE_DURATION: Duration = Duration::from_secs(3600);
     /// The same for the `[select]` durations: a day is far beyond any useful rule.
-    pub const MAX_SELECT_DURATION: Duration = Duration::from_secs(86_400);
+    pub(crate) const MAX_SELECT_DURATION: Duration = Duration::from_secs(86_400);
     pub use crate::apply::nginx::defaults::{test_cmd, OUTPUT, PID_FILE, UPSTREAM_NAME};
-    pub const API_LISTEN: &str = "127.0.0.1:9797";
-    pub const STATE_FILE: &str = "/var/lib/chain-co/state.json";
+    pub(crate) const API_LISTEN: &str = "127.0.0.1:9797";
+    pub(crate) const STATE_FILE: &str = "/var/lib/chain-co/state.json";
 }
 
 impl Config {

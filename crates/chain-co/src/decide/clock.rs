@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// What the clock noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockEvent {
+pub(crate) enum ClockEvent {
     /// The system clock moved by this much more (or less) than real time; bridging it.
     Jumped { forward: bool, by: Duration },
     /// The jump persisted for `settle`: the system time is accepted.
@@ -32,7 +32,7 @@ pub enum ClockEvent {
 }
 
 #[derive(Debug, Clone)]
-pub struct SteadyClock {
+pub(crate) struct SteadyClock {
     anchor_wall: SystemTime,
     anchor_mono: Instant,
     jump_since: Option<Instant>,
@@ -58,7 +58,7 @@ impl SteadyClock {
 
     /// As [`SteadyClock::now`], with the heads' timestamps (Unix seconds) as evidence: heads
     /// within `window` of the system time and not of the bridged one vouch for the system time.
-    pub fn now_vouched(
+    pub(crate) fn now_vouched(
         &mut self,
         heads: &[u64],
         window: Duration,

@@ -18,7 +18,7 @@ use crate::probe::Round;
 
 /// What an evaluation found.
 #[derive(Debug, Clone)]
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     pub decision: Decision,
     /// When a node now behind will have been behind for lag_grace: evaluate again then,
     /// without waiting for the next push or poll.
@@ -27,7 +27,7 @@ pub struct Evaluation {
 
 /// The decision's memory between evaluations.
 #[derive(Debug, Clone, Default)]
-pub struct Evaluator {
+pub(crate) struct Evaluator {
     pub state: SelectState,
 }
 
@@ -84,7 +84,7 @@ impl Evaluator {
 
 /// The warnings of the daemons' own words and of the clients' token: a node in use that says
 /// it is not ready, a node that refuses the clients' token, per-node tokens that differ.
-pub fn own_word_warnings(round: &Round, nodes: &[NodeVerdict]) -> Vec<Warning> {
+pub(crate) fn own_word_warnings(round: &Round, nodes: &[NodeVerdict]) -> Vec<Warning> {
     let mut out = Vec::new();
     if round.tokens_differ {
         out.push(Warning::new(
@@ -125,7 +125,7 @@ pub fn own_word_warnings(round: &Round, nodes: &[NodeVerdict]) -> Vec<Warning> {
 /// Merges pushed heads into the last polled round, and says how fresh each head is: a live
 /// subscription vouches for its node's head up to now; otherwise the head is as old as the
 /// poll.
-pub fn merge_pushed_heads(mut round: Round, pushed: &BTreeMap<String, PushState>) -> Round {
+pub(crate) fn merge_pushed_heads(mut round: Round, pushed: &BTreeMap<String, PushState>) -> Round {
     for o in &mut round.observations {
         o.observed_at = Some(round.at);
         let Some(state) = pushed.get(&o.node) else {
@@ -152,7 +152,7 @@ pub fn merge_pushed_heads(mut round: Round, pushed: &BTreeMap<String, PushState>
 
 /// Subscriptions that are up but have delivered nothing for two block delays while the node's
 /// head (by poll) moved on: half-broken nodes, reported so an operator can see them.
-pub fn silent_subscriptions(
+pub(crate) fn silent_subscriptions(
     round: &Round,
     pushed: &BTreeMap<String, PushState>,
     now: SystemTime,

@@ -83,7 +83,7 @@ impl Overrides {
     /// Reads the state file at start. A damaged one (empty after a power cut, edited by hand,
     /// truncated) must not keep chain-co from watching the pool: it is renamed aside, and the
     /// caller starts with no marks and says so (the returned text).
-    pub fn load_or_set_aside(path: &Path) -> (Overrides, Option<String>) {
+    pub(crate) fn load_or_set_aside(path: &Path) -> (Overrides, Option<String>) {
         match Overrides::load(path) {
             Ok(o) => (o, None),
             Err(e) => {
@@ -105,7 +105,7 @@ impl Overrides {
 
     /// Saves atomically and durably: temp file, fsync, rename, fsync of the directory, so that
     /// neither a crash nor a power cut leaves half a file or an empty one.
-    pub fn save(&self, path: &Path) -> Result<(), StateFileError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), StateFileError> {
         let text = serde_json::to_string_pretty(self).expect("overrides serialize");
         crate::files::write_atomic(
             path,
@@ -121,7 +121,7 @@ impl Overrides {
 
     /// Nodes the marks name that the configuration does not have (kept: the node may come
     /// back with the next configuration).
-    pub fn unknown_nodes<'a>(&'a self, known: &[&str]) -> Vec<&'a str> {
+    pub(crate) fn unknown_nodes<'a>(&'a self, known: &[&str]) -> Vec<&'a str> {
         let mut out: Vec<&str> = self
             .drained
             .keys()

@@ -30,9 +30,9 @@ use crate::probe::rpc::{Cid, RpcError, TipSet};
 
 /// go-f3 proposes at most 100 tipsets an instance (`ChainProposedLength`, `MaxChainLength`);
 /// anything longer is not a certificate.
-pub const MAX_EC_CHAIN: usize = 128;
+pub(crate) const MAX_EC_CHAIN: usize = 128;
 /// Filecoin tipsets have a handful of blocks (5 expected winners an epoch); more is garbage.
-pub const MAX_KEY_CIDS: usize = 64;
+pub(crate) const MAX_KEY_CIDS: usize = 64;
 /// A CIDv1 in base32 is about 62 characters; longer is not a CID.
 const MAX_CID_LEN: usize = 128;
 
@@ -96,7 +96,7 @@ pub struct Finality {
 
 impl Finality {
     /// The tipset this node says F3 finalized, if it says one.
-    pub fn f3_finalized(&self) -> Option<&TipsetRef> {
+    pub(crate) fn f3_finalized(&self) -> Option<&TipsetRef> {
         match &self.f3 {
             F3View::Finalized { tipset, .. } => Some(tipset),
             _ => None,
@@ -104,7 +104,7 @@ impl Finality {
     }
 
     /// The node's F3 instance: its progress, else its certificate's.
-    pub fn f3_instance(&self) -> Option<u64> {
+    pub(crate) fn f3_instance(&self) -> Option<u64> {
         self.instance.or(match &self.f3 {
             F3View::Finalized { instance, .. } => Some(*instance),
             _ => None,
@@ -116,7 +116,7 @@ impl Finality {
 /// without its sidecar; Lotus while its F3 is not running); a missing method is a lack; any
 /// other error also turns the check off for a while, as for other optional methods (a
 /// third-party server words these its own way).
-pub fn f3_error(e: &RpcError) -> Option<F3View> {
+pub(crate) fn f3_error(e: &RpcError) -> Option<F3View> {
     match e {
         RpcError::Rpc {
             code: -32603,
@@ -192,7 +192,7 @@ struct Certificate {
 
 /// Reads a `F3GetLatestCertificate` reply; `head` is the node's head height (a finalized
 /// epoch above it is a lie).
-pub fn read_certificate(raw: &str, head: Option<u64>) -> F3View {
+pub(crate) fn read_certificate(raw: &str, head: Option<u64>) -> F3View {
     let cert: Certificate = match from_str(raw) {
         Ok(c) => c,
         Err(why) => return F3View::Unreadable(why),
@@ -220,13 +220,13 @@ pub fn read_certificate(raw: &str, head: Option<u64>) -> F3View {
 
 /// Reads a tipset reply (`ChainGetFinalizedTipSet`, `ChainGetTipSetByHeight`) as a
 /// [`TipsetRef`]; `head` bounds the epoch as for certificates.
-pub fn read_tipset(raw: &str, head: Option<u64>) -> Result<TipsetRef, String> {
+pub(crate) fn read_tipset(raw: &str, head: Option<u64>) -> Result<TipsetRef, String> {
     let ts: TipSet = from_str(raw)?;
     tipset_ref(ts.height, Some(ts.cids), head)
 }
 
 /// `F3GetProgress`: the instance the node's F3 is in.
-pub fn read_progress(raw: &str) -> Option<u64> {
+pub(crate) fn read_progress(raw: &str) -> Option<u64> {
     #[derive(Deserialize)]
     struct Progress {
         #[serde(rename = "ID", deserialize_with = "crate::probe::rpc::loose::u64")]

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 /// A whole message from the peer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// A text or binary message, fragments joined.
     Message(Vec<u8>),
     /// A ping, to be answered with a pong carrying the same bytes.
@@ -40,7 +40,7 @@ pub enum Incoming {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("a message larger than {limit} bytes")]
@@ -55,10 +55,10 @@ pub enum FrameError {
 /// Bytes read at a time into the reader's own buffer: every header and every frame that fits
 /// goes through it, so a flood of tiny frames costs one `read` per buffer, not per frame.
 /// Larger payloads are read into a buffer of exactly their size (memory at 1000 nodes).
-pub const READ_BUFFER: usize = 2048;
+pub(crate) const READ_BUFFER: usize = 2048;
 /// Control frames (pings, pongs) a peer may send per second; a real daemon sends a few a
 /// minute.
-pub const MAX_CONTROLS_PER_SECOND: u32 = 20;
+pub(crate) const MAX_CONTROLS_PER_SECOND: u32 = 20;
 /// RFC 6455 §5.5: a control frame's payload is at most 125 bytes.
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
@@ -71,7 +71,7 @@ fn max_fragments(limit: usize) -> usize {
 
 /// Reads frames from one connection.
 #[derive(Debug)]
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     limit: usize,
     /// Bytes read and not yet used: `buf[start..end]`.
     buf: Vec<u8>,
@@ -310,7 +310,7 @@ pub fn text(payload: String) -> Vec<u8> {
 }
 
 /// The answer to a ping.
-pub fn pong(payload: Vec<u8>) -> Vec<u8> {
+pub(crate) fn pong(payload: Vec<u8>) -> Vec<u8> {
     client_frame(Frame::pong(payload))
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::probe::rpc::{loose, Implementation};
 
 /// The most of a health reply that is read; the rest is not looked at.
-pub const MAX_HEALTH_BYTES: usize = 4096;
+pub(crate) const MAX_HEALTH_BYTES: usize = 4096;
 /// At most this many failing checks are kept, each capped.
 const MAX_CHECKS: usize = 8;
 /// Characters kept of each.
@@ -104,7 +104,7 @@ pub enum ClientToken {
 }
 
 /// Reads a health reply: the status decides; Forest's verbose lines name the failing checks.
-pub fn read_health(status: u16, body: &[u8]) -> Readiness {
+pub(crate) fn read_health(status: u16, body: &[u8]) -> Readiness {
     if (200..300).contains(&status) {
         return Readiness::Ready;
     }
@@ -150,7 +150,7 @@ struct RawPeers {
 }
 
 /// Reads a `NodeStatus` reply; `None` when it has not the expected shape.
-pub fn read_node_status(raw: &str) -> Option<NodeStatusView> {
+pub(crate) fn read_node_status(raw: &str) -> Option<NodeStatusView> {
     let s: RawNodeStatus = serde_json::from_str(raw).ok()?;
     Some(NodeStatusView {
         behind: s.sync_status.behind,
@@ -162,7 +162,7 @@ pub fn read_node_status(raw: &str) -> Option<NodeStatusView> {
 /// The health URL an implementation serves by default, beside its API at `api`: Lotus's
 /// `/health/readyz` on the API port; Forest's `/readyz?verbose` on its health port, the RPC
 /// port + 1 (2346 beside 2345 by default). The others have none that says more than a probe.
-pub fn default_health_url(api: &Url, implementation: Implementation) -> Option<Url> {
+pub(crate) fn default_health_url(api: &Url, implementation: Implementation) -> Option<Url> {
     let mut url = api.clone();
     let _ = url.set_username("");
     let _ = url.set_password(None);

@@ -25,14 +25,14 @@ pub type Replies = Vec<Result<Raw, RpcError>>;
 
 /// A batch of calls handed to the link's task.
 #[derive(Debug)]
-pub struct LinkCall {
+pub(crate) struct LinkCall {
     pub calls: Vec<Call>,
     pub reply: oneshot::Sender<Replies>,
 }
 
 /// What came of a call offered to the link.
 #[derive(Debug)]
-pub enum ViaLink {
+pub(crate) enum ViaLink {
     /// The link was not open: make the call another way.
     NotOpen,
     /// The link closed before every reply came: make the call another way.
@@ -43,14 +43,14 @@ pub enum ViaLink {
 
 /// The probe's handle on one node's link. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Link {
+pub(crate) struct Link {
     tx: mpsc::Sender<Box<LinkCall>>,
     open: Arc<AtomicBool>,
 }
 
 /// The link task's side of a [`Link`].
 #[derive(Debug)]
-pub struct LinkEnd {
+pub(crate) struct LinkEnd {
     pub rx: mpsc::Receiver<Box<LinkCall>>,
     open: Arc<AtomicBool>,
 }
@@ -72,7 +72,7 @@ impl Link {
         )
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
 
@@ -103,7 +103,7 @@ impl Link {
 impl LinkEnd {
     /// Marks the link open (a connection is up and its task reads calls) or closed. Closing
     /// also turns away every call already queued, so that none waits for the next connection.
-    pub fn set_open(&mut self, open: bool) {
+    pub(crate) fn set_open(&mut self, open: bool) {
         self.open.store(open, Ordering::Release);
         if !open {
             while self.rx.try_recv().is_ok() {}
@@ -114,7 +114,7 @@ impl LinkEnd {
 /// Calls sent on one connection and waiting for their replies. Ids are unique per connection;
 /// id 1 and any other id the caller reserves are never handed out twice.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     next_id: u64,
     batches: Vec<Batch>,
 }
@@ -135,7 +135,7 @@ impl Pending {
     }
 
     /// Reserves one id for the caller's own use (a new subscription request).
-    pub fn reserve(&mut self) -> u64 {
+    pub(crate) fn reserve(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id - 1
     }
@@ -159,7 +159,7 @@ impl Pending {
 
     /// Files the reply to `id`. `false`: no call is waiting for that id (a late reply to a
     /// caller that gave up, or an id we never sent).
-    pub fn settle(&mut self, id: u64, result: Result<Raw, RpcError>) -> bool {
+    pub(crate) fn settle(&mut self, id: u64, result: Result<Raw, RpcError>) -> bool {
         let Some(at) = self.batches.iter().position(|b| b.slots.covers(id)) else {
             return false;
         };
@@ -169,10 +169,6 @@ impl Pending {
             let _ = batch.reply.send(batch.slots.into_replies());
         }
         true
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.batches.is_empty()
     }
 }
 
@@ -199,7 +195,7 @@ mod tests {
         assert_eq!(r[0].as_ref().map(|v| v.get()).ok(), Some("\"a\""));
         assert!(r[1].is_err());
         assert_eq!(r[2].as_ref().map(|v| v.get()).ok(), Some("\"c\""));
-        assert!(p.is_empty());
+        assert!(p.batches.is_empty(), "a complete batch is forgotten");
     }
 
     #[test]

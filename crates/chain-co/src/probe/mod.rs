@@ -163,9 +163,9 @@ impl SyncMethod {
 }
 
 /// Finality is asked every this many rounds (the first round included).
-pub const FINALITY_EVERY: u32 = 3;
+pub(crate) const FINALITY_EVERY: u32 = 3;
 /// A finality method a node lacks is asked again after this long (it may be upgraded).
-pub const ASK_LACKING_AGAIN: Duration = Duration::from_secs(300);
+pub(crate) const ASK_LACKING_AGAIN: Duration = Duration::from_secs(300);
 
 /// What the prober has learned about one node.
 #[derive(Debug, Clone)]
@@ -264,7 +264,7 @@ impl Prober {
     }
 
     /// Tries the clients' token (`[chain] client_token_file`) on every node in slow rounds.
-    pub fn with_client_token(mut self, token: Option<Secret>) -> Self {
+    pub(crate) fn with_client_token(mut self, token: Option<Secret>) -> Self {
         self.client_token = token;
         self
     }
@@ -286,7 +286,7 @@ impl Prober {
     }
 
     /// The pool's finalized epoch, as the last decision found it.
-    pub fn set_pool_finalized(&self, epoch: Option<u64>) {
+    pub(crate) fn set_pool_finalized(&self, epoch: Option<u64>) {
         *self.pool_finalized.lock().expect("pool finalized lock") = epoch;
     }
 
@@ -308,7 +308,7 @@ impl Prober {
     }
 
     /// Probes over the nodes' open links from now on (`None`: HTTP only).
-    pub fn use_links(&mut self, links: Option<PushHub>) {
+    pub(crate) fn use_links(&mut self, links: Option<PushHub>) {
         self.links = links;
     }
 
@@ -360,7 +360,10 @@ impl Prober {
 
     /// Asks one node for its head now (`Filecoin.ChainHead` only), to confirm what a push
     /// evaluation suspects.
-    pub async fn head_of(&self, name: &str) -> Option<Result<crate::probe::rpc::Head, RpcError>> {
+    pub(crate) async fn head_of(
+        &self,
+        name: &str,
+    ) -> Option<Result<crate::probe::rpc::Head, RpcError>> {
         let t = self.targets.iter().find(|t| t.name == name)?;
         let learned = self.learned(name);
         let calls = vec![("Filecoin.ChainHead".to_string(), json!([]))];

@@ -54,7 +54,7 @@ pub enum PushStatus {
 
 /// The latest pushed head of one node.
 #[derive(Debug, Clone)]
-pub struct PushState {
+pub(crate) struct PushState {
     pub status: PushStatus,
     pub head: Option<Head>,
     pub received_at: Option<SystemTime>,
@@ -62,7 +62,7 @@ pub struct PushState {
 
 /// The subscriptions of a pool, shared with the loop, and each node's [`Link`] for the probe.
 #[derive(Debug, Clone)]
-pub struct PushHub {
+pub(crate) struct PushHub {
     states: Arc<Mutex<BTreeMap<String, PushState>>>,
     /// Woken at every new head.
     pub changed: Arc<Notify>,
@@ -115,7 +115,7 @@ impl PushHub {
     /// Waits until every node's first connection attempt has ended (or `within` passed), so
     /// that the first probe round finds the links open instead of opening an HTTP connection
     /// per node that nothing needs afterwards.
-    pub async fn first_tries_done(&self, within: Duration) {
+    pub(crate) async fn first_tries_done(&self, within: Duration) {
         let (left, done) = &*self.first_tries;
         let wait = async {
             loop {
@@ -167,7 +167,7 @@ impl PushHub {
     /// Makes the subscriptions those of `targets`: a node whose settings did not change keeps
     /// its link and subscription (a reload of an unchanged config reconnects nothing); a node
     /// removed or changed has its subscription ended; a new or changed one gets one.
-    pub fn update(
+    pub(crate) fn update(
         &self,
         targets: &[Target],
         max_frame: usize,
@@ -436,7 +436,7 @@ struct Subscription {
 /// Why a subscription ended other than by the node closing it: a value, so that the loop
 /// can tell a flood (said loudly) from a node that went away (said at debug level).
 #[derive(Debug, thiserror::Error)]
-pub enum PushError {
+pub(crate) enum PushError {
     #[error("{0}")]
     Request(RpcError),
     #[error("connect timed out")]
@@ -467,7 +467,7 @@ impl PushError {
 
 /// More notifications than this within one second drop the subscription (polls carry on): a
 /// real daemon sends one per tipset, a few more around a reorg.
-pub const MAX_NOTIFICATIONS_PER_SECOND: u32 = 50;
+pub(crate) const MAX_NOTIFICATIONS_PER_SECOND: u32 = 50;
 
 /// Counts a subscription's notifications per second.
 #[derive(Debug)]

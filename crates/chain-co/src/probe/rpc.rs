@@ -44,7 +44,7 @@ pub enum RpcError {
 impl RpcError {
     /// The server does not have the method: JSON-RPC -32601, or (gateways and proxies that
     /// send errors without a code) words that say so.
-    pub fn is_method_missing(&self) -> bool {
+    pub(crate) fn is_method_missing(&self) -> bool {
         match self {
             RpcError::Rpc { code: -32601, .. } => true,
             RpcError::Rpc { message, .. } => {
@@ -104,7 +104,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The same daemon over the other transport: `http(s)://` ↔ `ws(s)://`, same host and path.
-    pub fn with_transport(&self, transport: Transport) -> Endpoint {
+    pub(crate) fn with_transport(&self, transport: Transport) -> Endpoint {
         let mut url = self.url.clone();
         let scheme = match (transport, url.scheme()) {
             (Transport::Ws, "https" | "wss") => "wss",
@@ -125,7 +125,7 @@ impl Endpoint {
 impl Endpoint {
     /// The WebSocket upgrade request (bearer token in the header, never in the URL) and the
     /// settings for a connection whose messages are capped at `max_bytes`.
-    pub fn ws_request(
+    pub(crate) fn ws_request(
         &self,
         max_bytes: usize,
     ) -> Result<
@@ -160,7 +160,7 @@ impl Endpoint {
 }
 
 /// One call of a batch: method and params.
-pub type Call = (String, serde_json::Value);
+pub(crate) type Call = (String, serde_json::Value);
 
 /// A JSON-RPC client over HTTP POST. Cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
@@ -269,17 +269,17 @@ pub mod loose {
         u32::try_from(n).map_err(|_| D::Error::custom(format!("{n} is too large")))
     }
 
-    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         integer(d, "a non-negative number")
     }
 
-    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    pub(crate) fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
         integer(d, "a number")
     }
 
     /// A big integer as text (ParentWeight is a string in Lotus; some servers send a number).
     /// Anything else is passed on as is, for the caller's precise complaint.
-    pub fn big_integer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    pub(crate) fn big_integer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         let v = Value::deserialize(d)?;
         Ok(match &v {
             Value::String(s) => integer_text(&v).unwrap_or_else(|| s.clone()),
@@ -351,7 +351,7 @@ impl RpcClient {
     /// Makes several calls to one daemon: concurrent POSTs over HTTP, or one WebSocket for all
     /// of them. The outer error is for a WebSocket that could not be used at all; each call has
     /// its own result. The whole batch is bounded by the timeout.
-    pub async fn batch(
+    pub(crate) async fn batch(
         &self,
         endpoint: &Endpoint,
         calls: Vec<Call>,
@@ -463,7 +463,11 @@ impl RpcClient {
 
     /// `GET url` without a token (a daemon's health endpoint), reading at most `max` bytes of
     /// the body: the status and what was read. Redirects are not followed.
-    pub async fn get_capped(&self, url: &Url, max: usize) -> Result<(u16, Vec<u8>), RpcError> {
+    pub(crate) async fn get_capped(
+        &self,
+        url: &Url,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), RpcError> {
         let classify = |e| classify(e, self.timeout);
         let get = async {
             let mut resp = self
@@ -559,7 +563,10 @@ fn classify(e: reqwest::Error, timeout: Duration) -> RpcError {
 }
 
 /// Turns a reply body into the method's result. Pure, so the parser tests need no server.
-pub fn decode_reply<T: DeserializeOwned>(body: &[u8], status: StatusCode) -> Result<T, RpcError> {
+pub(crate) fn decode_reply<T: DeserializeOwned>(
+    body: &[u8],
+    status: StatusCode,
+) -> Result<T, RpcError> {
     let parsed: Result<Response, _> = serde_json::from_slice(body);
     match parsed {
         Ok(Response {
@@ -587,7 +594,7 @@ pub fn decode_reply<T: DeserializeOwned>(body: &[u8], status: StatusCode) -> Res
 /// `method`, e.g. `xrpc.ch.val`). Parsed once, without building a JSON tree: the result stays
 /// raw text for its reader's own type, and notification params are borrowed from the frame.
 #[derive(Deserialize)]
-pub struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     /// Only unsigned integer ids are ours; any other id reads as none.
     #[serde(default, deserialize_with = "loose_id")]
     pub id: Option<u64>,
@@ -613,7 +620,7 @@ impl<'a> Frame<'a> {
 
     /// The reply's outcome: its `result` (`null` included, as over HTTP: Forest answers
     /// `NetPeers` without peers with `null`), or its `error`.
-    pub fn into_result(self) -> Result<Box<RawValue>, RpcError> {
+    pub(crate) fn into_result(self) -> Result<Box<RawValue>, RpcError> {
         match self {
             Frame {
                 error: Some(err), ..
@@ -632,13 +639,13 @@ impl<'a> Frame<'a> {
 }
 
 /// A JSON reply left as text, for the caller to read into its own type.
-pub type Raw = Box<RawValue>;
+pub(crate) type Raw = Box<RawValue>;
 
 /// The replies to one batch of calls sent with consecutive ids, filled in whatever order the
 /// daemon answers: the one reply-matching scheme of every WebSocket exchange (a one-off
 /// [`RpcClient`] call and the long-lived [`crate::probe::link`] alike).
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     first: u64,
     results: Vec<Option<Result<Raw, RpcError>>>,
     left: usize,
@@ -656,7 +663,7 @@ impl Slots {
 
     /// Files the reply to `id`: `false` when `id` is not one of this batch's (a notification's
     /// stray id, a late reply, an id never sent). A second reply to one id replaces the first.
-    pub fn fill(&mut self, id: u64, result: Result<Raw, RpcError>) -> bool {
+    pub(crate) fn fill(&mut self, id: u64, result: Result<Raw, RpcError>) -> bool {
         let Some(slot) = id
             .checked_sub(self.first)
             .and_then(|i| self.results.get_mut(usize::try_from(i).ok()?))
@@ -671,18 +678,18 @@ impl Slots {
     }
 
     /// Whether `id` is one of this batch's.
-    pub fn covers(&self, id: u64) -> bool {
+    pub(crate) fn covers(&self, id: u64) -> bool {
         id.checked_sub(self.first)
             .is_some_and(|i| i < self.results.len() as u64)
     }
 
     /// Every call has its reply.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.left == 0
     }
 
     /// The replies in call order; only once [`Slots::is_full`].
-    pub fn into_replies(self) -> Vec<Result<Raw, RpcError>> {
+    pub(crate) fn into_replies(self) -> Vec<Result<Raw, RpcError>> {
         self.results
             .into_iter()
             .map(|r| r.expect("every slot is filled"))
@@ -807,7 +814,7 @@ fn parse_weight(s: &str) -> Result<u128, RpcError> {
 /// `BlockDelay` and no `Agent`, Fuhon no `Agent`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
-pub struct VersionInfo {
+pub(crate) struct VersionInfo {
     pub version: String,
     #[serde(rename = "APIVersion", default, deserialize_with = "loose::u32")]
     pub api_version: u32,
@@ -854,7 +861,7 @@ pub struct ActiveSync {
 impl SyncState {
     /// The highest target of a worker that is still fetching or validating (stages 1, 2, 3
     /// and 6; 0 is idle, 4 complete, 5 error — lotus api/api_full.go `SyncStateStage`).
-    pub fn syncing_to(&self) -> Option<u64> {
+    pub(crate) fn syncing_to(&self) -> Option<u64> {
         self.active_syncs
             .iter()
             .flatten()
@@ -867,14 +874,14 @@ impl SyncState {
 /// Forest's `Forest.SyncStatus` reply (camelCase; forest src/chain_sync/sync_status.rs).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ForestSyncStatus {
+pub(crate) struct ForestSyncStatus {
     pub status: String,
     #[serde(default, deserialize_with = "loose::opt_i64")]
     pub network_head_epoch: Option<i64>,
 }
 
 impl ForestSyncStatus {
-    pub fn syncing_to(&self) -> Option<u64> {
+    pub(crate) fn syncing_to(&self) -> Option<u64> {
         match self.status.as_str() {
             "Syncing" | "Initializing" => self.network_head_epoch.map(|e| e.max(0) as u64),
             _ => None,

@@ -50,7 +50,7 @@ pub struct Shared {
 
 impl Shared {
     /// Adds a notice once.
-    pub fn notice(&self, text: impl Into<String>) {
+    pub(crate) fn notice(&self, text: impl Into<String>) {
         let text = text.into();
         let mut n = self.notices.lock().expect("notices lock");
         if !n.contains(&text) {
@@ -258,7 +258,7 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// after the daemon's own work (probe and push connections per node, nginx, files), between 16
 /// and 1024. A flood of idle or half-sent connections then cannot take the descriptors the
 /// upstream write needs.
-pub fn connection_cap(nodes: usize) -> usize {
+pub(crate) fn connection_cap(nodes: usize) -> usize {
     let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(1024, |(soft, _)| soft);
     let reserve = 64 + 4 * nodes as u64;
@@ -336,7 +336,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Every route but `/healthz` sits behind the token layer: a route added to `guarded` cannot
 /// forget the check.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     // Changing marks moves the miners' traffic: JSON only (a form or a no-CORS fetch from
     // another site cannot send it) and never from a foreign origin.
     let marks = Router::new()
@@ -579,7 +579,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MarkRequest {
+pub(crate) struct MarkRequest {
     #[serde(default)]
     pub by: String,
     /// For a drain: how long its sessions may stay before they are moved.

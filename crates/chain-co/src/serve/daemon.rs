@@ -413,7 +413,7 @@ impl Daemon {
     }
 
     /// Switches to `config`, keeping the hysteresis of nodes whose name and URL did not change.
-    pub fn reconfigure(&mut self, config: Config) -> Result<(), DaemonError> {
+    pub(crate) fn reconfigure(&mut self, config: Config) -> Result<(), DaemonError> {
         let (prober, target) = parts(&config)?;
         let unchanged: Vec<&str> = config
             .nodes

@@ -14,13 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub const JOURNAL_EVENTS: usize = 500;
+pub(crate) const JOURNAL_EVENTS: usize = 500;
 /// The journal's text, at most: 500 events of about 500 bytes.
-pub const JOURNAL_BYTES: usize = 256 * 1024;
+pub(crate) const JOURNAL_BYTES: usize = 256 * 1024;
 /// Characters kept of one event's text.
-pub const EVENT_TEXT: usize = 400;
-pub const HEADS_WINDOW: Duration = Duration::from_secs(3600);
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const EVENT_TEXT: usize = 400;
+pub(crate) const HEADS_WINDOW: Duration = Duration::from_secs(3600);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -80,7 +80,7 @@ impl Default for History {
 /// proportionally less often, so that the rings never hold more than about 870 KB (issue #17:
 /// at 1000 nodes, one sample per 10 s for an hour was 6 MiB, a fifth of the memory target).
 /// The chart of a pool that large is an overview; the metrics keep every probe.
-pub const FULL_RATE_NODES: usize = 200;
+pub(crate) const FULL_RATE_NODES: usize = 200;
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -88,7 +88,13 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl History {
-    pub fn record(&mut self, at: SystemTime, kind: EventKind, node: Option<&str>, text: String) {
+    pub(crate) fn record(
+        &mut self,
+        at: SystemTime,
+        kind: EventKind,
+        node: Option<&str>,
+        text: String,
+    ) {
         let event = Event {
             at: unix(at),
             kind,
@@ -142,13 +148,13 @@ impl History {
     }
 
     /// Forgets the nodes not in `nodes` and sets the sampling rate for a pool of that size.
-    pub fn retain_nodes(&mut self, nodes: &[&str]) {
+    pub(crate) fn retain_nodes(&mut self, nodes: &[&str]) {
         self.heads.retain(|n, _| nodes.contains(&n.as_str()));
         self.fit(nodes.len());
     }
 
     /// One sample per [`SAMPLE_EVERY`] × ⌈nodes / [`FULL_RATE_NODES`]⌉.
-    pub fn fit(&mut self, nodes: usize) {
+    pub(crate) fn fit(&mut self, nodes: usize) {
         let factor = nodes.div_ceil(FULL_RATE_NODES).max(1) as u32;
         self.every = SAMPLE_EVERY * factor;
     }

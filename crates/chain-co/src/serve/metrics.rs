@@ -252,11 +252,15 @@ impl Metrics {
     }
 
     /// Records how long the last probe round took.
-    pub fn round_took(&self, took: Duration) {
+    pub(crate) fn round_took(&self, took: Duration) {
         self.round_seconds.set(took.as_secs_f64());
     }
 
-    pub fn observe(&self, report: &Report, latencies: &[(String, Duration, Option<&RpcError>)]) {
+    pub(crate) fn observe(
+        &self,
+        report: &Report,
+        latencies: &[(String, Duration, Option<&RpcError>)],
+    ) {
         if !latencies.is_empty() {
             self.rounds.inc();
         }
@@ -403,7 +407,7 @@ impl Metrics {
 
     /// Drops every per-node series of nodes that are no longer configured, so that a removed
     /// node cannot linger as a second `chain_co_node_primary = 1` on a dashboard.
-    pub fn retain_nodes(&self, nodes: &[&str]) {
+    pub(crate) fn retain_nodes(&self, nodes: &[&str]) {
         let mut seen = self.nodes_seen.lock().expect("nodes lock");
         let gone: Vec<String> = seen
             .iter()
@@ -442,12 +446,12 @@ impl Metrics {
     }
 
     /// Counts connections ended to move sessions.
-    pub fn sessions_moved(&self, n: u64) {
+    pub(crate) fn sessions_moved(&self, n: u64) {
         self.sessions_moved.inc_by(n);
     }
 
     /// The text exposition format.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

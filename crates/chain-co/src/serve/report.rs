@@ -44,7 +44,7 @@ pub struct Report {
 
 /// The lines under the table of `check` and `status`: per node, its F3 and what it says
 /// about itself, in its own (capped, control-free) words.
-pub fn node_detail_lines<'a>(
+pub(crate) fn node_detail_lines<'a>(
     nodes: impl Iterator<
         Item = (
             &'a str,
@@ -66,7 +66,7 @@ pub fn node_detail_lines<'a>(
 }
 
 /// Per node: the probe's latency and its error in words.
-pub fn probe_summary(round: &Round) -> BTreeMap<String, (Duration, Option<String>)> {
+pub(crate) fn probe_summary(round: &Round) -> BTreeMap<String, (Duration, Option<String>)> {
     round
         .observations
         .iter()
@@ -81,7 +81,7 @@ pub fn probe_summary(round: &Round) -> BTreeMap<String, (Duration, Option<String
 }
 
 /// Per node with a subscription: its state and the age of its last pushed head at `now`.
-pub fn push_summary(
+pub(crate) fn push_summary(
     round: &Round,
     pushed: &BTreeMap<String, PushState>,
     now: SystemTime,

@@ -74,10 +74,10 @@ pub struct ChainConfig {
 }
 
 /// A synced mainnet node has dozens of peers; none at all means it is cut off.
-pub const DEFAULT_MIN_PEERS: u64 = 1;
+pub(crate) const DEFAULT_MIN_PEERS: u64 = 1;
 /// Lotus accepts blocks up to 1 s ahead of its clock (AllowableClockDriftSecs); a few seconds
 /// more cover the skew between chain-co's host and the daemons'.
-pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(3);
 
 /// The rules of [`select`], from the `[select]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,11 +110,11 @@ pub struct SelectRules {
 }
 
 /// F3 normally finalizes a few epochs behind the head.
-pub const DEFAULT_FINALITY_STALL_AFTER: u64 = 20;
-pub const DEFAULT_F3_MAX_BEHIND: u64 = 5;
+pub(crate) const DEFAULT_FINALITY_STALL_AFTER: u64 = 20;
+pub(crate) const DEFAULT_F3_MAX_BEHIND: u64 = 5;
 
 /// How long a drop counts against a node for flap damping.
-pub const FLAP_WINDOW: Duration = Duration::from_secs(3600);
+pub(crate) const FLAP_WINDOW: Duration = Duration::from_secs(3600);
 
 impl SelectRules {
     /// The foundation rules with the chain-aware defaults; handy in tests.
@@ -137,14 +137,14 @@ impl SelectRules {
 /// A network whose genesis and clock chain-co knows without asking
 /// (forest src/networks/{mainnet,calibnet}/mod.rs; lotus build/buildconstants/params_*.go).
 #[derive(Debug, Clone, Copy)]
-pub struct KnownNetwork {
+pub(crate) struct KnownNetwork {
     pub name: &'static str,
     pub genesis: &'static str,
     pub genesis_timestamp: u64,
     pub block_delay: u64,
 }
 
-pub const KNOWN_NETWORKS: [KnownNetwork; 2] = [
+pub(crate) const KNOWN_NETWORKS: [KnownNetwork; 2] = [
     KnownNetwork {
         name: "mainnet",
         genesis: "bafy2bzacecnamqgqmifpluoeldx7zzglxcljo6oja4vrmtj7432rphldpdmm2",
@@ -344,7 +344,7 @@ pub struct Track {
 
 /// A node crossing the rise/fall thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flip {
+pub(crate) enum Flip {
     Up,
     Down,
 }
@@ -354,7 +354,13 @@ impl Track {
     /// `Health::observe_health`: `rise` good probes in a row bring a down node up, `fall` bad
     /// ones take an up node down, and `force_down` (a sustained signal, not one slow probe)
     /// takes it down at its first bad probe. Says whether the node flipped.
-    pub fn observe(&mut self, good: bool, force_down: bool, rise: u32, fall: u32) -> Option<Flip> {
+    pub(crate) fn observe(
+        &mut self,
+        good: bool,
+        force_down: bool,
+        rise: u32,
+        fall: u32,
+    ) -> Option<Flip> {
         if good {
             self.good = self.good.saturating_add(1);
             self.bad = 0;
@@ -374,7 +380,7 @@ impl Track {
     }
 
     /// Down at once, counting nothing (a pushed head that shows a sustained problem).
-    pub fn force_down(&mut self) -> Option<Flip> {
+    pub(crate) fn force_down(&mut self) -> Option<Flip> {
         std::mem::replace(&mut self.up, false).then_some(Flip::Down)
     }
 }
@@ -500,8 +506,9 @@ pub struct Decision {
     pub lag_grace: Duration,
 }
 
+#[cfg(test)]
 impl Decision {
-    pub fn verdict(&self, name: &str) -> Option<&NodeVerdict> {
+    pub(crate) fn verdict(&self, name: &str) -> Option<&NodeVerdict> {
         self.nodes.iter().find(|n| n.name == name)
     }
 }

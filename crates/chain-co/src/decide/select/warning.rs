@@ -52,7 +52,7 @@ impl Warning {
     }
 
     /// The words the journal records when this warning clears.
-    pub fn cleared_text(&self) -> String {
+    pub(crate) fn cleared_text(&self) -> String {
         match self.kind {
             WarningKind::FinalityStalled => format!("finality resumed (was: {})", self.text),
             _ => format!("cleared: {}", self.text),
