@@ -161,6 +161,7 @@ fn demo_config(sim: &SimPool, nginx_cfg: NginxConfig, dir: &std::path::Path) -> 
             ..ApiConfig::default()
         },
         ha: None,
+        track_file: None,
         target: TargetConfig::Nginx(nginx_cfg),
         client_token: None,
     }

@@ -157,6 +157,7 @@ impl PrivateNginx {
         NginxConfig {
             test_cmd: self.test_cmd(),
             reload: Reload::PidFile(self.pid_file.clone()),
+            pid_file: self.pid_file.clone(),
             ..Self::template_config(self.upstream_file.clone())
         }
     }
@@ -167,6 +168,7 @@ impl PrivateNginx {
         NginxConfig {
             template_name: "built-in upstream.conf.tera".into(),
             template: DEFAULT_TEMPLATE.into(),
+            pid_file: output.with_file_name("nginx.pid"),
             output,
             test_cmd: vec!["true".into()],
             reload: Reload::Command(vec!["true".into()]),

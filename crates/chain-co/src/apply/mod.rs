@@ -5,11 +5,13 @@
 //! so no target can ever be handed "zero servers" (fail static is enforced by the type).
 
 pub mod ha;
+pub mod master;
 pub mod publish;
 pub mod sessions;
 
 pub mod haproxy;
 pub mod nginx;
+pub mod nginx_watch;
 pub mod slb;
 
 use serde::Serialize;

@@ -33,6 +33,7 @@ use serde::Serialize;
 use tera::{Context, Tera};
 
 use super::{Applied, SessionMode, UpstreamPlan};
+use crate::apply::master::{self, Master};
 use crate::apply::sessions::{self, DestroyError, Owners};
 use crate::errors::error_chain;
 use crate::problems::{resolve, Checker};
@@ -60,6 +61,9 @@ pub struct NginxConfig {
     pub output: PathBuf,
     pub test_cmd: Vec<String>,
     pub reload: Reload,
+    /// nginx's pid file: the master the reload signals, whose cgroup the session moves read
+    /// and whose exit the nginx watch waits for. `[nginx] pid_file`, else the reload's.
+    pub pid_file: PathBuf,
     pub upstream_name: String,
     /// At a switch, end nginx's connections to the old primary so that its long-lived
     /// sessions (miners' websockets) reconnect to the new one at once.
@@ -98,6 +102,7 @@ pub struct RawNginx {
     output: Option<Spanned<PathBuf>>,
     test_cmd: Option<Spanned<Vec<String>>>,
     reload: Option<Spanned<RawReload>>,
+    pid_file: Option<Spanned<PathBuf>>,
     upstream_name: Option<Spanned<String>>,
     move_sessions: Option<bool>,
     validate: Option<Spanned<String>>,
@@ -145,6 +150,62 @@ fn check_template(ck: &mut Checker, raw: &RawNginx, base: &Path) -> (String, Str
     (template_name, template)
 }
 
+/// `[nginx] reload` and `pid_file`: how nginx is told, and where its master is found. One pid
+/// file serves the reload, the session moves and the watch; two different ones are a mistake.
+fn check_reload(
+    ck: &mut Checker,
+    reload: Option<Spanned<RawReload>>,
+    pid_file: Option<Spanned<PathBuf>>,
+    base: &Path,
+) -> (Reload, PathBuf) {
+    let stock = || PathBuf::from(defaults::PID_FILE);
+    let reload = match reload {
+        None => Reload::PidFile(
+            pid_file
+                .as_ref()
+                .map_or_else(stock, |p| resolve(base, p.get_ref())),
+        ),
+        Some(r) => {
+            let span = r.span();
+            match r.into_inner() {
+                RawReload {
+                    pid_file: Some(p),
+                    cmd: None,
+                } => Reload::PidFile(resolve(base, &p)),
+                RawReload {
+                    pid_file: None,
+                    cmd: Some(c),
+                } if !c.is_empty() && !c[0].is_empty() => Reload::Command(c),
+                _ => {
+                    ck.at(
+                        span,
+                        "nginx.reload",
+                        "write either { pid_file = \"/run/nginx.pid\" } or { cmd = [\"systemctl\", \"reload\", \"nginx\"] }",
+                    );
+                    Reload::PidFile(stock())
+                }
+            }
+        }
+    };
+    let file = match (&reload, pid_file) {
+        (Reload::PidFile(signalled), Some(p)) if *signalled != resolve(base, p.get_ref()) => {
+            ck.at(
+                p.span(),
+                "nginx.pid_file",
+                format!(
+                    "differs from the reload's pid file {}: nginx has one master; keep one",
+                    signalled.display()
+                ),
+            );
+            signalled.clone()
+        }
+        (Reload::PidFile(signalled), _) => signalled.clone(),
+        (Reload::Command(_), Some(p)) => resolve(base, p.get_ref()),
+        (Reload::Command(_), None) => stock(),
+    };
+    (reload, file)
+}
+
 pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Option<NginxConfig> {
     let (template_name, template) = check_template(ck, &raw, base);
     let output = raw.output.map_or_else(
@@ -163,30 +224,7 @@ pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Optio
         Some(c) => c.into_inner(),
         None => defaults::test_cmd(),
     };
-    let reload = match raw.reload {
-        None => Reload::PidFile(PathBuf::from(defaults::PID_FILE)),
-        Some(r) => {
-            let span = r.span();
-            match r.into_inner() {
-                RawReload {
-                    pid_file: Some(p),
-                    cmd: None,
-                } => Reload::PidFile(resolve(base, &p)),
-                RawReload {
-                    pid_file: None,
-                    cmd: Some(c),
-                } if !c.is_empty() && !c[0].is_empty() => Reload::Command(c),
-                _ => {
-                    ck.at(
-                        span,
-                        "nginx.reload",
-                        "write either { pid_file = \"/run/nginx.pid\" } or { cmd = [\"systemctl\", \"reload\", \"nginx\"] }",
-                    );
-                    Reload::PidFile(PathBuf::from(defaults::PID_FILE))
-                }
-            }
-        }
-    };
+    let (reload, pid_file) = check_reload(ck, raw.reload, raw.pid_file, base);
     let upstream_name = match raw.upstream_name {
         Some(n)
             if !n
@@ -226,6 +264,7 @@ pub(crate) fn check_nginx(ck: &mut Checker, raw: RawNginx, base: &Path) -> Optio
         output,
         test_cmd,
         reload,
+        pid_file,
         upstream_name,
         move_sessions: raw.move_sessions.unwrap_or(true),
         validate,
@@ -350,19 +389,10 @@ impl Nginx {
         self.cgroup_problem.clone()
     }
 
-    /// nginx's master, from the pid file chain-co signals (or, when it reloads through a
-    /// command, `[nginx] pid_file` or the stock one).
+    /// nginx's master, from `[nginx] pid_file` (the one the reload signals, by default), when
+    /// it runs and is nginx.
     fn master_pid(&self) -> Option<u32> {
-        let path = match &self.cfg.reload {
-            Reload::PidFile(p) => p.clone(),
-            Reload::Command(_) => PathBuf::from(defaults::PID_FILE),
-        };
-        std::fs::read_to_string(path)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&p| p > 1)
+        master::find(&self.cfg.pid_file).ok().and_then(Master::pid)
     }
 
     /// Ends nginx's connections to `address` (a node's upstream address), so that the clients
@@ -759,40 +789,26 @@ impl Nginx {
             .unwrap_or_default();
         match &self.cfg.reload {
             Reload::PidFile(path) => {
-                let text = match std::fs::read_to_string(path) {
-                    Ok(t) => t,
-                    // No pid file, or the empty one `nginx -t` leaves when nginx is not
-                    // running: nothing to reload. nginx reads the file when it starts; a
-                    // first run before nginx is up is calm, not an error.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                    Err(e) => {
+                let pid = match master::find(path) {
+                    Ok(Master::Running(pid)) => pid,
+                    // nginx reads the file when it starts; a first run before nginx is up
+                    // is calm, not an error.
+                    Ok(Master::NotRunning) => {
+                        tracing::info!(
+                            pid_file = %path.display(),
+                            "nginx is not running (no pid in its pid file); it reads the new upstream file when it starts"
+                        );
+                        return Ok(());
+                    }
+                    Ok(Master::Stale(pid)) => {
                         return Err(NginxError::Reload(format!(
-                            "cannot read pid file {}: {e}",
+                            "pid file {} names pid {pid}, which does not run (stale pid file?)",
                             path.display()
                         )))
                     }
+                    Err(e) => return Err(NginxError::Reload(e.to_string())),
                 };
-                if text.trim().is_empty() {
-                    tracing::info!(
-                        pid_file = %path.display(),
-                        "nginx is not running (no pid in its pid file); it reads the new upstream file when it starts"
-                    );
-                    return Ok(());
-                }
-                let pid: i32 = text.trim().parse().map_err(|_| {
-                    NginxError::Reload(format!(
-                        "pid file {} holds {:?}, not a pid",
-                        path.display(),
-                        text.trim()
-                    ))
-                })?;
-                if pid <= 1 {
-                    return Err(NginxError::Reload(format!(
-                        "pid file {} holds pid {pid}; refusing to signal it",
-                        path.display()
-                    )));
-                }
-                kill(Pid::from_raw(pid), Signal::SIGHUP).map_err(|e| {
+                kill(Pid::from_raw(pid as i32), Signal::SIGHUP).map_err(|e| {
                     NginxError::Reload(format!(
                         "SIGHUP to pid {pid} from {}: {e} (stale pid file?)",
                         path.display()
@@ -813,7 +829,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Runs a command with a deadline; returns whether it succeeded and its output on one line.
-async fn run_command(cmd: &[String]) -> Result<(bool, String), String> {
+pub(crate) async fn run_command(cmd: &[String]) -> Result<(bool, String), String> {
     let (program, args) = cmd.split_first().ok_or("empty command")?;
     let child = tokio::process::Command::new(program)
         .args(args)
@@ -900,6 +916,7 @@ mod tests {
             output: dir.join("upstream.conf"),
             test_cmd: test_cmd.iter().map(|s| s.to_string()).collect(),
             reload: Reload::Command(vec!["true".into()]),
+            pid_file: dir.join("nginx.pid"),
             upstream_name: "filecoin".into(),
             move_sessions: true,
             validate: Validate::Full,

@@ -353,6 +353,7 @@ mod tests {
             output: dir.join("upstream.conf"),
             test_cmd: vec!["true".into()],
             reload: crate::apply::nginx::Reload::Command(vec!["true".into()]),
+            pid_file: dir.join("nginx.pid"),
             upstream_name: "filecoin".into(),
             move_sessions: false,
             validate: crate::apply::nginx::Validate::Full,

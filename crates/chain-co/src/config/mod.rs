@@ -47,6 +47,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
     pub ha: Option<crate::apply::ha::RoleSource>,
+    /// `[ha] track_file`: the keepalived track file chain-co writes from the nginx watch (`1`
+    /// while nginx is dead, `0` while it runs with a valid configuration).
+    pub track_file: Option<PathBuf>,
     /// `[chain] client_token_file`: the token clients send through nginx to whichever node is
     /// primary; chain-co checks that every node accepts it.
     pub client_token: Option<Secret>,
@@ -208,6 +211,7 @@ struct RawConfig {
 struct RawHa {
     role_file: Option<Spanned<PathBuf>>,
     vip: Option<Spanned<String>>,
+    track_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,7 +319,7 @@ impl Config {
             source,
             problems: Vec::new(),
         };
-        let raw: RawConfig = match unknown::from_str(source) {
+        let mut raw: RawConfig = match unknown::from_str(source) {
             Ok((raw, unknown)) => {
                 report_unknown(&mut ck, unknown);
                 raw
@@ -378,6 +382,11 @@ impl Config {
             check_nginx(&mut ck, nginx, base).map(TargetConfig::Nginx)
         };
         let api = check_api(&mut ck, raw.api, base);
+        let track_file = raw
+            .ha
+            .track_file
+            .take()
+            .and_then(|f| check_track_file(&mut ck, f, base, target.as_ref()));
         let ha = check_ha(&mut ck, raw.ha, base);
         if ck.problems.is_empty() {
             Ok(Config {
@@ -388,6 +397,7 @@ impl Config {
                 target: target.expect("a target that failed its checks is always reported"),
                 api,
                 ha,
+                track_file,
                 client_token,
             })
         } else {
@@ -941,6 +951,46 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
     }
 }
 
+/// `[ha] track_file`: written by the nginx watch, so only with nginx as the target, and in a
+/// directory chain-co can write (known offline when the directory exists here).
+fn check_track_file(
+    ck: &mut Checker,
+    file: Spanned<PathBuf>,
+    base: &Path,
+    target: Option<&TargetConfig>,
+) -> Option<PathBuf> {
+    let path = resolve(base, file.get_ref());
+    if !matches!(target, None | Some(TargetConfig::Nginx(_))) {
+        ck.at(
+            file.span(),
+            "ha.track_file",
+            "is written when nginx dies: it needs nginx as the target",
+        );
+        return None;
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let problem = if path.is_dir() {
+        Some("is a directory; name the file keepalived's vrrp_track_file reads".to_string())
+    } else if !dir.is_dir() {
+        Some(format!("its directory {} does not exist", dir.display()))
+    } else if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
+        Some(format!(
+            "its directory {} is not writable by this user (uid {}): chain-co replaces the file there",
+            dir.display(),
+            nix::unistd::Uid::effective()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(why) => {
+            ck.at(file.span(), "ha.track_file", why);
+            None
+        }
+        None => Some(path),
+    }
+}
+
 fn check_ha(ck: &mut Checker, raw: RawHa, base: &Path) -> Option<crate::apply::ha::RoleSource> {
     use crate::apply::ha::RoleSource;
     match (raw.role_file, raw.vip) {
@@ -1110,6 +1160,29 @@ url = "http://[::1]:2345/rpc/v1"
     }
 
     #[test]
+    fn one_pid_file_serves_the_reload_the_sessions_and_the_watch() {
+        let base = "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n";
+        let c = parse(&format!(
+            "{base}[nginx]\nreload = {{ pid_file = \"/run/n.pid\" }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.nginx().expect("nginx").pid_file, Path::new("/run/n.pid"));
+        let c = parse(&format!(
+            "{base}[nginx]\nreload = {{ cmd = [\"systemctl\", \"reload\", \"nginx\"] }}\npid_file = \"/run/x.pid\"\n[ha]\ntrack_file = \"/tmp/chain-co-nginx-down\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.nginx().expect("nginx").pid_file, Path::new("/run/x.pid"));
+        assert_eq!(
+            c.track_file.as_deref(),
+            Some(Path::new("/tmp/chain-co-nginx-down"))
+        );
+        assert_eq!(
+            parse(base).expect("valid").nginx().expect("nginx").pid_file,
+            Path::new(defaults::PID_FILE)
+        );
+    }
+
+    #[test]
     fn every_unknown_key_is_reported_at_once() {
         let text = "[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\ncolour = 1\n\n[probe]\ninterval = \"1s\"\nintervall = \"2s\"\n\n[bogus]\nx = 1\ny = 2\n\n[select]\nrise = 0\n";
         let problems = parse(text).expect_err("bad");
@@ -1199,6 +1272,9 @@ url = "http://[::1]:2345/rpc/v1"
             ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\ntemplate = \"/nonexistent.tera\"\n", 5, "nginx.template"),
             ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\nupstream_name = \"a b\"\n", 5, "nginx.upstream_name"),
             ("[select]\nmax_lag = -1\n[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n", 2, "max_lag"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[ha]\ntrack_file = \"/nonexistent-dir/nginx-down\"\n", 5, "does not exist"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[ha]\ntrack_file = \"/tmp\"\n", 5, "is a directory"),
+            ("[[node]]\nname = \"a\"\nurl = \"http://x:1/\"\n[nginx]\nreload = { pid_file = \"/a.pid\" }\npid_file = \"/b.pid\"\n", 6, "nginx.pid_file"),
         ];
         for (text, line, words) in rows {
             let problems = parse(text).expect_err(text);

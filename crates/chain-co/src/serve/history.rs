@@ -37,6 +37,8 @@ pub enum EventKind {
     Apply,
     /// A pool warning appeared or cleared.
     Warning,
+    /// nginx died or came back (the nginx watch, `[ha] track_file`).
+    Nginx,
 }
 
 /// One journal entry.

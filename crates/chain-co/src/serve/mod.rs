@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
+
+use crate::apply::nginx_watch::{NginxEvent, NginxWatch};
 
 use crate::config::Config;
 use daemon::{Daemon, DaemonError};
@@ -47,6 +49,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let listen = config.api.listen;
     let nodes = config.nodes.len();
+    let nginx_watch = nginx_watch(&config);
     let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
     daemon.preflight().map_err(ServeError::Preflight)?;
     let listener = api::bind(listen).await.map_err(|source| ServeError::Bind {
@@ -79,6 +82,32 @@ pub async fn run(
         });
     }
     let _watcher = watch_file(&path, reload_tx)?;
+    if let Some(watch) = nginx_watch {
+        let shared = shared.clone();
+        let track_file = watch.track_file.clone();
+        info!(pid_file = %watch.pid_file.display(), track_file = %track_file.display(), "watching nginx's master");
+        tasks.spawn(watch.run(shutdown.clone(), move |event| {
+            let text = event.text(&track_file);
+            match &event {
+                NginxEvent::Running { .. } => info!("{text}"),
+                NginxEvent::Off { .. } => {
+                    warn!("{text}");
+                    shared
+                        .notices
+                        .lock()
+                        .expect("notices lock")
+                        .push(text.clone());
+                }
+                _ => warn!("{text}"),
+            }
+            shared.history.lock().expect("history lock").record(
+                std::time::SystemTime::now(),
+                history::EventKind::Nginx,
+                None,
+                text,
+            );
+        }));
+    }
     let api_stop = shutdown.clone();
     let cap = api::connection_cap(nodes);
     tasks.spawn(async move {
@@ -95,6 +124,24 @@ pub async fn run(
         error!("some tasks did not stop within 5s");
     }
     Ok(())
+}
+
+/// The nginx watch `[ha] track_file` asks for: nginx's pid file, the track file, and the
+/// test command that says a restarted nginx's configuration is valid. Settings read at start:
+/// a reload that changes them takes effect at the next restart.
+fn nginx_watch(config: &Config) -> Option<NginxWatch> {
+    let track_file = config.track_file.clone()?;
+    let nginx = config.nginx()?;
+    Some(NginxWatch {
+        pid_file: nginx.pid_file.clone(),
+        track_file,
+        // The private test needs a candidate file; a running master loaded a configuration
+        // nginx accepted, which is what the unprivileged mode can know.
+        test_cmd: match nginx.validate {
+            crate::apply::nginx::Validate::Full => nginx.test_cmd.clone(),
+            crate::apply::nginx::Validate::Private => Vec::new(),
+        },
+    })
 }
 
 /// Watches the config file's directory (editors replace files rather than write them in place)
