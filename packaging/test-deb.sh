@@ -13,7 +13,7 @@ test "$(stat -c %a /etc/chain-co/chain-co.toml)" = 640
 for f in /usr/share/bash-completion/completions/chain-co /usr/share/zsh/vendor-completions/_chain-co \
          /usr/share/fish/vendor_completions.d/chain-co.fish /usr/share/man/man1/chain-co.1.gz \
          /usr/lib/chain-co/check-chain-co.sh /usr/lib/chain-co/notify-role.sh \
-         /lib/systemd/system/chain-co.service; do
+         /lib/systemd/system/chain-co.service /lib/systemd/system/nginx.service.d/chain-co.conf; do
     test -e "$f" || { echo "missing $f"; exit 1; }
 done
 echo "== validate the installed example"
