@@ -611,20 +611,11 @@ async fn health(url: &str, timeout: Duration) -> Outcome {
 }
 
 async fn print_history(api: ApiArgs, json: bool) -> anyhow::Result<()> {
-    let events = api.client()?.history().await?;
+    let journal = api.client()?.history().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&events)?);
-        return Ok(());
-    }
-    for e in events {
-        let at = std::time::UNIX_EPOCH + Duration::from_secs(e.at);
-        println!(
-            "{}  {:<7} {}{}",
-            humantime::format_rfc3339_seconds(at),
-            serde_json::to_value(e.kind)?.as_str().unwrap_or("?"),
-            e.node.map(|n| format!("{n}: ")).unwrap_or_default(),
-            e.text
-        );
+        println!("{}", serde_json::to_string_pretty(&journal)?);
+    } else {
+        print!("{}", chain_co::cli::client::render_history(&journal));
     }
     Ok(())
 }

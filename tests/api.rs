@@ -520,7 +520,7 @@ async fn a_damaged_state_file_is_set_aside_and_run_starts() {
 /// token while the page itself holds none.
 #[tokio::test]
 async fn the_status_page_the_journal_and_the_heads() {
-    let r = running("").await;
+    let mut r = running("").await;
     let (code, html) = get(&format!("{}/", r.api)).await;
     assert_eq!(code, 200);
     assert!(html.len() < 50_000, "{} bytes", html.len());
@@ -565,6 +565,43 @@ async fn the_status_page_the_journal_and_the_heads() {
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains("switch") && out.contains(&format!("{p} went down")),
+        "{out}"
+    );
+
+    // The journal survives a restart: what happened before it, then the restart itself.
+    let _ = r.run.child.kill();
+    let _ = r.run.child.wait();
+    r.run = start_run(&r.config);
+    r.api = api_url(&r.run).await;
+    wait_healthy(&r.api, &r.run).await;
+    let journal: serde_json::Value =
+        serde_json::from_str(&get(&format!("{}/history", r.api)).await.1).expect("JSON");
+    let events = journal["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "switch"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("{p} went down")))),
+        "the switch before the restart: {journal:#}"
+    );
+    let starts: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "start").collect();
+    assert_eq!(starts.len(), 2, "{journal:#}");
+    assert!(
+        starts[1]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("from the previous run")),
+        "{journal:#}"
+    );
+    assert!(journal["since"].as_u64().is_some(), "{journal:#}");
+    assert!(
+        journal["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("state.journal.jsonl")),
+        "{journal:#}"
+    );
+    let (_, out, _) = cli(&["status", "--history", "--url", &r.api]);
+    assert!(
+        out.starts_with("journal since ") && out.contains("across restarts"),
         "{out}"
     );
 }

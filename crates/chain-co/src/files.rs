@@ -53,6 +53,21 @@ pub(crate) fn sync_dir(path: &Path) {
     }
 }
 
+/// Renames a damaged file of ours out of the way (`<name>.damaged-<unix time>`), so that a
+/// start goes on without it and the operator can still read it. Says what happened, in words.
+pub(crate) fn set_aside(path: &Path) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".damaged-{stamp}"));
+    let aside = std::path::PathBuf::from(aside);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => format!("kept the damaged copy as {}", aside.display()),
+        Err(r) => format!("could not set it aside ({r})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

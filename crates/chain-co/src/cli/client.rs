@@ -43,7 +43,7 @@ impl ApiClient {
     }
 
     /// The journal (`GET /history`), oldest first.
-    pub async fn history(&self) -> anyhow::Result<Vec<crate::serve::history::Event>> {
+    pub async fn history(&self) -> anyhow::Result<Journal> {
         let resp = self
             .request(reqwest::Method::GET, "/history")?
             .send()
@@ -54,13 +54,8 @@ impl ApiClient {
         if !status.is_success() {
             bail!("chain-co answered {status}: {}", body.trim());
         }
-        #[derive(serde::Deserialize)]
-        struct Journal {
-            events: Vec<crate::serve::history::Event>,
-        }
-        Ok(serde_json::from_str::<Journal>(&body)
-            .context("the history is not the JSON chain-co serves")?
-            .events)
+        serde_json::from_str::<Journal>(&body)
+            .context("the history is not the JSON chain-co serves")
     }
 
     pub async fn status(&self) -> anyhow::Result<Status> {
@@ -335,4 +330,58 @@ pub async fn probe(
         )
     );
     Ok(out)
+}
+
+/// `GET /history`: the journal and how far back it reaches.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    pub events: Vec<crate::serve::history::Event>,
+    /// Unix seconds of the oldest event kept.
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// Where the journal is kept on disk; `None`: in memory, lost at restart.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// `chain-co status --history`: how far back the journal reaches, then one line per event,
+/// repeats folded ("×6, 09:06:00–09:06:16").
+pub fn render_history(j: &Journal) -> String {
+    use std::fmt::Write as _;
+    let rfc = |s: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+            .to_string()
+    };
+    let mut out = String::new();
+    let reach = j
+        .since
+        .map_or("empty".to_string(), |s| format!("since {}", rfc(s)));
+    let kept = match &j.file {
+        Some(f) => format!("kept in {} across restarts", crate::text::inert(f, 200)),
+        None => "in memory: lost at restart".to_string(),
+    };
+    let _ = writeln!(out, "journal {reach}, {kept}");
+    for e in &j.events {
+        let kind = serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "?".into());
+        let folded = match (e.count, e.last) {
+            (n, Some(last)) if n > 1 => {
+                format!("  (×{n}, {}–{})", &rfc(e.at)[11..19], &rfc(last)[11..19])
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  {kind:<7} {}{}{folded}",
+            rfc(e.at),
+            e.node
+                .as_deref()
+                .map(|n| format!("{}: ", crate::text::inert(n, 64)))
+                .unwrap_or_default(),
+            crate::text::inert(&e.text, 400)
+        );
+    }
+    out
 }

@@ -87,14 +87,7 @@ impl Overrides {
         match Overrides::load(path) {
             Ok(o) => (o, None),
             Err(e) => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let aside = path.with_extension(format!("json.damaged-{stamp}"));
-                let what = match std::fs::rename(path, &aside) {
-                    Ok(()) => format!("kept the damaged copy as {}", aside.display()),
-                    Err(r) => format!("could not set it aside ({r})"),
-                };
+                let what = crate::files::set_aside(path);
                 (
                     Overrides::default(),
                     Some(format!("{e}; started without drains or preference, {what}")),

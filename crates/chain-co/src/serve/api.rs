@@ -447,10 +447,18 @@ async fn same_origin_json(
     next.run(request).await
 }
 
-/// `GET /history`: the journal, oldest first.
+/// `GET /history`: the journal, oldest first (repeats folded), how far back it reaches and
+/// where it is kept (`file`: `null` when in memory only, lost at restart).
 async fn history(State(shared): State<Arc<Shared>>) -> Response {
-    let events = shared.history.lock().expect("history lock").events();
-    Json(serde_json::json!({ "events": events })).into_response()
+    let h = shared.history.lock().expect("history lock");
+    let body = serde_json::json!({
+        "events": h.events(),
+        "since": h.since(),
+        "file": h.file().map(|p| p.display().to_string()),
+        "bound_bytes": crate::serve::history::JOURNAL_BYTES,
+    });
+    drop(h);
+    Json(body).into_response()
 }
 
 /// `GET /heads`: per node, `[unix seconds, height, lag, latency ms]` over the last hour

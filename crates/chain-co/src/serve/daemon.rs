@@ -30,7 +30,7 @@ use crate::probe::push::PushHub;
 use crate::probe::rpc::RpcError;
 use crate::probe::{Prober, Round};
 use crate::serve::api::Shared;
-use crate::serve::history::EventKind;
+use crate::serve::history::{EventKind, History};
 use crate::serve::metrics::Metrics;
 use crate::serve::report::{probe_summary, push_summary, ApplyRecord, Report};
 
@@ -80,6 +80,37 @@ fn parts(config: &Config) -> Result<(Prober, ApplyTarget), DaemonError> {
     Ok((prober, target))
 }
 
+/// The journal beside the state file, read back, with this start as its newest event; and
+/// what the operator must be told about it. Without a state directory (a dry run, a test
+/// without one) the journal lives in memory.
+fn start_journal(config: &Config) -> (History, Vec<String>) {
+    let state = &config.api.state_file;
+    let dir_exists = state
+        .parent()
+        .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
+    let (mut history, notices) = if dir_exists {
+        History::with_file(&crate::serve::journal_file::path_for(state))
+    } else {
+        (History::default(), Vec::new())
+    };
+    history.fit(config.nodes.len());
+    let before = match history.since() {
+        Some(_) => "the events before this one are from the previous run",
+        None => "nothing was recorded before",
+    };
+    history.record(
+        std::time::SystemTime::now(),
+        EventKind::Start,
+        None,
+        format!(
+            "chain-co {} started with {} nodes; {before}",
+            env!("CARGO_PKG_VERSION"),
+            config.nodes.len()
+        ),
+    );
+    (history, notices)
+}
+
 impl Daemon {
     /// A daemon and the state it shares with the API. `config_path` is where a reload reads
     /// the new configuration from.
@@ -89,6 +120,7 @@ impl Daemon {
     ) -> Result<(Self, Arc<Shared>), DaemonError> {
         let (prober, target) = parts(&config)?;
         let (overrides, damaged) = Overrides::load_or_set_aside(&config.api.state_file);
+        let (history, journal_notices) = start_journal(&config);
         let (tx, rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             reports: rx,
@@ -99,11 +131,7 @@ impl Daemon {
             allowed_hosts: std::sync::RwLock::new(config.api.allowed_hosts.clone()),
             notices: Mutex::new(Vec::new()),
             mark_writes: tokio::sync::Mutex::new(()),
-            history: Mutex::new({
-                let mut h = crate::serve::history::History::default();
-                h.fit(config.nodes.len());
-                h
-            }),
+            history: Mutex::new(history),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),
@@ -132,6 +160,10 @@ impl Daemon {
         if let Some(why) = damaged {
             error!(file = %daemon.config.api.state_file.display(), "damaged state file: {why}");
             shared.notice(format!("state file: {why}"));
+        }
+        for why in journal_notices {
+            error!("{why}");
+            shared.notice(why);
         }
         if daemon.config.api.is_open() {
             let text = format!(

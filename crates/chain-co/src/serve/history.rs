@@ -1,11 +1,14 @@
-//! What happened before the current decision, in memory: a journal of events (switches, nodes
-//! dropped and back, drains and preferences, applies, pool warnings) and each node's heads over
-//! the last hour. Lost on restart, by design: the log and the metrics are the durable record.
+//! What happened before the current decision: a journal of events (switches, nodes dropped
+//! and back, drains and preferences, applies, pool warnings, nginx's deaths, restarts) and
+//! each node's heads over the last hour. The journal is also kept on disk beside the state file
+//! ([`crate::serve::journal_file`]) and read back at start, so it survives a restart; the heads
+//! are in memory only.
 //!
 //! Both are bounded. The journal keeps the last [`JOURNAL_EVENTS`] events and at most
-//! [`JOURNAL_BYTES`] of text (each event's text capped at [`EVENT_TEXT`] characters and made
-//! inert: reasons may quote a daemon's words), so a flapping node with a long error cannot
-//! grow it. Heads are kept at
+//! [`JOURNAL_BYTES`] of JSON lines, in memory and on disk alike (each event's text capped at
+//! [`EVENT_TEXT`] characters and made inert: reasons may quote a daemon's words), so a
+//! flapping node with a long error cannot grow it. Repeats are folded when shown
+//! ([`History::events`]). Heads are kept at
 //! most one sample per [`SAMPLE_EVERY`] for [`HEADS_WINDOW`]: 360 samples of 16 bytes, about
 //! 6 KiB per node (60 KiB at 10 nodes, 6 MiB at 1000).
 
@@ -37,6 +40,8 @@ pub enum EventKind {
     Apply,
     /// A pool warning appeared or cleared.
     Warning,
+    /// chain-co started: the events before it are from the previous run.
+    Start,
     /// nginx died or came back (the nginx watch, `[ha] track_file`).
     Nginx,
 }
@@ -50,7 +55,27 @@ pub struct Event {
     pub node: Option<String>,
     /// What happened and why, in words.
     pub text: String,
+    /// How many times the same event happened in a row, folded into this one when shown.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+    /// Unix seconds of the last repeat, when folded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u64>,
 }
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Repeats of an event among this many of the latest lines shown are folded into it: a node
+/// whose warning is raised and cleared every few rounds is one line of each, with a count.
+const FOLD_WITHIN: usize = 4;
+/// ... when the repeat follows within this long; a repeat an hour later is news again.
+const FOLD_FOR: u64 = 600;
 
 /// One head sample: seconds since the Unix epoch, height, lag in epochs, probe latency in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,11 +85,15 @@ pub struct Sample(pub u32, pub u32, pub u16, pub u16);
 #[derive(Debug)]
 pub struct History {
     events: VecDeque<Event>,
-    /// Bytes of text (and node names) the journal holds.
+    /// Bytes the journal holds, counted as its lines in the journal file.
     event_bytes: usize,
     heads: BTreeMap<String, VecDeque<Sample>>,
     /// The least time between two samples of a node: [`SAMPLE_EVERY`], sparser for large pools.
     every: Duration,
+    /// Where the journal is kept on disk; `None`: in memory only.
+    file: Option<crate::serve::journal_file::JournalFile>,
+    /// A failed append is said once, not at every event.
+    file_failed: bool,
 }
 
 impl Default for History {
@@ -74,6 +103,8 @@ impl Default for History {
             event_bytes: 0,
             heads: BTreeMap::new(),
             every: SAMPLE_EVERY,
+            file: None,
+            file_failed: false,
         }
     }
 }
@@ -84,12 +115,39 @@ impl Default for History {
 /// The chart of a pool that large is an overview; the metrics keep every probe.
 pub(crate) const FULL_RATE_NODES: usize = 200;
 
+/// An event's share of the bound: its line in the journal file.
+fn size(e: &Event) -> usize {
+    serde_json::to_string(e).map_or(0, |l| l.len() + 1)
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 impl History {
+    /// A journal kept in `path` (see [`crate::serve::journal_file`]), with what it held read
+    /// back. Returns what the operator must be told (a damaged file set aside, a file that
+    /// cannot be opened: the journal then lives in memory only).
+    pub(crate) fn with_file(path: &std::path::Path) -> (History, Vec<String>) {
+        let mut h = History::default();
+        match crate::serve::journal_file::JournalFile::open(path) {
+            Ok((file, back)) => {
+                for e in back.events {
+                    h.keep(e);
+                }
+                h.file = Some(file);
+                (h, back.notices)
+            }
+            Err(why) => (h, vec![format!("journal kept in memory only: {why}")]),
+        }
+    }
+
+    /// Where the journal is kept on disk, if it is.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_ref().map(|f| f.path())
+    }
+
     pub(crate) fn record(
         &mut self,
         at: SystemTime,
@@ -102,8 +160,24 @@ impl History {
             kind,
             node: node.map(|n| crate::text::inert(n, 64)),
             text: crate::text::inert(&text, EVENT_TEXT),
+            count: 1,
+            last: None,
         };
-        let size = |e: &Event| e.text.len() + e.node.as_ref().map_or(0, String::len);
+        if let Some(f) = &mut self.file {
+            match f.append(&event) {
+                Ok(()) => self.file_failed = false,
+                Err(e) if !self.file_failed => {
+                    tracing::error!(error = %e, "cannot append to the journal file; it is kept in memory meanwhile");
+                    self.file_failed = true;
+                }
+                Err(_) => {}
+            }
+        }
+        self.keep(event);
+    }
+
+    /// Keeps `event` in memory, dropping the oldest past the bounds.
+    fn keep(&mut self, event: Event) {
         self.event_bytes += size(&event);
         self.events.push_back(event);
         while self.events.len() > JOURNAL_EVENTS || self.event_bytes > JOURNAL_BYTES {
@@ -166,8 +240,33 @@ impl History {
         self.every
     }
 
+    /// The journal as shown, oldest first, with repeats folded: an event equal (kind, node and
+    /// text) to one of the last [`FOLD_WITHIN`] lines within [`FOLD_FOR`] becomes that line's
+    /// count and last time ("×6, 09:06:00–09:06:16").
     pub fn events(&self) -> Vec<Event> {
-        self.events.iter().cloned().collect()
+        let mut out: Vec<Event> = Vec::new();
+        for e in &self.events {
+            let from = out.len().saturating_sub(FOLD_WITHIN);
+            let same = out[from..].iter_mut().rev().find(|o| {
+                o.kind == e.kind
+                    && o.node == e.node
+                    && o.text == e.text
+                    && e.at <= o.last.unwrap_or(o.at) + FOLD_FOR
+            });
+            match same {
+                Some(o) => {
+                    o.count += e.count;
+                    o.last = Some(e.last.unwrap_or(e.at));
+                }
+                None => out.push(e.clone()),
+            }
+        }
+        out
+    }
+
+    /// The time of the oldest event kept: how far back the journal reaches.
+    pub fn since(&self) -> Option<u64> {
+        self.events.front().map(|e| e.at)
     }
 
     pub fn heads(&self) -> BTreeMap<String, Vec<Sample>> {
@@ -184,6 +283,63 @@ mod tests {
 
     fn at(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn repeats_are_folded_into_one_line_with_a_count_and_their_times() {
+        let mut h = History::default();
+        h.record(at(100), EventKind::Switch, None, "a is primary".into());
+        for i in 0..6 {
+            h.record(
+                at(200 + 3 * i),
+                EventKind::Warning,
+                None,
+                "silent push".into(),
+            );
+            h.record(
+                at(201 + 3 * i),
+                EventKind::Warning,
+                None,
+                "cleared: silent push".into(),
+            );
+        }
+        // Much later, the same warning is news again.
+        h.record(at(5000), EventKind::Warning, None, "silent push".into());
+        let e = h.events();
+        let lines: Vec<(&str, u32, Option<u64>)> = e
+            .iter()
+            .map(|e| (e.text.as_str(), e.count, e.last))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("a is primary", 1, None),
+                ("silent push", 6, Some(215)),
+                ("cleared: silent push", 6, Some(216)),
+                ("silent push", 1, None),
+            ]
+        );
+        assert_eq!(h.since(), Some(100));
+    }
+
+    #[test]
+    fn a_journal_file_is_read_back_within_the_same_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.journal.jsonl");
+        let (mut h, notices) = History::with_file(&path);
+        assert!(notices.is_empty(), "{notices:?}");
+        let text = "y".repeat(EVENT_TEXT);
+        for i in 0..3 * JOURNAL_EVENTS as u64 {
+            h.record(at(i), EventKind::Down, Some("a"), format!("{i} {text}"));
+        }
+        let (again, _) = History::with_file(&path);
+        assert_eq!(again.file(), Some(path.as_path()));
+        assert!(again.event_bytes <= JOURNAL_BYTES);
+        assert_eq!(
+            again.events.back().map(|e| e.at),
+            h.events.back().map(|e| e.at),
+            "the newest event is read back"
+        );
     }
 
     #[test]

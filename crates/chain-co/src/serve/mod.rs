@@ -6,6 +6,7 @@
 pub mod api;
 pub mod daemon;
 pub mod history;
+mod journal_file;
 pub mod metrics;
 pub mod report;
 
