@@ -50,6 +50,8 @@ pub struct Daemon {
     primary_since: Option<SystemTime>,
     /// Warnings of the previous round, so that each is logged when it appears, not every round.
     warnings: Vec<Warning>,
+    /// Rise/fall for the warnings shown and journaled.
+    warning_gate: crate::decide::select::WarningGate,
     role: Option<VrrpRole>,
     /// The ChainNotify subscriptions, and the token that ends them (on reload or shutdown).
     push: Option<(PushHub, CancellationToken)>,
@@ -148,6 +150,7 @@ impl Daemon {
             switches: 0,
             primary_since: None,
             warnings: Vec::new(),
+            warning_gate: Default::default(),
             role: None,
             push: None,
             tasks: TaskTracker::new(),
@@ -511,7 +514,14 @@ impl Daemon {
         self.recheck_at = evaluation
             .recheck_after
             .map(|d| tokio::time::Instant::now() + d);
-        let decision = evaluation.decision;
+        let mut decision = evaluation.decision;
+        // Warnings get the nodes' rise/fall: shown once held, withdrawn once gone a while.
+        decision.warnings = self.warning_gate.observe(
+            &decision.warnings,
+            trigger == Trigger::Probe,
+            self.config.select.rise,
+            self.config.select.fall,
+        );
         // The next rounds check each node's chain at the epoch the pool finalized.
         self.prober
             .set_pool_finalized(decision.finalized.as_ref().map(|f| f.epoch));

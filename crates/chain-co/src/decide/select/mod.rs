@@ -59,7 +59,7 @@ use crate::probe::Observation;
 
 mod trust;
 mod warning;
-pub use warning::{Warning, WarningKind};
+pub use warning::{Warning, WarningGate, WarningKind};
 
 /// What chain the pool must be on, and its clock, from `[chain]`. Unset values come from the
 /// built-in table of known networks, or from the nodes themselves.
