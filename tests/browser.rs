@@ -122,11 +122,23 @@ async fn the_status_page_shows_the_pool_the_chart_and_the_switch() {
         svg.contains("class=\"switch\""),
         "the switch is marked on the chart: {svg}"
     );
+    // The time axis fits the data there is: three labels, both ends under an hour apart.
+    assert_eq!(svg.matches("class=\"axis\"").count(), 3, "{svg}");
+    assert!(dom.contains("data-span=\"300\"") && dom.contains("data-span=\"3600\""));
+    // The pool's finalized epoch, when it has one, is on the chart.
+    let status = common::status_json(&api).await;
+    if let Some(epoch) = status["finalized"]["epoch"].as_u64() {
+        assert!(
+            svg.contains(&format!("finalized epoch {epoch}")) || svg.contains("finalized epoch "),
+            "{svg}"
+        );
+    }
     assert!(
         dom.contains("data-kind=\"switch\"") && dom.contains(&format!("{old} went down")),
         "the journal has the switch: {dom}"
     );
     if let Some(path) = std::env::var_os("CHAIN_CO_SCREENSHOT") {
+        night(&sim, &old, &api).await;
         let profile = tempfile::tempdir().expect("profile");
         let shot = Command::new(&browser)
             .args(FLAGS)
@@ -139,6 +151,22 @@ async fn the_status_page_shows_the_pool_the_chart_and_the_switch() {
             .expect("screenshot");
         assert!(shot.success());
     }
+}
+
+/// For the screenshot only (`CHAIN_CO_SCREENSHOT=docs/status-page.png`): a night worth
+/// showing, about 80 s of it. The stalled node recovers, another lags for a while and
+/// recovers, so the chart has a switch, a lagging series and the recoveries, with samples
+/// every 10 s.
+async fn night(sim: &Sim, stalled: &str, api: &str) {
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    sim.op(stalled, r#"{"op":"heal"}"#).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let other = others(sim, stalled)[0].to_string();
+    sim.op(&other, r#"{"op":"lag","epochs":4}"#).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    sim.op(&other, r#"{"op":"heal"}"#).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    rounds_pass(api, 2).await;
 }
 
 /// A minimal Chrome DevTools Protocol session on one page.

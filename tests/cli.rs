@@ -421,3 +421,29 @@ fn proxy_variables_never_see_a_daemons_token() {
         "chain-co went through the proxy with the daemons' tokens"
     );
 }
+
+/// The README's first command: the demo runs to its end and shows the miner's session moving
+/// with the primary (cut at the switch, back on the new primary).
+#[test]
+fn the_demo_shows_the_switches_and_the_miner_session_moving() {
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("NGINX", nginx_binary())
+        .output()
+        .expect("demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for words in [
+        "stalled → primary",
+        "miner session: cut on lotus-a",
+        "miner session: back on",
+        "summary:",
+        "miner session: ",
+    ] {
+        assert!(text.contains(words), "{words:?} missing:\n{text}");
+    }
+}

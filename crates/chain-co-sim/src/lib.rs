@@ -78,6 +78,7 @@ pub struct SimNodeAddr {
 
 /// A running pool. Dropping it does not stop it; call [`SimPool::shutdown`].
 pub struct SimPool {
+    clock: ChainClock,
     nodes: Arc<BTreeMap<String, Arc<SimNode>>>,
     ready: SimReady,
     shutdown: CancellationToken,
@@ -131,6 +132,7 @@ impl SimPool {
                 .await;
         });
         Ok(SimPool {
+            clock,
             nodes,
             ready: SimReady {
                 control,
@@ -140,6 +142,11 @@ impl SimPool {
             shutdown,
             tasks,
         })
+    }
+
+    /// The simulated network's clock: the height every healthy node is at.
+    pub fn clock(&self) -> ChainClock {
+        self.clock
     }
 
     pub fn ready(&self) -> &SimReady {

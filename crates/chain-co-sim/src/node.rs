@@ -927,8 +927,15 @@ impl SimNode {
         }
         self.websockets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ws.max_message_size(64 << 20)
-            .on_upgrade(move |socket| self.ws_session(api, socket))
+        let name = HeaderValue::from_str(&self.name).ok();
+        let mut resp = ws
+            .max_message_size(64 << 20)
+            .on_upgrade(move |socket| self.ws_session(api, socket));
+        // As on every HTTP reply: which node nginx picked for this session.
+        if let Some(v) = name {
+            resp.headers_mut().insert("x-sim-node", v);
+        }
+        resp
     }
 }
 

@@ -22,6 +22,8 @@ use chain_co::serve::report::{ApplyRecord, Report};
 use chain_co_sim::testbed::{find_nginx, PrivateNginx};
 use chain_co_sim::{Op, Profile, SimPool, SimSpec};
 
+mod session;
+
 const NAMES: [&str; 3] = ["lotus-a", "lotus-b", "lotus-c"];
 
 /// Where the demo's requests went.
@@ -68,6 +70,15 @@ pub async fn demo() -> anyhow::Result<()> {
     let client_task = nginx
         .as_ref()
         .map(|n| spawn_client(n.rpc_url(), traffic.clone(), shutdown.clone()));
+    // A miner's websocket through nginx, as lotus-miner holds one.
+    let miner = nginx.as_ref().map(|n| {
+        session::spawn(
+            n.rpc_url().replacen("http://", "ws://", 1),
+            sim.clock(),
+            started,
+            shutdown.clone(),
+        )
+    });
     let mut watcher = Watcher {
         reports,
         last_line: String::new(),
@@ -79,7 +90,17 @@ pub async fn demo() -> anyhow::Result<()> {
     if let Some(t) = client_task {
         let _ = t.await;
     }
+    let miner_log = match miner {
+        Some((log, task)) => {
+            let _ = task.await;
+            Some(log)
+        }
+        None => None,
+    };
     summary(&seen, nginx.is_some().then_some(&traffic));
+    if let Some(log) = miner_log {
+        miner_summary(&log.lock().expect("session lock"));
+    }
     sim.shutdown().await;
     Ok(())
 }
@@ -312,6 +333,33 @@ fn summary(seen: &Seen, traffic: Option<&Arc<Mutex<Traffic>>>) {
             "  failed requests: {} ({} after the stall began)",
             t.failed,
             t.failed - failed_before
+        );
+    }
+}
+
+/// The miner's session in the summary: each cut, the stale heads before it, the way back.
+fn miner_summary(log: &session::SessionLog) {
+    println!(
+        "  miner session: {} heads, {} cut{}",
+        log.heads,
+        log.cuts.len(),
+        if log.cuts.len() == 1 { "" } else { "s" }
+    );
+    for c in &log.cuts {
+        let back = match &c.back {
+            Some((node, after)) => format!("back on {node} after {:.2}s", after.as_secs_f64()),
+            None => "not back".to_string(),
+        };
+        println!(
+            "    at {:.1}s: cut on {} after {} stale heads, {back}",
+            c.at, c.from, c.stale
+        );
+    }
+    if log.stale_now > 0 {
+        println!(
+            "    still on {} with {} stale heads: sessions were not moved (chain-co needs CAP_NET_ADMIN and nginx in a cgroup of its own)",
+            log.on.as_deref().unwrap_or("?"),
+            log.stale_now
         );
     }
 }
