@@ -166,6 +166,7 @@ fn demo_config(sim: &SimPool, nginx_cfg: NginxConfig, dir: &std::path::Path) -> 
                 upstream: n.addr.to_string(),
                 transport: None,
                 health_url: n.health_url.as_deref().and_then(|u| u.parse().ok()),
+                write_token: None,
             })
             .collect(),
         probe: ProbeConfig {
@@ -183,6 +184,7 @@ fn demo_config(sim: &SimPool, nginx_cfg: NginxConfig, dir: &std::path::Path) -> 
         },
         ha: None,
         track_file: None,
+        message_addresses: Vec::new(),
         target: TargetConfig::Nginx(nginx_cfg),
         client_token: None,
     }

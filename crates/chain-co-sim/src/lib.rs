@@ -15,6 +15,7 @@
 
 mod chain;
 mod finality;
+mod mpool;
 mod node;
 mod profile;
 pub mod testbed;
@@ -97,7 +98,11 @@ impl SimPool {
             null_rounds: spec.null_rounds,
             token: spec.token.clone(),
             f3: Default::default(),
+            mpools: Default::default(),
         };
+        for (name, _) in &spec.nodes {
+            shared.mpools.join(name);
+        }
         for (name, profile) in &spec.nodes {
             let node =
                 SimNode::start(name.clone(), *profile, shared.clone(), spec.listen, &tasks).await?;

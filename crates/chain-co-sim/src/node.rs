@@ -33,6 +33,8 @@ mod recorded;
 pub enum Op {
     /// The head stops advancing; the node still answers.
     Stall,
+    /// Its pubsub is broken: messages pushed to it are not gossiped, and it hears none.
+    GossipCut,
     /// The head follows the network again (it catches up at once).
     Resume,
     /// The head is this many epochs behind the network.
@@ -211,6 +213,15 @@ pub struct NodeStatus {
     /// WebSocket connections opened to it (links, subscriptions).
     #[serde(default)]
     pub websockets: u64,
+    /// Messages in its pool.
+    #[serde(default)]
+    pub mpool_pending: u64,
+    /// Messages refused or gossiped to it with a nonce another message already had.
+    #[serde(default)]
+    pub nonce_conflicts: u64,
+    /// Its pubsub is broken: what it is given stays with it.
+    #[serde(default)]
+    pub gossip_cut: bool,
 }
 
 /// The current incarnation of the node's server; replaced on revive.
@@ -226,6 +237,7 @@ pub(super) struct Shared {
     pub null_rounds: bool,
     pub token: Option<String>,
     pub f3: Arc<F3Network>,
+    pub mpools: Arc<super::mpool::Mpools>,
 }
 
 pub(super) struct SimNode {
@@ -417,7 +429,11 @@ impl SimNode {
             Op::PushSilent => f.push = Push::Silent,
             Op::Jitter { max } => f.jitter = max,
             Op::NoPush => f.push = Push::Unavailable,
-            Op::Heal => *f = Faults::healthy(self.profile, self.shared.token.clone()),
+            Op::Heal => {
+                *f = Faults::healthy(self.profile, self.shared.token.clone());
+                self.shared.mpools.set_cut(&self.name, false);
+            }
+            Op::GossipCut => self.shared.mpools.set_cut(&self.name, true),
             Op::Die | Op::Revive => {}
         }
         Ok(())
@@ -469,6 +485,9 @@ impl SimNode {
             },
             requests: *self.requests.lock().expect("requests lock"),
             websockets: self.websockets.load(std::sync::atomic::Ordering::Relaxed),
+            mpool_pending: self.shared.mpools.stats(&self.name).0,
+            nonce_conflicts: self.shared.mpools.stats(&self.name).1,
+            gossip_cut: self.shared.mpools.is_cut(&self.name),
         }
     }
 
@@ -566,6 +585,20 @@ impl SimNode {
             );
         }
         let params = req.get("params").cloned().unwrap_or(Value::Null);
+        let network_height = self.shared.clock.height_at(SystemTime::now());
+        if let Some(result) = self
+            .shared
+            .mpools
+            .call(&self.name, method, &params, network_height)
+        {
+            return match result {
+                Ok(v) => (StatusCode::OK, json!({"jsonrpc":"2.0","id":id,"result":v})),
+                Err((code, message)) => (
+                    StatusCode::OK,
+                    json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":message}}),
+                ),
+            };
+        }
         if let Some(result) = self.recorded_result(api, f, method, &params) {
             return match result {
                 Ok(v) => (StatusCode::OK, json!({"jsonrpc":"2.0","id":id,"result":v})),

@@ -6,6 +6,8 @@
 
 pub mod ha;
 pub mod master;
+pub mod messages;
+pub(crate) mod pending_stream;
 pub mod publish;
 pub mod sessions;
 

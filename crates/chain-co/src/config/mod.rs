@@ -47,6 +47,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
     pub ha: Option<crate::apply::ha::RoleSource>,
+    /// `[messages] addresses`: the provider's sending addresses, whose pending messages follow
+    /// a switch to the new primary. Empty: nothing is carried.
+    pub message_addresses: Vec<String>,
     /// `[ha] track_file`: the keepalived track file chain-co writes from the nginx watch (`1`
     /// while nginx is dead, `0` while it runs with a valid configuration).
     pub track_file: Option<PathBuf>,
@@ -142,6 +145,9 @@ pub struct NodeConfig {
     pub transport: Option<Transport>,
     /// The daemon's own health endpoint; `None`: the implementation's default, if it has one.
     pub health_url: Option<Url>,
+    /// `write_token_file`: a token with `write`, used for `MpoolPush` only (carrying pending
+    /// messages to this node when it becomes primary).
+    pub write_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +211,12 @@ struct RawConfig {
     ha: RawHa,
     haproxy: Option<Spanned<RawHaproxy>>,
     slb: Option<Spanned<RawSlb>>,
+    messages: Option<Spanned<RawMessages>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawMessages {
+    addresses: Spanned<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +246,7 @@ struct RawNode {
     upstream: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
     health_url: Option<Spanned<String>>,
+    write_token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,6 +401,10 @@ impl Config {
             .take()
             .and_then(|f| check_track_file(&mut ck, f, base, target.as_ref()));
         let ha = check_ha(&mut ck, raw.ha, base);
+        let message_addresses = raw
+            .messages
+            .map(|m| check_messages(&mut ck, m))
+            .unwrap_or_default();
         if ck.problems.is_empty() {
             Ok(Config {
                 nodes,
@@ -398,6 +415,7 @@ impl Config {
                 api,
                 ha,
                 track_file,
+                message_addresses,
                 client_token,
             })
         } else {
@@ -482,6 +500,10 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
         let token = node_token(ck, &n, info_token, base, &key);
         let upstream = node_upstream(ck, &n, url.as_ref(), &key);
         let health_url = node_health_url(ck, &n, &key);
+        let write_token = n
+            .write_token_file
+            .as_ref()
+            .and_then(|f| secret_file(ck, f, &key("write_token_file"), base));
         if let Some(url) = url {
             nodes.push(NodeConfig {
                 name,
@@ -490,6 +512,7 @@ fn check_nodes(ck: &mut Checker, raw: Vec<RawNode>, base: &Path) -> Vec<NodeConf
                 upstream,
                 transport,
                 health_url,
+                write_token,
             });
         }
     }
@@ -949,6 +972,45 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
             .f3_max_behind
             .unwrap_or(crate::decide::select::DEFAULT_F3_MAX_BEHIND),
     }
+}
+
+/// `[messages] addresses`: Filecoin addresses (f0…, f1…, f3…, or t… on test networks), each
+/// once; anything else is a typo that would carry nothing.
+fn check_messages(ck: &mut Checker, raw: Spanned<RawMessages>) -> Vec<String> {
+    let span = raw.get_ref().addresses.span();
+    let addresses = raw.into_inner().addresses.into_inner();
+    let mut seen = HashSet::new();
+    for a in &addresses {
+        let ok = a.len() >= 3
+            && a.len() <= 120
+            && matches!(a.as_bytes()[0], b'f' | b't')
+            && matches!(a.as_bytes()[1], b'0'..=b'4')
+            && a[2..].chars().all(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            ck.at(
+                span.clone(),
+                "messages.addresses",
+                format!(
+                    "{:?} is not a Filecoin address (f0…, f1…, f3…)",
+                    crate::text::inert(a, 40)
+                ),
+            );
+        } else if !seen.insert(a.as_str()) {
+            ck.at(
+                span.clone(),
+                "messages.addresses",
+                format!("{a} is listed twice"),
+            );
+        }
+    }
+    if addresses.is_empty() {
+        ck.at(
+            span,
+            "messages.addresses",
+            "lists no address; name the worker, control and owner addresses, or drop [messages]",
+        );
+    }
+    addresses
 }
 
 /// `[ha] track_file`: written by the nginx watch, so only with nginx as the target, and in a

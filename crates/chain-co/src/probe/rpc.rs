@@ -501,23 +501,7 @@ impl RpcClient {
         method: &str,
         params: serde_json::Value,
     ) -> Result<(Vec<u8>, StatusCode), RpcError> {
-        let mut req = self
-            .http
-            .post(endpoint.url.clone())
-            .timeout(self.timeout)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(
-                serde_json::to_vec(&Request {
-                    jsonrpc: "2.0",
-                    method,
-                    params,
-                    id: 1,
-                })
-                .map_err(|e| RpcError::Transport(e.to_string()))?,
-            );
-        if let Some(token) = &endpoint.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-        }
+        let req = self.post(endpoint, method, params, self.timeout)?;
         let classify = |e| classify(e, self.timeout);
         let mut resp = req.send().await.map_err(classify)?;
         let status = resp.status();
@@ -539,6 +523,71 @@ impl RpcClient {
             body.extend_from_slice(&chunk);
         }
         Ok((body, status))
+    }
+}
+
+impl RpcClient {
+    /// One JSON-RPC POST, token in the header, bounded by `timeout` as a whole.
+    fn post(
+        &self,
+        endpoint: &Endpoint,
+        method: &str,
+        params: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<reqwest::RequestBuilder, RpcError> {
+        let mut req = self
+            .http
+            .post(endpoint.url.clone())
+            .timeout(timeout)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(
+                serde_json::to_vec(&Request {
+                    jsonrpc: "2.0",
+                    method,
+                    params,
+                    id: 1,
+                })
+                .map_err(|e| RpcError::Transport(e.to_string()))?,
+            );
+        if let Some(token) = &endpoint.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        Ok(req)
+    }
+
+    /// Calls `method` over HTTP and hands the reply's body to `each` chunk by chunk, as it
+    /// arrives, never holding it whole: for replies too large to cap (`MpoolPending`). Bounded
+    /// by `limit` in time, not in size.
+    pub async fn stream_call(
+        &self,
+        endpoint: &Endpoint,
+        method: &str,
+        params: serde_json::Value,
+        limit: Duration,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), RpcError> {
+        if endpoint.transport == Transport::Ws {
+            return Err(RpcError::Transport(format!(
+                "{method} is read over HTTP; this node is reached over WebSocket only"
+            )));
+        }
+        let classify = |e| classify(e, limit);
+        let mut resp = self
+            .post(endpoint, method, params, limit)?
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = resp.status();
+        // go-jsonrpc answers its own errors with 500 and a JSON body: read those too.
+        if !(status.is_success() || status == StatusCode::INTERNAL_SERVER_ERROR) {
+            return Err(RpcError::Http {
+                status: status.as_u16(),
+            });
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            each(&chunk);
+        }
+        Ok(())
     }
 }
 

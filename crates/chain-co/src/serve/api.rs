@@ -46,6 +46,35 @@ pub struct Shared {
     /// `[api] allowed_hosts`: names a request's `Host` may carry besides IP addresses and
     /// `localhost`.
     pub allowed_hosts: std::sync::RwLock<Vec<String>>,
+    /// What carrying pending messages at switches did (`[messages]`).
+    pub messages: Mutex<Messages>,
+    /// Whether `[messages]` is configured (read at start).
+    pub carries_messages: bool,
+}
+
+/// `/status.messages`: pending messages carried to new primaries at switches.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Messages {
+    /// Messages carried since start.
+    pub carried: u64,
+    /// The latest carries, in words ("carried 2 messages of f3…, nonces 7–8, from lotus-a
+    /// to lotus-b"), newest last.
+    pub recent: Vec<String>,
+    /// What kept messages from being carried ("cannot carry messages to lotus-b: its token
+    /// lacks write"), newest last.
+    pub problems: Vec<String>,
+}
+
+impl Messages {
+    /// Keeps the last few of each.
+    pub(crate) fn add(&mut self, carried: u64, lines: &[String], problems: &[String]) {
+        self.carried += carried;
+        for (list, new) in [(&mut self.recent, lines), (&mut self.problems, problems)] {
+            list.extend(new.iter().cloned());
+            let over = list.len().saturating_sub(10);
+            list.drain(..over);
+        }
+    }
 }
 
 impl Shared {
@@ -105,6 +134,9 @@ pub struct Status {
     /// an API open without a token.
     #[serde(default)]
     pub notices: Vec<String>,
+    /// Pending messages carried at switches; absent without `[messages]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Messages>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +210,7 @@ impl Status {
                 session_mode: None,
                 pending_session_moves: vec![],
                 notices: vec![],
+                messages: None,
             };
         };
         let d = &r.decision;
@@ -244,6 +277,7 @@ impl Status {
                 })
                 .collect(),
             notices: vec![],
+            messages: None,
         }
     }
 }
@@ -538,6 +572,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let report = shared.reports.borrow().clone();
     let mut status = Status::build(report.as_ref(), &overrides);
     status.notices = shared.notices.lock().expect("notices lock").clone();
+    let messages = shared.messages.lock().expect("messages lock").clone();
+    if shared.carries_messages {
+        status.messages = Some(messages);
+    }
     Json(status).into_response()
 }
 

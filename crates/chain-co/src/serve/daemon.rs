@@ -27,7 +27,7 @@ use crate::decide::evaluate::{merge_pushed_heads, Evaluator};
 use crate::decide::overrides::Overrides;
 use crate::decide::select::{Decision, Track, Trigger, Warning};
 use crate::probe::push::PushHub;
-use crate::probe::rpc::RpcError;
+use crate::probe::rpc::{RpcClient, RpcError};
 use crate::probe::{Prober, Round};
 use crate::serve::api::Shared;
 use crate::serve::history::{EventKind, History};
@@ -52,6 +52,8 @@ pub struct Daemon {
     warnings: Vec<Warning>,
     /// Rise/fall for the warnings shown and journaled.
     warning_gate: crate::decide::select::WarningGate,
+    /// Carries pending messages at switches (`[messages]`).
+    carrier: RpcClient,
     role: Option<VrrpRole>,
     /// The ChainNotify subscriptions, and the token that ends them (on reload or shutdown).
     push: Option<(PushHub, CancellationToken)>,
@@ -123,6 +125,8 @@ impl Daemon {
         let (prober, target) = parts(&config)?;
         let (overrides, damaged) = Overrides::load_or_set_aside(&config.api.state_file);
         let (history, journal_notices) = start_journal(&config);
+        let carrier = RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)
+            .map_err(DaemonError::Client)?;
         let (tx, rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             reports: rx,
@@ -134,6 +138,8 @@ impl Daemon {
             notices: Mutex::new(Vec::new()),
             mark_writes: tokio::sync::Mutex::new(()),
             history: Mutex::new(history),
+            messages: Mutex::new(Default::default()),
+            carries_messages: !config.message_addresses.is_empty(),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),
@@ -151,6 +157,7 @@ impl Daemon {
             primary_since: None,
             warnings: Vec::new(),
             warning_gate: Default::default(),
+            carrier,
             role: None,
             push: None,
             tasks: TaskTracker::new(),
@@ -545,6 +552,13 @@ impl Daemon {
         self.shared
             .metrics
             .sessions_moved(publication.sessions_moved);
+        crate::serve::carry::after_switch(
+            &self.config,
+            &decision,
+            &self.shared,
+            &self.tasks,
+            &self.carrier,
+        );
         if let Some(why) = self.publisher.refresh_session_mode() {
             self.shared.notice(format!(
                 "sessions are not moved at a switch: {why}; they end at nginx's worker_shutdown_timeout"

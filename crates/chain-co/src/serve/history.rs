@@ -42,6 +42,8 @@ pub enum EventKind {
     Warning,
     /// chain-co started: the events before it are from the previous run.
     Start,
+    /// Pending messages carried to a new primary, or why they could not be.
+    Messages,
     /// nginx died or came back (the nginx watch, `[ha] track_file`).
     Nginx,
 }

@@ -70,6 +70,7 @@ pub struct Metrics {
     switches: Counter,
     reloads: Counter,
     sessions_moved: Counter,
+    messages_carried: Counter,
     applies: Family<ApplyLabel, Counter>,
     /// Node labels that have series, so that a node leaving the config takes them along.
     nodes_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -112,6 +113,7 @@ impl Metrics {
             switches: Counter::default(),
             reloads: Counter::default(),
             sessions_moved: Counter::default(),
+            messages_carried: Counter::default(),
             applies: Family::default(),
             nodes_seen: Default::default(),
             failed_applies: Counter::default(),
@@ -212,6 +214,11 @@ impl Metrics {
             "sessions_moved",
             "Load-balancer connections ended to move their sessions to the primary",
             m.sessions_moved.clone(),
+        );
+        registry.register(
+            "messages_carried",
+            "Pending signed messages of [messages] addresses pushed to a new primary at a switch",
+            m.messages_carried.clone(),
         );
         registry.register(
             "apply_failures",
@@ -448,6 +455,11 @@ impl Metrics {
     /// Counts connections ended to move sessions.
     pub(crate) fn sessions_moved(&self, n: u64) {
         self.sessions_moved.inc_by(n);
+    }
+
+    /// Counts pending messages carried to a new primary.
+    pub(crate) fn messages_carried(&self, n: u64) {
+        self.messages_carried.inc_by(n);
     }
 
     /// The text exposition format.

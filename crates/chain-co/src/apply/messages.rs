@@ -1,0 +1,260 @@
+//! Carrying the provider's pending messages to a new primary.
+//!
+//! lotus-miner sends through `MpoolPushMessage`, which takes the next nonce from the daemon it
+//! talks to. When chain-co moves the miner from A to B and B never received A's pending
+//! messages (A's pubsub was the problem, or they were pushed seconds before A stalled), B hands
+//! out a nonce a second time: only one of the two messages lands. Lotus republishes only its
+//! own local messages, so nobody re-sends A's while A is sick.
+//!
+//! So right after a new primary is published, for every `[messages] addresses` entry: compare
+//! `MpoolGetNonce` on the new primary with the old one's (or, when it is dead, with any node
+//! that knows more); read the missing messages with `MpoolPending` on the node that has them,
+//! as a stream in constant memory and bounded in time, keeping only configured senders; and
+//! `MpoolPush` each to the new primary in nonce order. The same signed messages: chain-co never
+//! signs and needs no wallet key, only a token with `write` (`[[node]] write_token_file`),
+//! used for `MpoolPush` alone. A message the node already has, or whose nonce is already on
+//! chain, is done, not an error. Nothing here ever holds a switch.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::probe::rpc::{Endpoint, RpcClient, RpcError};
+
+/// The longest one `MpoolPending` read may take: mainnet's pool is large, so it is bounded in
+/// time, not size.
+pub const PENDING_TIME: Duration = Duration::from_secs(20);
+/// One pending message larger than this is skipped (a ProveCommitAggregate is ~100 KiB).
+pub const MAX_MESSAGE: usize = 2 << 20;
+/// At most this many messages are carried per address at one switch.
+pub const MAX_CARRIED: usize = 1000;
+
+/// A daemon as the carrier reaches it.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub name: String,
+    /// Read calls (the probe's token).
+    pub endpoint: Endpoint,
+    /// `MpoolPush` (the write token; `None`: none is configured).
+    pub write: Option<Endpoint>,
+}
+
+/// What one carry did, in words and numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// One line per address that needed carrying ("carried 2 messages of f3…, nonces 7–8,
+    /// from lotus-a to lotus-b"), or that could not be carried, and why.
+    pub lines: Vec<String>,
+    pub messages: u64,
+    /// Problems worth a warning (a token without write, a node refusing every message).
+    pub problems: Vec<String>,
+}
+
+/// The part of a pending message the carrier reads; the rest is passed on as it came.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "Message")]
+    message: MessageHead,
+}
+
+#[derive(Deserialize)]
+struct MessageHead {
+    #[serde(rename = "From")]
+    from: String,
+    #[serde(rename = "Nonce")]
+    nonce: u64,
+}
+
+/// Carries every configured address's missing messages from the node that knows most to `to`.
+/// `from` is the old primary, asked first; `others` are the healthy nodes to ask when it knows
+/// no more than `to` or does not answer.
+pub async fn carry(
+    rpc: &RpcClient,
+    addresses: &[String],
+    from: Option<&Daemon>,
+    others: &[Daemon],
+    to: &Daemon,
+) -> Carried {
+    let mut out = Carried::default();
+    for address in addresses {
+        let want = match nonce(rpc, &to.endpoint, address).await {
+            Ok(n) => n,
+            Err(e) => {
+                out.problems.push(format!(
+                    "cannot read {}'s nonce for {address}: {e}",
+                    to.name
+                ));
+                continue;
+            }
+        };
+        let Some((source, have)) = best_source(rpc, address, from, others, to).await else {
+            continue;
+        };
+        if have <= want {
+            continue;
+        }
+        let messages = match pending(rpc, &source.endpoint, addresses, address, want).await {
+            Ok(m) => m,
+            Err(e) => {
+                out.problems.push(format!(
+                    "cannot read {}'s pending messages: {e}",
+                    source.name
+                ));
+                continue;
+            }
+        };
+        push_all(rpc, address, source, to, messages, &mut out).await;
+    }
+    out
+}
+
+/// The node (old primary first) whose nonce for `address` is highest, and that nonce.
+async fn best_source<'a>(
+    rpc: &RpcClient,
+    address: &str,
+    from: Option<&'a Daemon>,
+    others: &'a [Daemon],
+    to: &Daemon,
+) -> Option<(&'a Daemon, u64)> {
+    let mut best: Option<(&Daemon, u64)> = None;
+    for d in from.into_iter().chain(others.iter()) {
+        if d.name == to.name {
+            continue;
+        }
+        if let Ok(n) = nonce(rpc, &d.endpoint, address).await {
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((d, n));
+            }
+        }
+    }
+    best
+}
+
+async fn nonce(rpc: &RpcClient, endpoint: &Endpoint, address: &str) -> Result<u64, RpcError> {
+    rpc.call::<u64>(endpoint, "Filecoin.MpoolGetNonce", json!([address]))
+        .await
+}
+
+/// Pushes `messages` (nonce order) to `to` and says what happened.
+async fn push_all(
+    rpc: &RpcClient,
+    address: &str,
+    source: &Daemon,
+    to: &Daemon,
+    mut messages: Vec<(u64, Value)>,
+    out: &mut Carried,
+) {
+    messages.sort_by_key(|(n, _)| *n);
+    let Some(endpoint) = to.write.as_ref() else {
+        out.problems.push(format!(
+            "cannot carry {} messages of {address} to {}: no write_token_file for it",
+            messages.len(),
+            to.name
+        ));
+        return;
+    };
+    let (mut carried, mut first, mut last, mut refused) = (0u64, None, None, Vec::new());
+    for (n, m) in &messages {
+        match rpc
+            .call::<Value>(endpoint, "Filecoin.MpoolPush", json!([m]))
+            .await
+        {
+            Ok(_) => {
+                carried += 1;
+                first.get_or_insert(*n);
+                last = Some(*n);
+            }
+            Err(e) if already_done(&e) => {}
+            Err(e) if lacks_write(&e) => {
+                out.problems.push(format!(
+                    "cannot carry messages to {}: its token lacks write",
+                    to.name
+                ));
+                return;
+            }
+            Err(e) => refused.push(format!("nonce {n}: {e}")),
+        }
+    }
+    if carried > 0 {
+        let nonces = match (first, last) {
+            (Some(a), Some(b)) if a != b => format!("nonces {a}–{b}"),
+            (Some(a), _) => format!("nonce {a}"),
+            _ => String::new(),
+        };
+        out.lines.push(format!(
+            "carried {carried} message{} of {address}, {nonces}, from {} to {}",
+            if carried == 1 { "" } else { "s" },
+            source.name,
+            to.name
+        ));
+        out.messages += carried;
+    }
+    if !refused.is_empty() {
+        out.problems.push(format!(
+            "{} refused {} of {address}'s messages: {}",
+            to.name,
+            refused.len(),
+            crate::text::inert(&refused.join("; "), 300)
+        ));
+    }
+}
+
+/// The node has it already, or its nonce is on chain: nothing left to do.
+fn already_done(e: &RpcError) -> bool {
+    matches!(e, RpcError::Rpc { message, .. }
+        if message.contains("nonce too low") || message.contains("already in mpool") || message.contains("already exists"))
+}
+
+fn lacks_write(e: &RpcError) -> bool {
+    match e {
+        RpcError::Rpc { message, .. } => message.contains("missing permission"),
+        RpcError::Http { status } => *status == 401 || *status == 403,
+        _ => false,
+    }
+}
+
+/// `MpoolPending` on `endpoint`, read as a stream: only messages from `address` with a nonce of
+/// at least `from_nonce` are kept (each at most [`MAX_MESSAGE`], at most [`MAX_CARRIED`]), and
+/// the whole read ends within [`PENDING_TIME`].
+async fn pending(
+    rpc: &RpcClient,
+    endpoint: &Endpoint,
+    configured: &[String],
+    address: &str,
+    from_nonce: u64,
+) -> Result<Vec<(u64, Value)>, RpcError> {
+    let read = async {
+        let mut scanner = crate::apply::pending_stream::ArrayScanner::new("result", MAX_MESSAGE);
+        let mut kept = Vec::new();
+        let mut keep = |element: &[u8]| {
+            let Ok(head) = serde_json::from_slice::<Head>(element) else {
+                return;
+            };
+            // Never a sender nobody configured, whatever the node sends.
+            if head.message.from == address
+                && configured.contains(&head.message.from)
+                && head.message.nonce >= from_nonce
+                && kept.len() < MAX_CARRIED
+            {
+                if let Ok(v) = serde_json::from_slice::<Value>(element) {
+                    kept.push((head.message.nonce, v));
+                }
+            }
+        };
+        rpc.stream_call(
+            endpoint,
+            "Filecoin.MpoolPending",
+            json!([null]),
+            PENDING_TIME,
+            |chunk| scanner.feed(chunk, &mut keep),
+        )
+        .await?;
+        scanner.finish()?;
+        Ok(kept)
+    };
+    match tokio::time::timeout(PENDING_TIME, read).await {
+        Ok(r) => r,
+        Err(_) => Err(RpcError::Timeout(PENDING_TIME)),
+    }
+}
