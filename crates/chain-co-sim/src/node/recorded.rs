@@ -56,6 +56,18 @@ impl SimNode {
                 return Some(self.tipset_by_tag(f, params, height))
             }
             "Filecoin.StateNetworkVersion" => json!(25),
+            // Any token is accepted where none is configured; else only the pool's.
+            "Filecoin.AuthVerify" => match params.get(0).and_then(Value::as_str) {
+                Some(t) if f.token.as_deref().is_none_or(|want| want == t) => {
+                    json!(["read", "write", "sign", "admin"])
+                }
+                _ => {
+                    return Some(Err((
+                        1,
+                        "JWT Verification failed: signature is invalid".into(),
+                    )))
+                }
+            },
             "Filecoin.MpoolPending" => json!([]),
             // 314159 is calibnet's chain id; the simulator's chain has one of its own.
             "eth_chainId" => json!("0x7a69"),

@@ -36,7 +36,7 @@ pub struct Daemon {
     pub name: String,
     /// Read calls (the probe's token).
     pub endpoint: Endpoint,
-    /// `MpoolPush` (the write token; `None`: none is configured).
+    /// `MpoolPush` (the write token; `None`: none is configured, the read endpoint is tried).
     pub write: Option<Endpoint>,
 }
 
@@ -146,14 +146,9 @@ async fn push_all(
     out: &mut Carried,
 ) {
     messages.sort_by_key(|(n, _)| *n);
-    let Some(endpoint) = to.write.as_ref() else {
-        out.problems.push(format!(
-            "cannot carry {} messages of {address} to {}: no write_token_file for it",
-            messages.len(),
-            to.name
-        ));
-        return;
-    };
+    // Without a write token the probe's token is tried: an admin token works, a read one is
+    // refused and said.
+    let endpoint = to.write.as_ref().unwrap_or(&to.endpoint);
     let (mut carried, mut first, mut last, mut refused) = (0u64, None, None, Vec::new());
     for (n, m) in &messages {
         match rpc
@@ -168,7 +163,7 @@ async fn push_all(
             Err(e) if already_done(&e) => {}
             Err(e) if lacks_write(&e) => {
                 out.problems.push(format!(
-                    "cannot carry messages to {}: its token lacks write",
+                    "cannot carry messages to {}: its token lacks write (set [[node]] write_token_file)",
                     to.name
                 ));
                 return;
@@ -256,5 +251,34 @@ async fn pending(
     match tokio::time::timeout(PENDING_TIME, read).await {
         Ok(r) => r,
         Err(_) => Err(RpcError::Timeout(PENDING_TIME)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpc_error(message: &str) -> RpcError {
+        RpcError::Rpc {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_message_already_there_or_on_chain_is_done_and_a_read_token_is_told_apart() {
+        for done in [
+            "minimum expected nonce is 9: message nonce too low",
+            "message from f3a with nonce 3 already in mpool",
+            "message already exists",
+        ] {
+            assert!(already_done(&rpc_error(done)), "{done}");
+        }
+        assert!(!already_done(&rpc_error("not enough funds")));
+        assert!(lacks_write(&rpc_error(
+            "missing permission to invoke 'MpoolPush' (need 'write')"
+        )));
+        assert!(lacks_write(&RpcError::Http { status: 401 }));
+        assert!(!lacks_write(&rpc_error("not enough funds")));
     }
 }

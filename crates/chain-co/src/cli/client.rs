@@ -156,6 +156,12 @@ pub fn render_status(s: &Status, colour: bool) -> String {
     for w in &s.warnings {
         let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));
     }
+    if let Some(m) = &s.messages {
+        let _ = writeln!(out, "pending messages carried at switches: {}", m.carried);
+        for line in m.recent.iter().chain(&m.problems) {
+            let _ = writeln!(out, "  {}", crate::text::inert(line, 300));
+        }
+    }
     out.push('\n');
     let header = [
         "NODE", "IMPL", "VERSION", "HEIGHT", "LAG", "AGE", "LATENCY", "STATE", "REASON",

@@ -34,6 +34,45 @@ fn daemon(n: &NodeConfig) -> Daemon {
     }
 }
 
+/// Every node as the carrier reaches it.
+pub(crate) fn daemons(config: &Config) -> Vec<Daemon> {
+    config.nodes.iter().map(daemon).collect()
+}
+
+/// At start, with `[messages]`: whether the token `MpoolPush` would use on each node has
+/// `write` (`AuthVerify`). One that lacks it is said once, in the log and `/status`; a node
+/// that cannot tell is left to its first carry. Never holds anything up.
+pub(crate) async fn check_write(nodes: Vec<Daemon>, rpc: RpcClient, shared: Arc<Shared>) {
+    for d in nodes {
+        let endpoint = d.write.as_ref().unwrap_or(&d.endpoint);
+        let problem = match &endpoint.token {
+            None => Some(format!(
+                "cannot carry messages to {}: no token with write (set [[node]] write_token_file)",
+                d.name
+            )),
+            Some(t) => match rpc
+                .call::<Vec<String>>(endpoint, "Filecoin.AuthVerify", serde_json::json!([t.expose()]))
+                .await
+            {
+                Ok(perms) if !perms.iter().any(|p| p == "write" || p == "admin") => Some(format!(
+                    "cannot carry messages to {}: its token lacks write (set [[node]] write_token_file)",
+                    d.name
+                )),
+                _ => None,
+            },
+        };
+        if let Some(p) = problem {
+            warn!("{p}");
+            shared
+                .messages
+                .lock()
+                .expect("messages lock")
+                .add(0, &[], std::slice::from_ref(&p));
+            shared.notice(p);
+        }
+    }
+}
+
 /// Starts carrying, when `decision` made a new primary and `[messages]` names addresses.
 pub(crate) fn after_switch(
     config: &Config,

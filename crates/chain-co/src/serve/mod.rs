@@ -52,6 +52,9 @@ pub async fn run(
     let listen = config.api.listen;
     let nodes = config.nodes.len();
     let nginx_watch = nginx_watch(&config);
+    let carriers = (!config.message_addresses.is_empty()).then(|| carry::daemons(&config));
+    let permission_client =
+        crate::probe::rpc::RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes).ok();
     let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
     daemon.preflight().map_err(ServeError::Preflight)?;
     let listener = api::bind(listen).await.map_err(|source| ServeError::Bind {
@@ -84,6 +87,9 @@ pub async fn run(
         });
     }
     let _watcher = watch_file(&path, reload_tx)?;
+    if let (Some(nodes), Some(rpc)) = (carriers, permission_client) {
+        tasks.spawn(carry::check_write(nodes, rpc, shared.clone()));
+    }
     if let Some(watch) = nginx_watch {
         let shared = shared.clone();
         let track_file = watch.track_file.clone();
