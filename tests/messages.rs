@@ -43,8 +43,9 @@ async fn send(nginx_url: &str, i: u64) -> u64 {
         .unwrap_or_else(|| panic!("not pushed: {reply}"))
 }
 
-/// The pool and a running chain-co; `messages` adds the `[messages]` section.
-async fn scenario(messages: bool) -> (u64, u64, serde_json::Value, String) {
+/// The pool and a running chain-co; `messages` adds the `[messages]` section; `refuse` makes
+/// every node but the first primary answer `MpoolPush` with an error.
+async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value, String) {
     let sim = Sim::start(&["a", "b", "c"], "1s");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
@@ -78,6 +79,15 @@ async fn scenario(messages: bool) -> (u64, u64, serde_json::Value, String) {
     sim.op(&primary, r#"{"op":"gossip_cut"}"#).await;
     for i in 0..3 {
         assert_eq!(send(&through, i).await, i);
+    }
+    if refuse {
+        for n in others(&sim, &primary) {
+            sim.op(
+                n,
+                r#"{"op":"refuse","method":"Filecoin.MpoolPush","code":1,"message":"mpool is full"}"#,
+            )
+            .await;
+        }
     }
     let other = others(&sim, &primary)[0].to_string();
     assert_eq!(
@@ -118,7 +128,7 @@ async fn scenario(messages: bool) -> (u64, u64, serde_json::Value, String) {
 
 #[tokio::test]
 async fn pending_messages_follow_the_miner_to_the_new_primary() {
-    let (next, after, status, log) = scenario(true).await;
+    let (next, after, status, log) = scenario(true, false).await;
     assert_eq!(
         next, 3,
         "the miner's next message takes the next nonce\n{log}"
@@ -139,7 +149,21 @@ async fn pending_messages_follow_the_miner_to_the_new_primary() {
 /// nonce 0 again, and the three messages the old primary holds can never all land.
 #[tokio::test]
 async fn without_messages_the_new_primary_reuses_the_nonces() {
-    let (next, _, status, _) = scenario(false).await;
+    let (next, _, status, _) = scenario(false, false).await;
     assert_eq!(next, 0, "nonce reused");
     assert!(status.get("messages").is_none(), "{status:#}");
+}
+
+/// A new primary that refuses every `MpoolPush`: the switch still happens (the scenario
+/// checks it), nothing is carried, and the refusal is reported once, in words.
+#[tokio::test]
+async fn a_node_refusing_every_message_is_reported_and_holds_nothing_up() {
+    let (_, _, status, log) = scenario(true, true).await;
+    let m = &status["messages"];
+    assert_eq!(m["carried"], 0, "{status:#}");
+    let problems = m["problems"].to_string();
+    assert!(
+        problems.contains("refused 3 of") && problems.contains("mpool is full"),
+        "{status:#}\n{log}"
+    );
 }

@@ -257,6 +257,74 @@ async fn pending(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A hostile node: `MpoolPending` is `n` messages (a few of ours among strangers'), sent
+    /// as one chunked reply of many megabytes.
+    async fn hostile_pending(n: u64) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            let send = |text: String| {
+                let mut out = format!("{:x}\r\n", text.len()).into_bytes();
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out
+            };
+            let _ = s
+                .write_all(&send(r#"{"jsonrpc":"2.0","id":1,"result":["#.into()))
+                .await;
+            let filler = "A".repeat(1000);
+            for i in 0..n {
+                let from = if i % 1000 == 7 {
+                    "f3ours"
+                } else {
+                    "f3stranger"
+                };
+                let comma = if i == 0 { "" } else { "," };
+                let m = format!(
+                    r#"{comma}{{"Message":{{"From":"{from}","Nonce":{i},"Params":"{filler}"}},"Signature":{{"Type":1,"Data":"x"}}}}"#
+                );
+                if s.write_all(&send(m)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(&send("]}".into())).await;
+            let _ = s.write_all(b"0\r\n\r\n").await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_huge_pending_pool_is_read_as_a_stream_keeping_only_configured_senders() {
+        // 20,000 messages of about 1 KB: 20 MB, twenty times the probes' reply cap.
+        let addr = hostile_pending(20_000).await;
+        let rpc = RpcClient::new(Duration::from_secs(3), 1 << 20).expect("client");
+        let endpoint = Endpoint {
+            url: format!("http://{addr}/rpc/v1").parse().expect("url"),
+            token: None,
+            transport: crate::probe::rpc::Transport::Http,
+        };
+        let configured = vec!["f3ours".to_string()];
+        let kept = pending(&rpc, &endpoint, &configured, "f3ours", 100)
+            .await
+            .expect("read");
+        let nonces: Vec<u64> = kept.iter().map(|(n, _)| *n).collect();
+        assert_eq!(nonces.len(), 19, "{nonces:?}");
+        assert!(
+            nonces.iter().all(|n| n % 1000 == 7 && *n >= 100),
+            "{nonces:?}"
+        );
+        assert!(kept.iter().all(|(_, m)| m["Message"]["From"] == "f3ours"));
+    }
 
     fn rpc_error(message: &str) -> RpcError {
         RpcError::Rpc {
