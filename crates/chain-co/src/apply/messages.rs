@@ -131,7 +131,12 @@ async fn best_source<'a>(
     best
 }
 
-async fn nonce(rpc: &RpcClient, endpoint: &Endpoint, address: &str) -> Result<u64, RpcError> {
+/// `MpoolGetNonce`: the next nonce `endpoint` would give `address`.
+pub(crate) async fn nonce(
+    rpc: &RpcClient,
+    endpoint: &Endpoint,
+    address: &str,
+) -> Result<u64, RpcError> {
     rpc.call::<u64>(endpoint, "Filecoin.MpoolGetNonce", json!([address]))
         .await
 }

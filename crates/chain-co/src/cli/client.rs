@@ -158,7 +158,7 @@ pub fn render_status(s: &Status, colour: bool) -> String {
     }
     if let Some(m) = &s.messages {
         let _ = writeln!(out, "pending messages carried at switches: {}", m.carried);
-        for line in m.recent.iter().chain(&m.problems) {
+        for line in m.recent.iter().chain(&m.problems).chain(&m.gaps) {
             let _ = writeln!(out, "  {}", crate::text::inert(line, 300));
         }
     }

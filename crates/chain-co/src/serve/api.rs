@@ -50,6 +50,8 @@ pub struct Shared {
     pub messages: Mutex<Messages>,
     /// Whether `[messages]` is configured (read at start).
     pub carries_messages: bool,
+    /// A nonce-gap check is under way: the next one waits (a hung node never piles them up).
+    pub gap_check: std::sync::atomic::AtomicBool,
 }
 
 /// `/status.messages`: pending messages carried to new primaries at switches.
@@ -63,6 +65,10 @@ pub struct Messages {
     /// What kept messages from being carried ("cannot carry messages to lotus-b: its token
     /// lacks write"), newest last.
     pub problems: Vec<String>,
+    /// Backups whose nonces trail the primary's, as last compared ("lotus-b is behind
+    /// lotus-a by 2 messages of f3…"): what a switch to them would carry.
+    #[serde(default)]
+    pub gaps: Vec<String>,
 }
 
 impl Messages {

@@ -2,6 +2,7 @@
 //! ([`crate::apply::messages`]). Run beside the loop, never in its way: a slow or refusing node
 //! delays no switch and stops nothing.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -71,6 +72,57 @@ pub(crate) async fn check_write(nodes: Vec<Daemon>, rpc: RpcClient, shared: Arc<
             shared.notice(p);
         }
     }
+}
+
+/// Every this many probe rounds, each backup's nonces are compared with the primary's.
+pub(crate) const GAP_EVERY: u64 = 3;
+
+/// Compares, for every configured address, each backup's `MpoolGetNonce` with the primary's,
+/// and keeps the gaps in `/status` ("lotus-b is behind lotus-a by 2 messages of f3…"): the
+/// messages a switch to that backup would have to carry. Beside the loop, like the carry.
+pub(crate) fn check_gaps(
+    config: &Config,
+    decision: &Decision,
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    rpc: &RpcClient,
+) {
+    if config.message_addresses.is_empty() {
+        return;
+    }
+    let find = |name: &str| config.nodes.iter().find(|n| n.name == name).map(daemon);
+    let Some(primary) = decision.primary.as_deref().and_then(find) else {
+        return;
+    };
+    let backups: Vec<Daemon> = decision.backups.iter().filter_map(|b| find(b)).collect();
+    let addresses = config.message_addresses.clone();
+    let (shared, rpc) = (shared.clone(), rpc.clone());
+    if shared.gap_check.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tasks.spawn(async move {
+        let mut gaps = Vec::new();
+        for address in &addresses {
+            let Ok(want) = messages::nonce(&rpc, &primary.endpoint, address).await else {
+                continue;
+            };
+            for b in &backups {
+                if let Ok(have) = messages::nonce(&rpc, &b.endpoint, address).await {
+                    if have < want {
+                        gaps.push(format!(
+                            "{} is behind {} by {} message{} of {address}",
+                            b.name,
+                            primary.name,
+                            want - have,
+                            if want - have == 1 { "" } else { "s" }
+                        ));
+                    }
+                }
+            }
+        }
+        shared.messages.lock().expect("messages lock").gaps = gaps;
+        shared.gap_check.store(false, Ordering::Release);
+    });
 }
 
 /// Starts carrying, when `decision` made a new primary and `[messages]` names addresses.

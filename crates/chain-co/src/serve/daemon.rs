@@ -140,6 +140,7 @@ impl Daemon {
             history: Mutex::new(history),
             messages: Mutex::new(Default::default()),
             carries_messages: !config.message_addresses.is_empty(),
+            gap_check: Default::default(),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),
@@ -559,6 +560,15 @@ impl Daemon {
             &self.tasks,
             &self.carrier,
         );
+        if trigger == Trigger::Probe && self.round % crate::serve::carry::GAP_EVERY == 0 {
+            crate::serve::carry::check_gaps(
+                &self.config,
+                &decision,
+                &self.shared,
+                &self.tasks,
+                &self.carrier,
+            );
+        }
         if let Some(why) = self.publisher.refresh_session_mode() {
             self.shared.notice(format!(
                 "sessions are not moved at a switch: {why}; they end at nginx's worker_shutdown_timeout"
