@@ -111,7 +111,12 @@ async fn with_push_a_stalled_primary_is_replaced_within_lag_grace_of_the_next_ti
         "{}",
         run.stderr()
     );
-    assert!(a["behind"].as_str().is_some(), "{a:#}");
+    // While the reason is still "behind", the status says for how long; a loaded machine
+    // (the flood test runs beside this one) may read it only once the lag has grown past
+    // max_lag, when the reason is "lagging" and the log above shows the "behind" exclusion.
+    if reason.contains("behind the best head") {
+        assert!(a["behind"].as_str().is_some(), "{a:#}");
+    }
 }
 
 #[tokio::test]
