@@ -94,7 +94,7 @@ pub async fn carry(
         if have <= want {
             continue;
         }
-        let messages = match pending(rpc, &source.endpoint, addresses, address, want).await {
+        let messages = match pending(rpc, &source.endpoint, address, want).await {
             Ok(m) => m,
             Err(e) => {
                 out.problems.push(format!(
@@ -220,7 +220,6 @@ fn lacks_write(e: &RpcError) -> bool {
 async fn pending(
     rpc: &RpcClient,
     endpoint: &Endpoint,
-    configured: &[String],
     address: &str,
     from_nonce: u64,
 ) -> Result<Vec<(u64, Value)>, RpcError> {
@@ -231,9 +230,8 @@ async fn pending(
             let Ok(head) = serde_json::from_slice::<Head>(element) else {
                 return;
             };
-            // Never a sender nobody configured, whatever the node sends.
+            // Only the configured sender asked for, whatever else the node sends.
             if head.message.from == address
-                && configured.contains(&head.message.from)
                 && head.message.nonce >= from_nonce
                 && kept.len() < MAX_CARRIED
             {
@@ -318,10 +316,7 @@ mod tests {
             token: None,
             transport: crate::probe::rpc::Transport::Http,
         };
-        let configured = vec!["f3ours".to_string()];
-        let kept = pending(&rpc, &endpoint, &configured, "f3ours", 100)
-            .await
-            .expect("read");
+        let kept = pending(&rpc, &endpoint, "f3ours", 100).await.expect("read");
         let nonces: Vec<u64> = kept.iter().map(|(n, _)| *n).collect();
         assert_eq!(nonces.len(), 19, "{nonces:?}");
         assert!(

@@ -242,13 +242,22 @@ mod tests {
         cond()
     }
 
-    /// A stand-in master: `sh -c 'exec -a "nginx: master process" sleep 30'` carries nginx's
-    /// title, so the pid file check takes it for nginx.
-    fn fake_master() -> std::process::Child {
-        std::process::Command::new("bash")
+    /// A stand-in master: `exec -a "nginx: master process …" sleep 30` carries nginx's title,
+    /// so the pid file check takes it for nginx. Returned once the exec is done: bash's own
+    /// command line holds the words too, and mid-exec the title is briefly empty.
+    async fn fake_master() -> std::process::Child {
+        let child = std::process::Command::new("bash")
             .args(["-c", "exec -a 'nginx: master process fake' sleep 30"])
             .spawn()
-            .expect("spawn")
+            .expect("spawn");
+        assert!(
+            until(Duration::from_secs(5), || {
+                crate::apply::sessions::title(child.id())
+                    .is_some_and(|t| t.starts_with("nginx: master process"))
+            })
+            .await
+        );
+        child
     }
 
     #[tokio::test]
@@ -256,15 +265,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pid_file = dir.path().join("nginx.pid");
         let track = dir.path().join("nginx-down");
-        let mut child = fake_master();
-        // Wait until the exec has renamed the process.
-        assert!(
-            until(Duration::from_secs(5), || {
-                crate::apply::sessions::title(child.id())
-                    .is_some_and(|t| t.contains("master process"))
-            })
-            .await
-        );
+        let mut child = fake_master().await;
         std::fs::write(&pid_file, format!("{}\n", child.id())).expect("pid");
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
@@ -284,14 +285,7 @@ mod tests {
             "a dead nginx is written at once"
         );
         // Back with a valid configuration: 0 again.
-        let mut again = fake_master();
-        assert!(
-            until(Duration::from_secs(5), || {
-                crate::apply::sessions::title(again.id())
-                    .is_some_and(|t| t.contains("master process"))
-            })
-            .await
-        );
+        let mut again = fake_master().await;
         std::fs::write(&pid_file, format!("{}\n", again.id())).expect("pid");
         assert!(until(Duration::from_secs(5), || read(&track) == "0\n").await);
         stop.cancel();
@@ -316,14 +310,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pid_file = dir.path().join("nginx.pid");
         let track = dir.path().join("nginx-down");
-        let mut child = fake_master();
-        assert!(
-            until(Duration::from_secs(5), || {
-                crate::apply::sessions::title(child.id())
-                    .is_some_and(|t| t.contains("master process"))
-            })
-            .await
-        );
+        let mut child = fake_master().await;
         std::fs::write(&pid_file, format!("{}\n", child.id())).expect("pid");
         let watch = NginxWatch {
             pid_file: pid_file.clone(),

@@ -35,6 +35,20 @@ fn daemon(n: &NodeConfig) -> Daemon {
     }
 }
 
+/// The configured node named `name`, as the carrier reaches it.
+fn find(config: &Config, name: &str) -> Option<Daemon> {
+    config.nodes.iter().find(|n| n.name == name).map(daemon)
+}
+
+/// The decision's backups, as the carrier reaches them.
+fn backups(config: &Config, decision: &Decision) -> Vec<Daemon> {
+    decision
+        .backups
+        .iter()
+        .filter_map(|b| find(config, b))
+        .collect()
+}
+
 /// Every node as the carrier reaches it.
 pub(crate) fn daemons(config: &Config) -> Vec<Daemon> {
     config.nodes.iter().map(daemon).collect()
@@ -90,11 +104,10 @@ pub(crate) fn check_gaps(
     if config.message_addresses.is_empty() {
         return;
     }
-    let find = |name: &str| config.nodes.iter().find(|n| n.name == name).map(daemon);
-    let Some(primary) = decision.primary.as_deref().and_then(find) else {
+    let Some(primary) = decision.primary.as_deref().and_then(|p| find(config, p)) else {
         return;
     };
-    let backups: Vec<Daemon> = decision.backups.iter().filter_map(|b| find(b)).collect();
+    let backups = backups(config, decision);
     let addresses = config.message_addresses.clone();
     let (shared, rpc) = (shared.clone(), rpc.clone());
     if shared.gap_check.swap(true, Ordering::AcqRel) {
@@ -139,10 +152,9 @@ pub(crate) fn after_switch(
     let (Some(to), false) = (&switch.to, config.message_addresses.is_empty()) else {
         return;
     };
-    let find = |name: &str| config.nodes.iter().find(|n| n.name == name).map(daemon);
-    let Some(to) = find(to) else { return };
-    let from = switch.from.as_deref().and_then(find);
-    let others: Vec<Daemon> = decision.backups.iter().filter_map(|b| find(b)).collect();
+    let Some(to) = find(config, to) else { return };
+    let from = switch.from.as_deref().and_then(|f| find(config, f));
+    let others = backups(config, decision);
     let addresses = config.message_addresses.clone();
     let (shared, rpc) = (shared.clone(), rpc.clone());
     tasks.spawn(async move {
