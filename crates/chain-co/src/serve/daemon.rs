@@ -485,6 +485,10 @@ impl Daemon {
         self.prober = prober;
         self.publisher.replace_target(target);
         self.config = config;
+        // The last round describes the old node set: a push or a recheck re-deciding on it
+        // would bring a removed node back (into /metrics, /status, the journal). The next probe
+        // round, one interval away, is the first of the new configuration.
+        self.last_round = None;
         Ok(())
     }
 
