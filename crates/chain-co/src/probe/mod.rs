@@ -123,6 +123,10 @@ pub struct Observation {
     pub own_word: Option<crate::probe::health::OwnWord>,
     /// Whether it accepted the clients' token (`[chain] client_token_file`) when last asked.
     pub client_token: Option<crate::probe::health::ClientToken>,
+    /// With `[messages]`: how many of the provider's pending messages this node lacks next to
+    /// the primary, as last compared (`None`: not compared). A tie-break among equal heads,
+    /// never a reason to exclude: a switch to it would have to carry them.
+    pub messages_behind: Option<u64>,
 }
 
 impl Observation {
@@ -139,6 +143,7 @@ impl Observation {
             finality: None,
             own_word: None,
             client_token: None,
+            messages_behind: None,
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct Messages {
     /// lotus-a by 2 messages of f3…"): what a switch to them would carry.
     #[serde(default)]
     pub gaps: Vec<String>,
+    /// The same comparison in numbers: per backup, the messages it lacks (summed over the
+    /// addresses). Among equal heads, a node lacking none is promoted first.
+    #[serde(default)]
+    pub behind: std::collections::BTreeMap<String, u64>,
 }
 
 impl Messages {

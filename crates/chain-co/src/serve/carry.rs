@@ -2,6 +2,7 @@
 //! ([`crate::apply::messages`]). Run beside the loop, never in its way: a slow or refusing node
 //! delays no switch and stops nothing.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -115,25 +116,35 @@ pub(crate) fn check_gaps(
     }
     tasks.spawn(async move {
         let mut gaps = Vec::new();
+        let mut behind: BTreeMap<String, u64> = BTreeMap::new();
+        let mut complete = true;
         for address in &addresses {
             let Ok(want) = messages::nonce(&rpc, &primary.endpoint, address).await else {
+                complete = false;
                 continue;
             };
             for b in &backups {
                 if let Ok(have) = messages::nonce(&rpc, &b.endpoint, address).await {
-                    if have < want {
+                    let missing = want.saturating_sub(have);
+                    *behind.entry(b.name.clone()).or_default() += missing;
+                    if missing > 0 {
                         gaps.push(format!(
-                            "{} is behind {} by {} message{} of {address}",
+                            "{} is behind {} by {missing} message{} of {address}",
                             b.name,
                             primary.name,
-                            want - have,
-                            if want - have == 1 { "" } else { "s" }
+                            if missing == 1 { "" } else { "s" }
                         ));
                     }
                 }
             }
         }
-        shared.messages.lock().expect("messages lock").gaps = gaps;
+        // A primary that no longer answers leaves the last comparison standing: it is the one
+        // the next promotion needs (which backup holds the dying primary's messages).
+        if complete {
+            let mut m = shared.messages.lock().expect("messages lock");
+            m.gaps = gaps;
+            m.behind = behind;
+        }
         shared.gap_check.store(false, Ordering::Release);
     });
 }

@@ -504,6 +504,7 @@ impl Daemon {
             self.confirm_behind(&mut round).await;
         }
         self.count_round(&round, trigger);
+        self.note_message_gaps(&mut round);
         let now = self.decision_time(&round);
         let role = self.vrrp_role();
         // One snapshot of the operator's marks for the decision and the session moves alike.
@@ -601,6 +602,18 @@ impl Daemon {
             .observe(&report, &probe_figures(&round, trigger));
         self.record(&report, trigger, now);
         report
+    }
+
+    /// With `[messages]`: each node's last compared nonce gap to the primary, for the
+    /// decision's tie-break (the primary itself, and nodes never compared, lack nothing).
+    fn note_message_gaps(&self, round: &mut Round) {
+        if self.config.message_addresses.is_empty() {
+            return;
+        }
+        let m = self.shared.messages.lock().expect("messages lock");
+        for o in &mut round.observations {
+            o.messages_behind = m.behind.get(&o.node).copied();
+        }
     }
 
     /// Counts probe rounds; says once, loudly, when no node answered the first one.

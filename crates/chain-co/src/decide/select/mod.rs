@@ -1169,11 +1169,14 @@ fn apply_operator_marks(cx: &mut Context) {
         .filter(|&i| cx.nodes[i].healthy)
         .collect();
     // Confirmed heads first: an unconfirmed head is one node's claim and never outranks a
-    // head the pool vouches for. Among equal heads, a daemon that says it is ready comes
-    // before one that says nothing, and that before one that says it is not.
+    // head the pool vouches for. Among equal heads, a node that holds all the provider's
+    // pending messages comes before one that lacks some (a switch to it would have to carry
+    // them); then a daemon that says it is ready before one that says nothing, and that
+    // before one that says it is not.
     ranked.sort_by_key(|&i| {
         let h = cx.head(i).filter(|_| cx.bad[i].is_none());
         let vouched = cx.confirmed[i] || !cx.best_confirmed;
+        let has_messages = cx.observations[i].messages_behind.unwrap_or(0) == 0;
         let says_ready = match cx.observations[i].own_word.as_ref().and_then(|w| w.ready()) {
             Some(true) => 2,
             None => 1,
@@ -1181,6 +1184,7 @@ fn apply_operator_marks(cx: &mut Context) {
         };
         (
             std::cmp::Reverse(h.map(|h| (vouched, cx.weight[i], h.height))),
+            std::cmp::Reverse(has_messages),
             std::cmp::Reverse(says_ready),
             i,
         )
@@ -2211,6 +2215,105 @@ mod tests {
             &[(101, heavier.clone()), (101, heavier)],
         );
         assert_eq!(d.last().expect("decisions").primary.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_node_that_lacks_the_providers_messages_loses_a_tie_and_nothing_more() {
+        let behind = |n: u64| move |o: &mut Observation| o.messages_behind = Some(n);
+        let dead = |n: &str| Observation::new(n, Err(RpcError::Connect("refused".into())));
+        struct Row {
+            what: &'static str,
+            rounds: Vec<Vec<Observation>>,
+            primary: &'static str,
+            backups: Vec<&'static str>,
+        }
+        let rows = vec![
+            Row {
+                what: "equal heads: the node holding every message is promoted",
+                rounds: vec![
+                    vec![on(node("a", 100), behind(2)), node("b", 100)],
+                    vec![on(node("a", 100), behind(2)), node("b", 100)],
+                ],
+                primary: "b",
+                backups: vec!["a"],
+            },
+            Row {
+                what: "not compared yet counts as not behind: config order decides",
+                rounds: vec![
+                    vec![node("a", 100), on(node("b", 100), behind(0))],
+                    vec![node("a", 100), on(node("b", 100), behind(0))],
+                ],
+                primary: "a",
+                backups: vec!["b"],
+            },
+            Row {
+                what: "a heavier head still wins: messages never hold the chain back",
+                rounds: vec![
+                    vec![on(node("a", 101), behind(5)), node("b", 100)],
+                    vec![on(node("a", 101), behind(5)), node("b", 100)],
+                ],
+                primary: "a",
+                backups: vec!["b"],
+            },
+            Row {
+                what: "the primary dies: the backup that holds its messages takes over",
+                rounds: vec![
+                    vec![node("a", 100), node("b", 100), node("c", 100)],
+                    vec![node("a", 100), node("b", 100), node("c", 100)],
+                    vec![
+                        dead("a"),
+                        on(node("b", 101), behind(1)),
+                        on(node("c", 101), behind(0)),
+                    ],
+                    vec![
+                        dead("a"),
+                        on(node("b", 101), behind(1)),
+                        on(node("c", 101), behind(0)),
+                    ],
+                    vec![
+                        dead("a"),
+                        on(node("b", 101), behind(1)),
+                        on(node("c", 101), behind(0)),
+                    ],
+                ],
+                primary: "c",
+                backups: vec!["b"],
+            },
+            Row {
+                what: "the sticky primary stays even when a backup holds more",
+                rounds: vec![
+                    vec![node("a", 100), node("b", 100)],
+                    vec![node("a", 100), node("b", 100)],
+                    vec![on(node("a", 101), behind(3)), node("b", 101)],
+                ],
+                primary: "a",
+                backups: vec!["b"],
+            },
+        ];
+        for row in rows {
+            let rounds: Vec<(u64, Vec<Observation>)> = row
+                .rounds
+                .into_iter()
+                .map(|obs| {
+                    let top = obs
+                        .iter()
+                        .filter_map(|o| o.result.as_ref().ok().map(|h| h.height))
+                        .max()
+                        .unwrap_or(0);
+                    (top, obs)
+                })
+                .collect();
+            let d = run_at(&rules(), &ChainConfig::default(), &rounds);
+            let last = d.last().expect("decisions");
+            assert_eq!(
+                last.primary.as_deref(),
+                Some(row.primary),
+                "{}: {:#?}",
+                row.what,
+                last.nodes
+            );
+            assert_eq!(last.backups, row.backups, "{}", row.what);
+        }
     }
 
     #[test]
