@@ -34,6 +34,25 @@ async fn nonce(url: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// The node nginx sends a request to now (`X-Sim-Node`).
+async fn answering_node(nginx_url: &str) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainHead", "params": []});
+    reqwest::Client::new()
+        .post(nginx_url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()
+        .and_then(|r| {
+            r.headers()
+                .get("x-sim-node")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
 /// What the miner does: `MpoolPushMessage` through nginx; the nonce it was given.
 async fn send(nginx_url: &str, i: u64) -> u64 {
     let msg = json!({"From": SENDER, "To": "f01000", "Method": 5, "Params": format!("p{i}"), "Value": "0"});
@@ -75,11 +94,6 @@ async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value,
     wait_healthy(&api, &run).await;
     let primary = primary_name(&sim, &nginx.upstream_file);
     let through = nginx.rpc_url();
-    // Its pubsub breaks; the miner sends three messages through nginx to it.
-    sim.op(&primary, r#"{"op":"gossip_cut"}"#).await;
-    for i in 0..3 {
-        assert_eq!(send(&through, i).await, i);
-    }
     if refuse {
         for n in others(&sim, &primary) {
             sim.op(
@@ -89,14 +103,22 @@ async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value,
             .await;
         }
     }
-    let other = others(&sim, &primary)[0].to_string();
-    assert_eq!(
-        nonce(&sim.node(&other).url).await,
-        0,
-        "nobody else has them"
-    );
-    // It stalls: chain-co moves the miner.
+    // Its pubsub breaks and the node stalls at once; the miner sends three messages through
+    // nginx to it before chain-co moves it. No other node gets them by gossip; with
+    // [messages] chain-co relays or carries them.
+    sim.op(&primary, r#"{"op":"gossip_cut"}"#).await;
     sim.op(&primary, r#"{"op":"stall"}"#).await;
+    for i in 0..3 {
+        assert_eq!(send(&through, i).await, i);
+    }
+    if !messages {
+        let other = others(&sim, &primary)[0].to_string();
+        assert_eq!(
+            nonce(&sim.node(&other).url).await,
+            0,
+            "nobody else has them"
+        );
+    }
     let moved = wait_until(Duration::from_secs(15), || {
         primary_in(&nginx.upstream_file).is_some_and(|p| p != sim.addr(&primary))
     })
@@ -104,6 +126,13 @@ async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value,
     assert!(moved.is_some(), "{}", run.stderr());
     let new = primary_name(&sim, &nginx.upstream_file);
     let new_url = sim.node(&new).url.clone();
+    // The file is written before nginx reloads: wait until nginx itself sends there.
+    for _ in 0..100 {
+        if answering_node(&through).await == new {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // With [messages], the new primary's nonce is right within a few seconds.
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(5) && nonce(&new_url).await < 3 {
@@ -122,8 +151,18 @@ async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value,
         if nonce(&new_url).await >= 3 { "right" } else { "still wrong" },
         right_after.as_secs_f64() * 1000.0
     );
+    // A message that reached the old primary through an old nginx worker (its accept races
+    // the reload) is relayed from it: wait a few rounds for it.
+    let mut after = nonce(&new_url).await;
+    for _ in 0..30 {
+        if after > next || !messages {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = nonce(&new_url).await;
+    }
     let status = status_json(&api).await;
-    (next, nonce(&new_url).await, status, run.stderr())
+    (next, after, status, run.stderr())
 }
 
 #[tokio::test]
@@ -133,16 +172,20 @@ async fn pending_messages_follow_the_miner_to_the_new_primary() {
         next, 3,
         "the miner's next message takes the next nonce\n{log}"
     );
-    assert_eq!(after, 4);
+    assert_eq!(after, 4, "{log}");
     let m = &status["messages"];
-    assert_eq!(m["carried"], 3, "{status:#}");
+    assert!(m["carried"].as_u64() >= Some(3), "{status:#}");
+    // Relayed between switches (the primary holds them alone) or carried at the switch,
+    // whichever came first: the words say which.
+    let recent = m["recent"].to_string();
     assert!(
-        m["recent"][0]
-            .as_str()
-            .is_some_and(|l| l.contains(&format!("carried 3 messages of {SENDER}, nonces 0–2"))),
+        recent.contains(&format!(" of {SENDER}, nonce")),
         "{status:#}"
     );
-    assert!(log.contains("carried 3 messages"), "{log}");
+    assert!(
+        log.contains("relayed ") || log.contains("carried "),
+        "{log}"
+    );
 }
 
 /// The failure chain-co prevents, measured: without `[messages]` the new primary hands out
@@ -163,7 +206,98 @@ async fn a_node_refusing_every_message_is_reported_and_holds_nothing_up() {
     assert_eq!(m["carried"], 0, "{status:#}");
     let problems = m["problems"].to_string();
     assert!(
-        problems.contains("refused 3 of") && problems.contains("mpool is full"),
+        problems.contains("refused") && problems.contains("mpool is full"),
         "{status:#}\n{log}"
+    );
+    // Met every round by the levelling, said once per node.
+    let said = log.matches("refused").filter(|_| true).count();
+    assert!(said <= 4, "said {said} times:\n{log}");
+}
+
+/// `[messages] miner` alone: chain-co reads the worker from `StateMinerInfo`, learns its key
+/// address, and follows messages naming the worker's ID address (as lotus-miner's do). A
+/// miner-like sender pushes every second through nginx while the primary, its pubsub broken,
+/// stalls and is replaced: no nonce is handed out twice, and the simulator counts no conflict.
+#[tokio::test]
+async fn a_miner_id_is_enough_and_a_sender_through_the_switch_reuses_no_nonce() {
+    use chain_co_sim::actors::{ACCOUNTS, MINER};
+    let worker = ACCOUNTS[1].1;
+    let sim = Sim::start(&["a", "b", "c"], "1s");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let nginx = start_nginx(dir, &[sim.addr("a")]);
+    let token = dir.join("write.token");
+    std::fs::write(&token, "write-token\n").expect("token");
+    let text = config_text(
+        dir,
+        &sim,
+        &nginx,
+        "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\nlag_grace = \"1s\"\n",
+    )
+    .replace(
+        "[[node]]\n",
+        &format!(
+            "[[node]]\nwrite_token_file = {:?}\n",
+            token.display().to_string()
+        ),
+    ) + &format!("[messages]\nminer = \"{MINER}\"\n");
+    let config = dir.join("chain-co.toml");
+    std::fs::write(&config, text).expect("config");
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    wait_healthy(&api, &run).await;
+    // The accounts are resolved within a few rounds.
+    let mut senders = Value::Null;
+    for _ in 0..50 {
+        senders = status_json(&api).await["messages"]["senders"].clone();
+        if senders.as_array().is_some_and(|s| s.len() == 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let worker_entry = senders
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["address"] == worker))
+        .unwrap_or_else(|| panic!("worker not followed: {senders}\n{}", run.stderr()));
+    assert_eq!(worker_entry["also"], ACCOUNTS[1].2, "{senders}");
+    assert_eq!(worker_entry["role"], "worker", "{senders}");
+    let primary = primary_name(&sim, &nginx.upstream_file);
+    sim.op(&primary, r#"{"op":"gossip_cut"}"#).await;
+    let sender = chain_co_sim::testbed::MessageSender::start(
+        nginx.addr,
+        worker,
+        "write-token",
+        Duration::from_secs(1),
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sim.op(&primary, r#"{"op":"stall"}"#).await;
+    let moved = wait_until(Duration::from_secs(15), || {
+        primary_in(&nginx.upstream_file).is_some_and(|p| p != sim.addr(&primary))
+    })
+    .await;
+    assert!(moved.is_some(), "{}", run.stderr());
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let log = sender.stop().await;
+    let conflicts: u64 = sim_nodes(&sim)
+        .await
+        .iter()
+        .map(|n| n["nonce_conflicts"].as_u64().unwrap_or(0))
+        .sum();
+    let nonces: Vec<u64> = log.sent.iter().map(|(_, n, _)| *n).collect();
+    let answered: std::collections::BTreeSet<&str> =
+        log.sent.iter().map(|(_, _, node)| node.as_str()).collect();
+    println!(
+        "messages: miner sender: {} sent, {} failed, {} nonces reused, {conflicts} conflicts, answered by {answered:?}",
+        log.sent.len(),
+        log.failed.len(),
+        log.reused()
+    );
+    assert!(answered.len() >= 2, "the sender was moved: {log:?}");
+    assert_eq!(log.reused(), 0, "nonces {nonces:?}\n{}", run.stderr());
+    assert_eq!(conflicts, 0, "nonces {nonces:?}\n{}", run.stderr());
+    assert_eq!(
+        nonces,
+        (0..nonces.len() as u64).collect::<Vec<_>>(),
+        "consecutive"
     );
 }

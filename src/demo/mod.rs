@@ -185,6 +185,7 @@ fn demo_config(sim: &SimPool, nginx_cfg: NginxConfig, dir: &std::path::Path) -> 
         ha: None,
         track_file: None,
         message_addresses: Vec::new(),
+        message_miner: None,
         target: TargetConfig::Nginx(nginx_cfg),
         client_token: None,
     }

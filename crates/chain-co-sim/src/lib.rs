@@ -13,6 +13,7 @@
 //! closed, open connections cut) and revive, answer slowly, answer garbage, JSON-RPC errors or
 //! HTTP errors, require a token.
 
+pub mod actors;
 mod chain;
 mod finality;
 mod mpool;

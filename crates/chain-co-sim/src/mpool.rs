@@ -24,9 +24,9 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// node → (from, nonce) → message.
+    /// node → (sending account's key address, nonce) → message.
     pools: BTreeMap<String, BTreeMap<(String, u64), Pending>>,
-    /// The next nonce the chain expects from each address.
+    /// The next nonce the chain expects from each account (by key address).
     chain: BTreeMap<String, u64>,
     /// Nodes whose pubsub is broken.
     cut: BTreeSet<String>,
@@ -95,6 +95,7 @@ impl Mpools {
                     .unwrap_or_default(),
             )),
             "Filecoin.MpoolPush" => i.push(node, arg(0), height).map(|cid| json!({ "/": cid })),
+            m if m.starts_with("Filecoin.State") => return crate::actors::call(m, params),
             "Filecoin.MpoolPushMessage" => {
                 let mut msg = arg(0);
                 let Some(from) = msg.get("From").and_then(Value::as_str).map(str::to_string) else {
@@ -116,6 +117,7 @@ impl Mpools {
 impl Inner {
     /// What `MpoolGetNonce` says on `node`: past the chain and its own pool.
     fn next_nonce(&self, node: &str, from: &str) -> u64 {
+        let from = crate::actors::key_of(from);
         let chain = self.chain.get(from).copied().unwrap_or(0);
         let pooled = self.pools.get(node).and_then(|p| {
             p.keys()
@@ -134,7 +136,9 @@ impl Inner {
         ) else {
             return Err((1, "MpoolPush: not a signed message".into()));
         };
-        let expected = self.chain.get(&from).copied().unwrap_or(0);
+        // Counted per account, whichever form of its address the message names.
+        let account = crate::actors::key_of(&from).to_string();
+        let expected = self.chain.get(&account).copied().unwrap_or(0);
         if nonce < expected {
             return Err((
                 1,
@@ -147,7 +151,7 @@ impl Inner {
             cid: cid.clone(),
             pushed_at: height,
         };
-        let key = (from.clone(), nonce);
+        let key = (account, nonce);
         match self.pools.get(node).and_then(|p| p.get(&key)) {
             Some(have) if have.cid == cid => return Ok(cid),
             Some(_) => {

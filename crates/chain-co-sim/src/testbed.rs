@@ -490,3 +490,109 @@ pub fn open_fds(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// What a [`MessageSender`] did: each message's nonce as the daemon gave it, and the pushes
+/// that failed (nginx had no daemon, or the daemon refused).
+#[derive(Debug, Clone, Default)]
+pub struct SentLog {
+    /// (when, nonce, the node that answered: `X-Sim-Node`).
+    pub sent: Vec<(Instant, u64, String)>,
+    pub failed: Vec<(Instant, String)>,
+}
+
+impl SentLog {
+    /// Nonces handed out more than once: each is a message that can never land.
+    pub fn reused(&self) -> usize {
+        let mut seen = std::collections::BTreeSet::new();
+        self.sent
+            .iter()
+            .filter(|(_, n, _)| !seen.insert(*n))
+            .count()
+    }
+}
+
+/// A miner-like sender: every `every`, `MpoolPushMessage` from `from` over HTTP through nginx
+/// at `addr` (the daemon picks the nonce, as for lotus-miner), with a token that has `write`.
+pub struct MessageSender {
+    pub log: Arc<Mutex<SentLog>>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MessageSender {
+    pub fn start(addr: SocketAddr, from: &str, token: &str, every: Duration) -> MessageSender {
+        let log = Arc::new(Mutex::new(SentLog::default()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (l, s) = (log.clone(), stop.clone());
+        let (from, token) = (from.to_string(), token.to_string());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            for i in 0u64.. {
+                tokio::select! {
+                    _ = s.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let msg = serde_json::json!({"From": from, "To": crate::actors::MINER, "Method": 5, "Params": format!("cG9zdA{i}"), "Value": "0"});
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "Filecoin.MpoolPushMessage", "params": [msg, null]});
+                let outcome = post(addr, &token, &body.to_string()).await;
+                let now = Instant::now();
+                let mut log = l.lock().expect("lock");
+                match outcome {
+                    Ok((node, reply)) => match reply["result"]["Message"]["Nonce"].as_u64() {
+                        Some(n) => log.sent.push((now, n, node)),
+                        None => log.failed.push((now, reply.to_string())),
+                    },
+                    Err(e) => log.failed.push((now, e.to_string())),
+                }
+            }
+        });
+        MessageSender { log, stop, task }
+    }
+
+    pub fn log(&self) -> SentLog {
+        self.log.lock().expect("lock").clone()
+    }
+
+    pub async fn stop(self) -> SentLog {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let log = self.log.lock().expect("lock").clone();
+        log
+    }
+}
+
+/// One JSON-RPC POST to `/rpc/v1` over a fresh connection: (the answering node, the reply).
+async fn post(
+    addr: SocketAddr,
+    token: &str,
+    body: &str,
+) -> io::Result<(String, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let req = format!(
+            "POST /rpc/v1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        Ok::<_, io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no reply in 3 s"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let node = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-sim-node")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let reply = serde_json::from_str(body)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}: {head}")))?;
+    Ok((node, reply))
+}

@@ -6,7 +6,7 @@
 //! out a nonce a second time: only one of the two messages lands. Lotus republishes only its
 //! own local messages, so nobody re-sends A's while A is sick.
 //!
-//! So right after a new primary is published, for every `[messages] addresses` entry: compare
+//! So right after a new primary is published, for every sending account ([`crate::apply::senders`]): compare
 //! `MpoolGetNonce` on the new primary with the old one's (or, when it is dead, with any node
 //! that knows more); read the missing messages with `MpoolPending` on the node that has them,
 //! as a stream in constant memory and bounded in time, keeping only configured senders; and
@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::apply::senders::Sender;
 use crate::probe::rpc::{Endpoint, RpcClient, RpcError};
 
 /// The longest one `MpoolPending` read may take: mainnet's pool is large, so it is bounded in
@@ -48,7 +49,25 @@ pub struct Carried {
     pub lines: Vec<String>,
     pub messages: u64,
     /// Problems worth a warning (a token without write, a node refusing every message).
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+/// A problem, and what it is about: the same trouble met again (a levelling meets it every
+/// round) has the same `about`, whatever its details, so that it is said once, not each time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. "refused lotus-b f3…", "write lotus-b".
+    pub about: String,
+    pub text: String,
+}
+
+impl Problem {
+    fn new(about: impl Into<String>, text: String) -> Problem {
+        Problem {
+            about: about.into(),
+            text,
+        }
+    }
 }
 
 /// The part of a pending message the carrier reads; the rest is passed on as it came.
@@ -71,19 +90,20 @@ struct MessageHead {
 /// no more than `to` or does not answer.
 pub async fn carry(
     rpc: &RpcClient,
-    addresses: &[String],
+    senders: &[Sender],
     from: Option<&Daemon>,
     others: &[Daemon],
     to: &Daemon,
 ) -> Carried {
     let mut out = Carried::default();
-    for address in addresses {
+    for sender in senders {
+        let address = sender.address.as_str();
         let want = match nonce(rpc, &to.endpoint, address).await {
             Ok(n) => n,
             Err(e) => {
-                out.problems.push(format!(
-                    "cannot read {}'s nonce for {address}: {e}",
-                    to.name
+                out.problems.push(Problem::new(
+                    format!("nonce {}", to.name),
+                    format!("cannot read {}'s nonce for {address}: {e}", to.name),
                 ));
                 continue;
             }
@@ -94,17 +114,106 @@ pub async fn carry(
         if have <= want {
             continue;
         }
-        let messages = match pending(rpc, &source.endpoint, address, want).await {
+        let messages = match pending(rpc, &source.endpoint, sender, want).await {
             Ok(m) => m,
             Err(e) => {
-                out.problems.push(format!(
-                    "cannot read {}'s pending messages: {e}",
-                    source.name
+                out.problems.push(Problem::new(
+                    format!("pending {}", source.name),
+                    format!("cannot read {}'s pending messages: {e}", source.name),
                 ));
                 continue;
             }
         };
-        push_all(rpc, address, source, to, messages, &mut out).await;
+        push_all(rpc, address, source, to, messages, "carried", &mut out).await;
+    }
+    out
+}
+
+/// What one levelling of the pools found and did.
+#[derive(Debug, Clone, Default)]
+pub struct Levelled {
+    /// What was relayed (lines say "relayed …"), and what kept messages from moving.
+    pub carried: Carried,
+    /// (node, address, messages it still lacks next to the primary) after relaying.
+    pub behind: Vec<(String, String, u64)>,
+    /// The primary answered every nonce asked: `behind` is a full comparison.
+    pub complete: bool,
+}
+
+/// Keeps the pools level between switches, as gossip would: for each sender, every node
+/// whose nonce is below the highest one is given the missing messages by the node that has
+/// them. A primary whose pubsub is broken so never holds messages alone, and a switch then
+/// has nothing left to carry. `nodes[0]` is the primary and `nodes[1..targets]` its backups:
+/// they are given messages. The nodes after them (out of the upstream, but on the pool's
+/// chain: an old primary that stalled, where the miner's last messages may have gone) only
+/// lend theirs.
+pub async fn level(
+    rpc: &RpcClient,
+    senders: &[Sender],
+    nodes: &[Daemon],
+    targets: usize,
+) -> Levelled {
+    let mut out = Levelled {
+        complete: true,
+        ..Levelled::default()
+    };
+    for sender in senders {
+        let address = sender.address.as_str();
+        let mut have = Vec::with_capacity(nodes.len());
+        for d in nodes {
+            have.push(nonce(rpc, &d.endpoint, address).await.ok());
+        }
+        out.complete &= have.first().copied().flatten().is_some();
+        let Some((src, top)) = have
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.map(|n| (i, n)))
+            .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
+        else {
+            continue;
+        };
+        let lowest = have[..targets.min(have.len())]
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(top);
+        if lowest < top {
+            match pending(rpc, &nodes[src].endpoint, sender, lowest).await {
+                Ok(messages) => {
+                    for (i, d) in nodes.iter().enumerate().take(targets) {
+                        let Some(n) = have[i].filter(|&n| n < top) else {
+                            continue;
+                        };
+                        let missing: Vec<(u64, Value)> =
+                            messages.iter().filter(|(m, _)| *m >= n).cloned().collect();
+                        push_all(
+                            rpc,
+                            address,
+                            &nodes[src],
+                            d,
+                            missing,
+                            "relayed",
+                            &mut out.carried,
+                        )
+                        .await;
+                        have[i] = nonce(rpc, &d.endpoint, address).await.ok().or(have[i]);
+                    }
+                }
+                Err(e) => out.carried.problems.push(Problem::new(
+                    format!("pending {}", nodes[src].name),
+                    format!("cannot read {}'s pending messages: {e}", nodes[src].name),
+                )),
+            }
+        }
+        if let Some(want) = have.first().copied().flatten() {
+            for (d, n) in nodes.iter().zip(&have).take(targets).skip(1) {
+                if let Some(n) = n {
+                    out.behind
+                        .push((d.name.clone(), address.to_string(), want.saturating_sub(*n)));
+                }
+            }
+        }
     }
     out
 }
@@ -141,13 +250,15 @@ pub(crate) async fn nonce(
         .await
 }
 
-/// Pushes `messages` (nonce order) to `to` and says what happened.
+/// Pushes `messages` (nonce order) to `to` and says what happened ("carried" at a switch,
+/// "relayed" between switches).
 async fn push_all(
     rpc: &RpcClient,
     address: &str,
     source: &Daemon,
     to: &Daemon,
     mut messages: Vec<(u64, Value)>,
+    verb: &str,
     out: &mut Carried,
 ) {
     messages.sort_by_key(|(n, _)| *n);
@@ -167,9 +278,12 @@ async fn push_all(
             }
             Err(e) if already_done(&e) => {}
             Err(e) if lacks_write(&e) => {
-                out.problems.push(format!(
-                    "cannot carry messages to {}: its token lacks write (set [[node]] write_token_file)",
-                    to.name
+                out.problems.push(Problem::new(
+                    lacks_write_about(&to.name),
+                    format!(
+                        "cannot carry messages to {}: its token lacks write (set [[node]] write_token_file)",
+                        to.name
+                    ),
                 ));
                 return;
             }
@@ -183,7 +297,7 @@ async fn push_all(
             _ => String::new(),
         };
         out.lines.push(format!(
-            "carried {carried} message{} of {address}, {nonces}, from {} to {}",
+            "{verb} {carried} message{} of {address}, {nonces}, from {} to {}",
             if carried == 1 { "" } else { "s" },
             source.name,
             to.name
@@ -191,11 +305,14 @@ async fn push_all(
         out.messages += carried;
     }
     if !refused.is_empty() {
-        out.problems.push(format!(
-            "{} refused {} of {address}'s messages: {}",
-            to.name,
-            refused.len(),
-            crate::text::inert(&refused.join("; "), 300)
+        out.problems.push(Problem::new(
+            format!("refused {} {address}", to.name),
+            format!(
+                "{} refused {} of {address}'s messages: {}",
+                to.name,
+                refused.len(),
+                crate::text::inert(&refused.join("; "), 300)
+            ),
         ));
     }
 }
@@ -206,6 +323,11 @@ fn already_done(e: &RpcError) -> bool {
         if message.contains("nonce too low") || message.contains("already in mpool") || message.contains("already exists"))
 }
 
+/// What a "token lacks write" problem is about, wherever it is met.
+pub(crate) fn lacks_write_about(node: &str) -> String {
+    format!("write {node}")
+}
+
 fn lacks_write(e: &RpcError) -> bool {
     match e {
         RpcError::Rpc { message, .. } => message.contains("missing permission"),
@@ -214,13 +336,13 @@ fn lacks_write(e: &RpcError) -> bool {
     }
 }
 
-/// `MpoolPending` on `endpoint`, read as a stream: only messages from `address` with a nonce of
+/// `MpoolPending` on `endpoint`, read as a stream: only messages from `sender` with a nonce of
 /// at least `from_nonce` are kept (each at most [`MAX_MESSAGE`], at most [`MAX_CARRIED`]), and
 /// the whole read ends within [`PENDING_TIME`].
 async fn pending(
     rpc: &RpcClient,
     endpoint: &Endpoint,
-    address: &str,
+    sender: &Sender,
     from_nonce: u64,
 ) -> Result<Vec<(u64, Value)>, RpcError> {
     let read = async {
@@ -231,7 +353,7 @@ async fn pending(
                 return;
             };
             // Only the configured sender asked for, whatever else the node sends.
-            if head.message.from == address
+            if sender.sends(&head.message.from)
                 && head.message.nonce >= from_nonce
                 && kept.len() < MAX_CARRIED
             {
@@ -316,7 +438,12 @@ mod tests {
             token: None,
             transport: crate::probe::rpc::Transport::Http,
         };
-        let kept = pending(&rpc, &endpoint, "f3ours", 100).await.expect("read");
+        let ours = Sender {
+            address: "f0ours".into(),
+            also: Some("f3ours".into()),
+            role: crate::apply::senders::Role::Worker,
+        };
+        let kept = pending(&rpc, &endpoint, &ours, 100).await.expect("read");
         let nonces: Vec<u64> = kept.iter().map(|(n, _)| *n).collect();
         assert_eq!(nonces.len(), 19, "{nonces:?}");
         assert!(

@@ -9,6 +9,7 @@ pub mod master;
 pub mod messages;
 pub(crate) mod pending_stream;
 pub mod publish;
+pub mod senders;
 pub mod sessions;
 
 pub mod haproxy;

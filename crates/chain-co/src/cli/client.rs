@@ -158,6 +158,13 @@ pub fn render_status(s: &Status, colour: bool) -> String {
     }
     if let Some(m) = &s.messages {
         let _ = writeln!(out, "pending messages carried at switches: {}", m.carried);
+        if !m.senders.is_empty() {
+            let _ = writeln!(
+                out,
+                "  following: {}",
+                crate::text::inert(&crate::apply::senders::describe(&m.senders), 400)
+            );
+        }
         for line in m.recent.iter().chain(&m.problems).chain(&m.gaps) {
             let _ = writeln!(out, "  {}", crate::text::inert(line, 300));
         }

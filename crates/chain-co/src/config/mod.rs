@@ -48,8 +48,11 @@ pub struct Config {
     /// `[ha]`: where the VRRP role comes from; `None` when chain-co runs alone.
     pub ha: Option<crate::apply::ha::RoleSource>,
     /// `[messages] addresses`: the provider's sending addresses, whose pending messages follow
-    /// a switch to the new primary. Empty: nothing is carried.
+    /// a switch to the new primary. Empty (and no `message_miner`): nothing is carried.
     pub message_addresses: Vec<String>,
+    /// `[messages] miner`: the miner actor (`f0…`) whose owner, worker and control addresses
+    /// are read from `StateMinerInfo` and followed as well.
+    pub message_miner: Option<String>,
     /// `[ha] track_file`: the keepalived track file chain-co writes from the nginx watch (`1`
     /// while nginx is dead, `0` while it runs with a valid configuration).
     pub track_file: Option<PathBuf>,
@@ -59,6 +62,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether `[messages]` asks for pending messages to follow a switch.
+    pub fn carries_messages(&self) -> bool {
+        !self.message_addresses.is_empty() || self.message_miner.is_some()
+    }
+
     /// The target this configuration names, built for its nodes.
     pub fn build_target(&self) -> Result<crate::apply::Target, crate::apply::ApplyError> {
         crate::apply::Target::new(
@@ -216,7 +224,8 @@ struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 struct RawMessages {
-    addresses: Spanned<Vec<String>>,
+    addresses: Option<Spanned<Vec<String>>>,
+    miner: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,7 +410,7 @@ impl Config {
             .take()
             .and_then(|f| check_track_file(&mut ck, f, base, target.as_ref()));
         let ha = check_ha(&mut ck, raw.ha, base);
-        let message_addresses = raw
+        let (message_addresses, message_miner) = raw
             .messages
             .map(|m| check_messages(&mut ck, m))
             .unwrap_or_default();
@@ -416,6 +425,7 @@ impl Config {
                 ha,
                 track_file,
                 message_addresses,
+                message_miner,
                 client_token,
             })
         } else {
@@ -974,43 +984,71 @@ fn check_select(ck: &mut Checker, raw: RawSelect) -> SelectRules {
     }
 }
 
-/// `[messages] addresses`: Filecoin addresses (f0…, f1…, f3…, or t… on test networks), each
-/// once; anything else is a typo that would carry nothing.
-fn check_messages(ck: &mut Checker, raw: Spanned<RawMessages>) -> Vec<String> {
-    let span = raw.get_ref().addresses.span();
-    let addresses = raw.into_inner().addresses.into_inner();
-    let mut seen = HashSet::new();
-    for a in &addresses {
-        let ok = a.len() >= 3
-            && a.len() <= 120
-            && matches!(a.as_bytes()[0], b'f' | b't')
-            && matches!(a.as_bytes()[1], b'0'..=b'4')
-            && a[2..].chars().all(|c| c.is_ascii_alphanumeric());
-        if !ok {
+/// `[messages]`: `addresses`, Filecoin addresses (f0…, f1…, f3…, or t… on test networks),
+/// each once, and/or `miner`, an ID address (f0…); anything else is a typo that would carry
+/// nothing.
+fn check_messages(ck: &mut Checker, raw: Spanned<RawMessages>) -> (Vec<String>, Option<String>) {
+    let section = raw.span();
+    let raw = raw.into_inner();
+    let mut addresses = Vec::new();
+    if let Some(list) = raw.addresses {
+        let span = list.span();
+        let mut seen = HashSet::new();
+        for a in list.into_inner() {
+            if !crate::apply::senders::is_address(&a) {
+                ck.at(
+                    span.clone(),
+                    "messages.addresses",
+                    format!(
+                        "{:?} is not a Filecoin address (f0…, f1…, f3…)",
+                        crate::text::inert(&a, 40)
+                    ),
+                );
+            } else if !seen.insert(a.clone()) {
+                ck.at(
+                    span.clone(),
+                    "messages.addresses",
+                    format!("{a} is listed twice"),
+                );
+            } else {
+                addresses.push(a);
+            }
+        }
+        if seen.is_empty() {
             ck.at(
-                span.clone(),
+                span,
                 "messages.addresses",
-                format!(
-                    "{:?} is not a Filecoin address (f0…, f1…, f3…)",
-                    crate::text::inert(a, 40)
-                ),
-            );
-        } else if !seen.insert(a.as_str()) {
-            ck.at(
-                span.clone(),
-                "messages.addresses",
-                format!("{a} is listed twice"),
+                "lists no address; name the worker, control and owner addresses, or drop [messages]",
             );
         }
     }
-    if addresses.is_empty() {
+    let miner = raw.miner.and_then(|m| {
+        let span = m.span();
+        let m = m.into_inner();
+        let id = crate::apply::senders::is_address(&m) && m.as_bytes()[1] == b'0';
+        if !id {
+            ck.at(
+                span,
+                "messages.miner",
+                format!(
+                    "{:?} is not a miner ID address (f0…)",
+                    crate::text::inert(&m, 40)
+                ),
+            );
+        }
+        id.then_some(m)
+    });
+    if addresses.is_empty()
+        && miner.is_none()
+        && !ck.problems.iter().any(|p| p.key.starts_with("messages."))
+    {
         ck.at(
-            span,
-            "messages.addresses",
-            "lists no address; name the worker, control and owner addresses, or drop [messages]",
+            section,
+            "messages",
+            "names neither addresses nor a miner; add one of them, or drop [messages]",
         );
     }
-    addresses
+    (addresses, miner)
 }
 
 /// `[ha] track_file`: written by the nginx watch, so only with nginx as the target, and in a
@@ -1168,6 +1206,52 @@ url = "http://10.0.0.11:1234/rpc/v1"
         let n = c.nginx().expect("nginx is the default target");
         assert_eq!(n.reload, Reload::PidFile("/run/nginx.pid".into()));
         assert_eq!(n.template, DEFAULT_TEMPLATE);
+    }
+
+    #[test]
+    fn messages_take_addresses_a_miner_or_both_and_refuse_anything_else_at_once() {
+        let with = |section: &str| parse(&format!("{MINIMAL}[messages]\n{section}"));
+        let c = with("miner = \"f01000\"\n").expect("a miner alone");
+        assert_eq!(c.message_miner.as_deref(), Some("f01000"));
+        assert!(c.message_addresses.is_empty() && c.carries_messages());
+        let c = with("addresses = [\"f3abc\", \"t0101\"]\nminer = \"t01000\"\n").expect("both");
+        assert_eq!(c.message_addresses, ["f3abc", "t0101"]);
+        assert!(!parse(MINIMAL).expect("none").carries_messages());
+        let problems =
+            with("addresses = [\"f3abc\", \"f3abc\", \"0xdead\"]\nminer = \"f3notanid\"\n")
+                .expect_err("refused");
+        let words: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        assert_eq!(words.len(), 3, "{words:#?}");
+        assert!(
+            words.iter().any(|w| w.contains("f3abc is listed twice")),
+            "{words:#?}"
+        );
+        assert!(
+            words
+                .iter()
+                .any(|w| w.contains("\"0xdead\" is not a Filecoin address")),
+            "{words:#?}"
+        );
+        assert!(
+            words
+                .iter()
+                .any(|w| w.contains("messages.miner") && w.contains("not a miner ID")),
+            "{words:#?}"
+        );
+        let empty = with("").expect_err("an empty section");
+        assert!(
+            empty[0]
+                .message
+                .contains("names neither addresses nor a miner"),
+            "{empty:?}"
+        );
+        assert!(
+            with("miner = \"f01000\"\nworker = \"f0101\"\n").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Shared {
     pub carries_messages: bool,
     /// A nonce-gap check is under way: the next one waits (a hung node never piles them up).
     pub gap_check: std::sync::atomic::AtomicBool,
+    /// A resolution of the sending accounts is under way.
+    pub senders_check: std::sync::atomic::AtomicBool,
 }
 
 /// `/status.messages`: pending messages carried to new primaries at switches.
@@ -73,9 +75,40 @@ pub struct Messages {
     /// addresses). Among equal heads, a node lacking none is promoted first.
     #[serde(default)]
     pub behind: std::collections::BTreeMap<String, u64>,
+    /// The accounts whose messages follow a switch: the configured addresses and the
+    /// miner's, each with its other form once resolved.
+    #[serde(default)]
+    pub senders: Vec<crate::apply::senders::Sender>,
+    /// Whether the last resolution of the accounts succeeded.
+    #[serde(default)]
+    pub senders_resolved: bool,
+    /// When each kind of problem was last said, so that one met every round is said once.
+    #[serde(skip)]
+    pub(crate) said: std::collections::BTreeMap<String, SystemTime>,
 }
 
 impl Messages {
+    /// What a configuration's `[messages]` starts with: its addresses as they are, until
+    /// resolved.
+    pub(crate) fn for_config(config: &crate::config::Config) -> Messages {
+        let mut m = Messages::default();
+        m.follow(config);
+        m
+    }
+
+    /// After a reload: the new configuration's addresses, resolved again; comparisons made
+    /// for the old ones are dropped. What was carried stays.
+    pub(crate) fn follow(&mut self, config: &crate::config::Config) {
+        self.senders = config
+            .message_addresses
+            .iter()
+            .map(|a| crate::apply::senders::Sender::configured(a))
+            .collect();
+        self.senders_resolved = false;
+        self.gaps.clear();
+        self.behind.clear();
+    }
+
     /// Keeps the last few of each.
     pub(crate) fn add(&mut self, carried: u64, lines: &[String], problems: &[String]) {
         self.carried += carried;

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::apply::messages::{self, Daemon};
+use crate::apply::senders::{self, Sender};
 use crate::config::{Config, NodeConfig};
 use crate::decide::select::Decision;
 use crate::probe::rpc::{Endpoint, RpcClient, Transport};
@@ -79,74 +80,112 @@ pub(crate) async fn check_write(nodes: Vec<Daemon>, rpc: RpcClient, shared: Arc<
         };
         if let Some(p) = problem {
             warn!("{p}");
-            shared
-                .messages
-                .lock()
-                .expect("messages lock")
-                .add(0, &[], std::slice::from_ref(&p));
+            {
+                let mut m = shared.messages.lock().expect("messages lock");
+                // The relays meet it too: said here, it is not said again each round.
+                m.said
+                    .insert(messages::lacks_write_about(&d.name), SystemTime::now());
+                m.add(0, &[], std::slice::from_ref(&p));
+            }
             shared.notice(p);
         }
     }
 }
 
-/// Every this many probe rounds, each backup's nonces are compared with the primary's.
-pub(crate) const GAP_EVERY: u64 = 3;
-
-/// Compares, for every configured address, each backup's `MpoolGetNonce` with the primary's,
-/// and keeps the gaps in `/status` ("lotus-b is behind lotus-a by 2 messages of f3…"): the
-/// messages a switch to that backup would have to carry. Beside the loop, like the carry.
-pub(crate) fn check_gaps(
+/// Every probe round: levels the pools of the primary and its backups ([`messages::level`]),
+/// so that a message a broken-pubsub primary holds alone is relayed within one probe interval
+/// and a switch finds nothing left to carry, and keeps what is
+/// still missing in `/status` ("lotus-b is behind lotus-a by 2 messages of f3…"), for the
+/// decision's tie-break and the operator. Beside the loop, one at a time, like the carry.
+pub(crate) fn level_pools(
     config: &Config,
     decision: &Decision,
     shared: &Arc<Shared>,
     tasks: &TaskTracker,
     rpc: &RpcClient,
 ) {
-    if config.message_addresses.is_empty() {
+    if !config.carries_messages() {
         return;
     }
     let Some(primary) = decision.primary.as_deref().and_then(|p| find(config, p)) else {
         return;
     };
-    let backups = backups(config, decision);
-    let addresses = config.message_addresses.clone();
+    let mut nodes = vec![primary];
+    nodes.extend(backups(config, decision));
+    let targets = nodes.len();
+    // Out of the upstream but still answering on the pool's chain: they lend what they hold.
+    nodes.extend(
+        decision
+            .nodes
+            .iter()
+            .filter(|v| v.on_pool_chain() && !nodes.iter().any(|d| d.name == v.name))
+            .filter_map(|v| find(config, &v.name))
+            .collect::<Vec<_>>(),
+    );
+    let senders = senders_of(shared);
     let (shared, rpc) = (shared.clone(), rpc.clone());
     if shared.gap_check.swap(true, Ordering::AcqRel) {
         return;
     }
     tasks.spawn(async move {
-        let mut gaps = Vec::new();
-        let mut behind: BTreeMap<String, u64> = BTreeMap::new();
-        let mut complete = true;
-        for address in &addresses {
-            let Ok(want) = messages::nonce(&rpc, &primary.endpoint, address).await else {
-                complete = false;
-                continue;
-            };
-            for b in &backups {
-                if let Ok(have) = messages::nonce(&rpc, &b.endpoint, address).await {
-                    let missing = want.saturating_sub(have);
-                    *behind.entry(b.name.clone()).or_default() += missing;
-                    if missing > 0 {
-                        gaps.push(format!(
-                            "{} is behind {} by {missing} message{} of {address}",
-                            b.name,
-                            primary.name,
-                            if missing == 1 { "" } else { "s" }
-                        ));
-                    }
+        let done = messages::level(&rpc, &senders, &nodes, targets).await;
+        let primary = &nodes[0].name;
+        report(&shared, primary, &done.carried, true);
+        // A primary that no longer answers leaves the last comparison standing: it is the
+        // one the next promotion needs (which backup holds the dying primary's messages).
+        if done.complete {
+            let mut gaps = Vec::new();
+            let mut behind: BTreeMap<String, u64> = BTreeMap::new();
+            for (node, address, missing) in &done.behind {
+                *behind.entry(node.clone()).or_default() += missing;
+                if *missing > 0 {
+                    gaps.push(format!(
+                        "{node} is behind {primary} by {missing} message{} of {address}",
+                        if *missing == 1 { "" } else { "s" }
+                    ));
                 }
             }
-        }
-        // A primary that no longer answers leaves the last comparison standing: it is the one
-        // the next promotion needs (which backup holds the dying primary's messages).
-        if complete {
             let mut m = shared.messages.lock().expect("messages lock");
             m.gaps = gaps;
             m.behind = behind;
         }
         shared.gap_check.store(false, Ordering::Release);
     });
+}
+
+/// A problem met again by the levelling is said again after this long (a node refusing
+/// every message is said once an hour, not every round).
+const SAY_AGAIN: Duration = Duration::from_secs(3600);
+
+/// Says what a carry or a relay did: the log, the journal, the counter and `/status`. With
+/// `once`, a problem said within [`SAY_AGAIN`] is not said again (a levelling meets the
+/// same one every round).
+fn report(shared: &Shared, to: &str, done: &messages::Carried, once: bool) {
+    let mut m = shared.messages.lock().expect("messages lock");
+    let now = SystemTime::now();
+    let mut problems: Vec<String> = Vec::new();
+    for p in &done.problems {
+        let said = m.said.get(&p.about).copied();
+        if once && said.is_some_and(|t| now.duration_since(t).unwrap_or_default() < SAY_AGAIN) {
+            continue;
+        }
+        m.said.insert(p.about.clone(), now);
+        problems.push(p.text.clone());
+    }
+    for line in &done.lines {
+        info!(to = %to, "{line}");
+    }
+    for p in &problems {
+        warn!(to = %to, "{p}");
+    }
+    {
+        let mut journal = shared.history.lock().expect("history lock");
+        for text in done.lines.iter().chain(&problems) {
+            journal.record(now, EventKind::Messages, Some(to), text.clone());
+        }
+    }
+    shared.metrics.messages_carried(done.messages);
+    m.add(done.messages, &done.lines, &problems);
 }
 
 /// Starts carrying, when `decision` made a new primary and `[messages]` names addresses.
@@ -160,34 +199,90 @@ pub(crate) fn after_switch(
     let Some(switch) = &decision.switch else {
         return;
     };
-    let (Some(to), false) = (&switch.to, config.message_addresses.is_empty()) else {
+    let (Some(to), true) = (&switch.to, config.carries_messages()) else {
         return;
     };
     let Some(to) = find(config, to) else { return };
     let from = switch.from.as_deref().and_then(|f| find(config, f));
     let others = backups(config, decision);
-    let addresses = config.message_addresses.clone();
+    let senders = senders_of(shared);
     let (shared, rpc) = (shared.clone(), rpc.clone());
     tasks.spawn(async move {
-        let done = messages::carry(&rpc, &addresses, from.as_ref(), &others, &to).await;
-        for line in &done.lines {
-            info!(to = %to.name, "{line}");
-        }
-        for p in &done.problems {
-            warn!(to = %to.name, "{p}");
-        }
-        let now = SystemTime::now();
-        {
-            let mut journal = shared.history.lock().expect("history lock");
-            for text in done.lines.iter().chain(&done.problems) {
-                journal.record(now, EventKind::Messages, Some(&to.name), text.clone());
+        let done = messages::carry(&rpc, &senders, from.as_ref(), &others, &to).await;
+        report(&shared, &to.name, &done, false);
+    });
+}
+
+/// The accounts whose messages are followed, as last resolved.
+fn senders_of(shared: &Shared) -> Vec<Sender> {
+    shared
+        .messages
+        .lock()
+        .expect("messages lock")
+        .senders
+        .clone()
+}
+
+/// How often the sending accounts are resolved again once they were (a worker can change),
+/// and how soon after a failure.
+pub(crate) const SENDERS_EVERY: Duration = Duration::from_secs(600);
+pub(crate) const SENDERS_RETRY: Duration = Duration::from_secs(30);
+
+/// Resolves the sending accounts ([`senders`]): each configured address's other form, and
+/// `[messages] miner`'s owner, worker and control addresses. Asks the primary first, then
+/// the other nodes in config order; the first that answers every call is believed. Beside
+/// the loop; a failure is said once, and the accounts known so far stay in use.
+pub(crate) fn refresh_senders(
+    config: &Config,
+    decision: &Decision,
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    rpc: &RpcClient,
+) {
+    if !config.carries_messages() || shared.senders_check.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let mut nodes = daemons(config);
+    nodes.sort_by_key(|d| Some(d.name.as_str()) != decision.primary.as_deref());
+    let configured = config.message_addresses.clone();
+    let miner = config.message_miner.clone();
+    let (shared, rpc) = (shared.clone(), rpc.clone());
+    tasks.spawn(async move {
+        let mut failures = Vec::new();
+        let mut found = None;
+        for d in &nodes {
+            match senders::resolve(&rpc, &d.endpoint, &configured, miner.as_deref()).await {
+                Ok(list) => {
+                    found = Some(list);
+                    break;
+                }
+                Err(e) => failures.push(format!("{}: {e}", d.name)),
             }
         }
-        shared.metrics.messages_carried(done.messages);
-        shared.messages.lock().expect("messages lock").add(
-            done.messages,
-            &done.lines,
-            &done.problems,
-        );
+        let mut m = shared.messages.lock().expect("messages lock");
+        m.senders_resolved = found.is_some();
+        match found {
+            Some(list) if list != m.senders => {
+                info!(senders = %senders::describe(&list), "messages of these accounts follow a switch");
+                m.senders = list;
+            }
+            Some(_) => {}
+            None => {
+                let what = miner.as_deref().map_or_else(
+                    || "the provider's addresses".to_string(),
+                    |m| format!("miner {m}'s addresses"),
+                );
+                let p = crate::text::inert(
+                    &format!("cannot resolve {what}: {}", failures.join("; ")),
+                    400,
+                );
+                if !m.problems.contains(&p) {
+                    warn!("{p}");
+                    m.add(0, &[], std::slice::from_ref(&p));
+                }
+            }
+        }
+        drop(m);
+        shared.senders_check.store(false, Ordering::Release);
     });
 }

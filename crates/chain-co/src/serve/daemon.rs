@@ -29,7 +29,7 @@ use crate::decide::select::{Decision, Track, Trigger, Warning};
 use crate::probe::push::PushHub;
 use crate::probe::rpc::{RpcClient, RpcError};
 use crate::probe::{Prober, Round};
-use crate::serve::api::Shared;
+use crate::serve::api::{Messages, Shared};
 use crate::serve::history::{EventKind, History};
 use crate::serve::metrics::Metrics;
 use crate::serve::report::{probe_summary, push_summary, ApplyRecord, Report};
@@ -60,6 +60,8 @@ pub struct Daemon {
     tasks: TaskTracker,
     /// The last probe round, which pushed heads refresh between rounds.
     last_round: Option<Round>,
+    /// When the sending accounts were last resolved (`None`: not since start or reload).
+    senders_tried: Option<tokio::time::Instant>,
     /// When a node that is behind will have been behind for lag_grace: evaluate again then,
     /// without waiting for the next push or poll.
     recheck_at: Option<tokio::time::Instant>,
@@ -138,9 +140,10 @@ impl Daemon {
             notices: Mutex::new(Vec::new()),
             mark_writes: tokio::sync::Mutex::new(()),
             history: Mutex::new(history),
-            messages: Mutex::new(Default::default()),
-            carries_messages: !config.message_addresses.is_empty(),
+            messages: Mutex::new(Messages::for_config(&config)),
+            carries_messages: config.carries_messages(),
             gap_check: Default::default(),
+            senders_check: Default::default(),
             max_report_age: config.probe.interval * 2
                 + config.probe.timeout
                 + Duration::from_secs(1),
@@ -163,6 +166,7 @@ impl Daemon {
             push: None,
             tasks: TaskTracker::new(),
             last_round: None,
+            senders_tried: None,
             recheck_at: None,
             links_settle_by: None,
             confirmed_at: Default::default(),
@@ -489,6 +493,13 @@ impl Daemon {
         // would bring a removed node back (into /metrics, /status, the journal). The next probe
         // round, one interval away, is the first of the new configuration.
         self.last_round = None;
+        // The accounts of the new `[messages]`, resolved again at the next round.
+        self.shared
+            .messages
+            .lock()
+            .expect("messages lock")
+            .follow(&self.config);
+        self.senders_tried = None;
         Ok(())
     }
 
@@ -565,8 +576,18 @@ impl Daemon {
             &self.tasks,
             &self.carrier,
         );
-        if trigger == Trigger::Probe && self.round % crate::serve::carry::GAP_EVERY == 0 {
-            crate::serve::carry::check_gaps(
+        if trigger == Trigger::Probe && self.senders_due() {
+            self.senders_tried = Some(tokio::time::Instant::now());
+            crate::serve::carry::refresh_senders(
+                &self.config,
+                &decision,
+                &self.shared,
+                &self.tasks,
+                &self.carrier,
+            );
+        }
+        if trigger == Trigger::Probe {
+            crate::serve::carry::level_pools(
                 &self.config,
                 &decision,
                 &self.shared,
@@ -607,13 +628,33 @@ impl Daemon {
     /// With `[messages]`: each node's last compared nonce gap to the primary, for the
     /// decision's tie-break (the primary itself, and nodes never compared, lack nothing).
     fn note_message_gaps(&self, round: &mut Round) {
-        if self.config.message_addresses.is_empty() {
+        if !self.config.carries_messages() {
             return;
         }
         let m = self.shared.messages.lock().expect("messages lock");
         for o in &mut round.observations {
             o.messages_behind = m.behind.get(&o.node).copied();
         }
+    }
+
+    /// Whether the sending accounts are due to be resolved (again): at start, after a reload,
+    /// every [`SENDERS_EVERY`](crate::serve::carry::SENDERS_EVERY), and sooner after a failure.
+    fn senders_due(&self) -> bool {
+        if !self.config.carries_messages() {
+            return false;
+        }
+        let resolved = self
+            .shared
+            .messages
+            .lock()
+            .expect("messages lock")
+            .senders_resolved;
+        let every = if resolved {
+            crate::serve::carry::SENDERS_EVERY
+        } else {
+            crate::serve::carry::SENDERS_RETRY
+        };
+        self.senders_tried.is_none_or(|t| t.elapsed() >= every)
     }
 
     /// Counts probe rounds; says once, loudly, when no node answered the first one.

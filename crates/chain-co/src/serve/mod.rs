@@ -52,7 +52,7 @@ pub async fn run(
     let listen = config.api.listen;
     let nodes = config.nodes.len();
     let nginx_watch = nginx_watch(&config);
-    let carriers = (!config.message_addresses.is_empty()).then(|| carry::daemons(&config));
+    let carriers = config.carries_messages().then(|| carry::daemons(&config));
     let permission_client =
         crate::probe::rpc::RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes).ok();
     let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;

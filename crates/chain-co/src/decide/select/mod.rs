@@ -466,6 +466,21 @@ pub struct NodeVerdict {
     pub exclusion: Option<Exclusion>,
 }
 
+impl NodeVerdict {
+    /// On the pool's chain this round, at worst late (lagging, stale, behind): what it holds
+    /// belongs to this network. A node on another network, another genesis, a fork, or one
+    /// that misreports is not: its messages could be another chain's, replayed here.
+    pub fn on_pool_chain(&self) -> bool {
+        self.height.is_some()
+            && self.exclusion.as_ref().is_none_or(|e| {
+                matches!(
+                    e,
+                    Exclusion::Lagging { .. } | Exclusion::Stale { .. } | Exclusion::Behind { .. }
+                )
+            })
+    }
+}
+
 /// A change of primary, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Switch {

@@ -1,0 +1,260 @@
+//! Whose messages follow a switch: the provider's sending accounts.
+//!
+//! An account has two addresses: its ID (`f0…`) and its key address (`f1…`/`f3…`). A pending
+//! message may name either as `From` (lotus-miner sends from the worker's ID address, as
+//! `StateMinerInfo` gives it; a wallet from the key address), while the pools count nonces per
+//! account. So each configured address, and each address `[messages] miner` gives through
+//! `StateMinerInfo` (owner, worker, control addresses), is resolved to its other form
+//! (`StateAccountKey`, `StateLookupID`), and a pending message is the account's when it names
+//! either. Resolution is re-done now and then (a worker can change); until it succeeds the
+//! configured addresses are used as they are.
+//!
+//! Every address a daemon gives is checked as an address and capped in number before it is
+//! kept: it ends up in the log, `/status` and the next daemons' requests.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::probe::rpc::{Endpoint, RpcClient, RpcError};
+
+/// At most this many control addresses of a miner are followed (the actor allows 10).
+pub const MAX_CONTROL: usize = 16;
+
+/// Why an account's messages are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Listed in `[messages] addresses`.
+    Configured,
+    Owner,
+    Worker,
+    Control,
+}
+
+/// One sending account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    /// The address nonces are asked for and reports name.
+    pub address: String,
+    /// The account's other address, once resolved: a pending message naming it is the
+    /// account's too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also: Option<String>,
+    pub role: Role,
+}
+
+impl Sender {
+    pub fn configured(address: &str) -> Sender {
+        Sender {
+            address: address.to_string(),
+            also: None,
+            role: Role::Configured,
+        }
+    }
+
+    /// Whether a message from `from` is this account's.
+    pub fn sends(&self, from: &str) -> bool {
+        self.address == from || self.also.as_deref() == Some(from)
+    }
+}
+
+/// A Filecoin address as chain-co accepts one: network prefix `f` or `t`, protocol 0–4, then
+/// letters and digits; at most 120 characters (a delegated `f410f…` is about 44, BLS 86).
+pub fn is_address(a: &str) -> bool {
+    a.len() >= 3
+        && a.len() <= 120
+        && matches!(a.as_bytes()[0], b'f' | b't')
+        && matches!(a.as_bytes()[1], b'0'..=b'4')
+        && a[2..].chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn is_id(a: &str) -> bool {
+    a.as_bytes().get(1) == Some(&b'0')
+}
+
+/// What resolution can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{method}: {source}")]
+    Rpc {
+        method: &'static str,
+        #[source]
+        source: RpcError,
+    },
+    #[error("{method} gave {got:?}, not an address")]
+    NotAnAddress { method: &'static str, got: String },
+}
+
+/// The reply's address, checked.
+fn address(method: &'static str, v: &Value) -> Result<String, ResolveError> {
+    match v.as_str() {
+        Some(a) if is_address(a) => Ok(a.to_string()),
+        _ => Err(ResolveError::NotAnAddress {
+            method,
+            got: crate::text::inert(&v.to_string(), 60),
+        }),
+    }
+}
+
+async fn state_call(
+    rpc: &RpcClient,
+    endpoint: &Endpoint,
+    method: &'static str,
+    address: &str,
+) -> Result<Value, ResolveError> {
+    rpc.call::<Value>(endpoint, method, json!([address, []]))
+        .await
+        .map_err(|source| ResolveError::Rpc { method, source })
+}
+
+/// The account's other address: its key address for an ID, its ID for a key address. An
+/// account without the other (an ID of a non-account actor, a key address never used on
+/// chain) has none, and that is no error.
+async fn other_form(
+    rpc: &RpcClient,
+    endpoint: &Endpoint,
+    a: &str,
+) -> Result<Option<String>, ResolveError> {
+    let method = if is_id(a) {
+        "Filecoin.StateAccountKey"
+    } else {
+        "Filecoin.StateLookupID"
+    };
+    match state_call(rpc, endpoint, method, a).await {
+        Ok(v) => address(method, &v).map(Some),
+        Err(ResolveError::Rpc {
+            source: RpcError::Rpc { message, .. },
+            ..
+        }) if message.contains("not found") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The miner's owner, worker (and a pending new worker) and control addresses, as
+/// `StateMinerInfo` gives them.
+async fn miner_accounts(
+    rpc: &RpcClient,
+    endpoint: &Endpoint,
+    miner: &str,
+) -> Result<Vec<(String, Role)>, ResolveError> {
+    const M: &str = "Filecoin.StateMinerInfo";
+    let info = state_call(rpc, endpoint, M, miner).await?;
+    let mut out = vec![
+        (address(M, &info["Owner"])?, Role::Owner),
+        (address(M, &info["Worker"])?, Role::Worker),
+    ];
+    if let Some(new) = info["NewWorker"].as_str().filter(|a| is_address(a)) {
+        out.push((new.to_string(), Role::Worker));
+    }
+    if let Some(list) = info["ControlAddresses"].as_array() {
+        for a in list.iter().take(MAX_CONTROL) {
+            out.push((address(M, a)?, Role::Control));
+        }
+    }
+    Ok(out)
+}
+
+/// Every sending account, resolved on `endpoint`: the configured addresses, then the miner's.
+/// One account named twice (an address configured and also the miner's worker) is kept once.
+pub async fn resolve(
+    rpc: &RpcClient,
+    endpoint: &Endpoint,
+    configured: &[String],
+    miner: Option<&str>,
+) -> Result<Vec<Sender>, ResolveError> {
+    let mut wanted: Vec<(String, Role)> = configured
+        .iter()
+        .map(|a| (a.clone(), Role::Configured))
+        .collect();
+    if let Some(m) = miner {
+        wanted.extend(miner_accounts(rpc, endpoint, m).await?);
+    }
+    let mut out: Vec<Sender> = Vec::new();
+    for (a, role) in wanted {
+        if out.iter().any(|s| s.sends(&a)) {
+            continue;
+        }
+        let also = other_form(rpc, endpoint, &a).await?;
+        if let Some(s) = also
+            .as_deref()
+            .and_then(|o| out.iter_mut().find(|s| s.sends(o)))
+        {
+            s.also.get_or_insert(a);
+            continue;
+        }
+        out.push(Sender {
+            address: a,
+            also,
+            role,
+        });
+    }
+    Ok(out)
+}
+
+/// Each sender in words, for the log and `status`: "f0101 (f3…, worker)".
+pub fn describe(senders: &[Sender]) -> String {
+    senders
+        .iter()
+        .map(|s| {
+            let role = match s.role {
+                Role::Configured => "configured",
+                Role::Owner => "owner",
+                Role::Worker => "worker",
+                Role::Control => "control",
+            };
+            match &s.also {
+                Some(o) => format!("{} ({}, {role})", s.address, short(o)),
+                None => format!("{} ({role})", s.address),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A long key address cut for reading: "f3simworker3n…".
+fn short(a: &str) -> String {
+    if a.len() > 16 {
+        format!("{}…", &a[..13])
+    } else {
+        a.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_checked_before_it_is_kept() {
+        for ok in ["f0101", "t01000", "f3abc", "f410fabc"] {
+            assert!(is_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "f0",
+            "x0101",
+            "f5abc",
+            "f0 101",
+            "f0101\u{1b}[31m",
+            "f0;rm",
+        ] {
+            assert!(!is_address(bad), "{bad:?}");
+        }
+        assert!(!is_address(&format!("f3{}", "a".repeat(200))));
+    }
+
+    #[test]
+    fn a_sender_owns_messages_naming_either_of_its_addresses() {
+        let s = Sender {
+            address: "f0101".into(),
+            also: Some("f3worker".into()),
+            role: Role::Worker,
+        };
+        assert!(s.sends("f0101") && s.sends("f3worker"));
+        assert!(!s.sends("f0102"));
+        assert_eq!(
+            describe(&[s, Sender::configured("f3other")]),
+            "f0101 (f3worker, worker), f3other (configured)"
+        );
+    }
+}
