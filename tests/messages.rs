@@ -147,7 +147,11 @@ async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value,
         .sum();
     println!(
         "messages: [messages] {}: new primary's nonce {} {:.0} ms after the switch was seen; next message nonce {next}; conflicts {conflicts}",
-        if messages { "on" } else { "off" },
+        match (messages, refuse) {
+            (false, _) => "off",
+            (true, false) => "on",
+            (true, true) => "on, every MpoolPush refused",
+        },
         if nonce(&new_url).await >= 3 { "right" } else { "still wrong" },
         right_after.as_secs_f64() * 1000.0
     );

@@ -15,6 +15,7 @@
 //! used for `MpoolPush` alone. A message the node already has, or whose nonce is already on
 //! chain, is done, not an error. Nothing here ever holds a switch.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -138,6 +139,9 @@ pub struct Levelled {
     pub behind: Vec<(String, String, u64)>,
     /// The primary answered every nonce asked: `behind` is a full comparison.
     pub complete: bool,
+    /// (node, address) pairs found behind before relaying: the next levelling relays to
+    /// those still behind then.
+    pub lagging: BTreeSet<(String, String)>,
 }
 
 /// Keeps the pools level between switches, as gossip would: for each sender, every node
@@ -147,11 +151,16 @@ pub struct Levelled {
 /// they are given messages. The nodes after them (out of the upstream, but on the pool's
 /// chain: an old primary that stalled, where the miner's last messages may have gone) only
 /// lend theirs.
+///
+/// Gossip takes a moment: a node is given messages only when it was behind at the previous
+/// levelling too (`lagging`, from the last [`Levelled::lagging`]), so that a message on its
+/// way costs no read of a large `MpoolPending`.
 pub async fn level(
     rpc: &RpcClient,
     senders: &[Sender],
     nodes: &[Daemon],
     targets: usize,
+    lagging: &BTreeSet<(String, String)>,
 ) -> Levelled {
     let mut out = Levelled {
         complete: true,
@@ -164,47 +173,23 @@ pub async fn level(
             have.push(nonce(rpc, &d.endpoint, address).await.ok());
         }
         out.complete &= have.first().copied().flatten().is_some();
-        let Some((src, top)) = have
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| n.map(|n| (i, n)))
-            .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
-        else {
+        let Some(top) = have.iter().flatten().copied().max() else {
             continue;
         };
-        let lowest = have[..targets.min(have.len())]
-            .iter()
-            .flatten()
-            .copied()
-            .min()
-            .unwrap_or(top);
-        if lowest < top {
-            match pending(rpc, &nodes[src].endpoint, sender, lowest).await {
-                Ok(messages) => {
-                    for (i, d) in nodes.iter().enumerate().take(targets) {
-                        let Some(n) = have[i].filter(|&n| n < top) else {
-                            continue;
-                        };
-                        let missing: Vec<(u64, Value)> =
-                            messages.iter().filter(|(m, _)| *m >= n).cloned().collect();
-                        push_all(
-                            rpc,
-                            address,
-                            &nodes[src],
-                            d,
-                            missing,
-                            "relayed",
-                            &mut out.carried,
-                        )
-                        .await;
-                        have[i] = nonce(rpc, &d.endpoint, address).await.ok().or(have[i]);
-                    }
-                }
-                Err(e) => out.carried.problems.push(Problem::new(
-                    format!("pending {}", nodes[src].name),
-                    format!("cannot read {}'s pending messages: {e}", nodes[src].name),
-                )),
-            }
+        let behind: Vec<usize> = (0..targets.min(nodes.len()))
+            .filter(|&i| have[i].is_some_and(|n| n < top))
+            .collect();
+        out.lagging.extend(
+            behind
+                .iter()
+                .map(|&i| (nodes[i].name.clone(), address.to_string())),
+        );
+        let due: Vec<usize> = behind
+            .into_iter()
+            .filter(|&i| lagging.contains(&(nodes[i].name.clone(), address.to_string())))
+            .collect();
+        if !due.is_empty() {
+            relay(rpc, sender, nodes, &mut have, top, &due, &mut out.carried).await;
         }
         if let Some(want) = have.first().copied().flatten() {
             for (d, n) in nodes.iter().zip(&have).take(targets).skip(1) {
@@ -216,6 +201,53 @@ pub async fn level(
         }
     }
     out
+}
+
+/// Gives each node of `due` the sender's messages it lacks, read once from the node whose
+/// nonce is `top` (the first such); `have` is brought up to date for them.
+async fn relay(
+    rpc: &RpcClient,
+    sender: &Sender,
+    nodes: &[Daemon],
+    have: &mut [Option<u64>],
+    top: u64,
+    due: &[usize],
+    out: &mut Carried,
+) {
+    let Some(src) = have.iter().position(|n| *n == Some(top)) else {
+        return;
+    };
+    let lowest = due.iter().filter_map(|&i| have[i]).min().unwrap_or(top);
+    let messages = match pending(rpc, &nodes[src].endpoint, sender, lowest).await {
+        Ok(m) => m,
+        Err(e) => {
+            out.problems.push(Problem::new(
+                format!("pending {}", nodes[src].name),
+                format!("cannot read {}'s pending messages: {e}", nodes[src].name),
+            ));
+            return;
+        }
+    };
+    let address = sender.address.as_str();
+    for &i in due {
+        let Some(n) = have[i] else { continue };
+        let missing: Vec<(u64, Value)> =
+            messages.iter().filter(|(m, _)| *m >= n).cloned().collect();
+        push_all(
+            rpc,
+            address,
+            &nodes[src],
+            &nodes[i],
+            missing,
+            "relayed",
+            out,
+        )
+        .await;
+        have[i] = nonce(rpc, &nodes[i].endpoint, address)
+            .await
+            .ok()
+            .or(have[i]);
+    }
 }
 
 /// The node (old primary first) whose nonce for `address` is highest, and that nonce.

@@ -85,6 +85,9 @@ pub struct Messages {
     /// When each kind of problem was last said, so that one met every round is said once.
     #[serde(skip)]
     pub(crate) said: std::collections::BTreeMap<String, SystemTime>,
+    /// (node, address) found behind at the last levelling: relayed to if still behind.
+    #[serde(skip)]
+    pub(crate) lagging: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Messages {
@@ -107,6 +110,7 @@ impl Messages {
         self.senders_resolved = false;
         self.gaps.clear();
         self.behind.clear();
+        self.lagging.clear();
     }
 
     /// Keeps the last few of each.

@@ -128,7 +128,14 @@ pub(crate) fn level_pools(
         return;
     }
     tasks.spawn(async move {
-        let done = messages::level(&rpc, &senders, &nodes, targets).await;
+        let lagging = shared
+            .messages
+            .lock()
+            .expect("messages lock")
+            .lagging
+            .clone();
+        let done = messages::level(&rpc, &senders, &nodes, targets, &lagging).await;
+        shared.messages.lock().expect("messages lock").lagging = done.lagging.clone();
         let primary = &nodes[0].name;
         report(&shared, primary, &done.carried, true);
         // A primary that no longer answers leaves the last comparison standing: it is the
