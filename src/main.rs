@@ -96,6 +96,10 @@ enum Command {
         /// Also print the nginx server block that proxies to the generated upstream.
         #[arg(long)]
         nginx: bool,
+        /// The storage provider's miner ID (f0…): adds `[messages]`, so that its pending
+        /// messages follow a switch; its addresses are read from the chain.
+        #[arg(long)]
+        miner: Option<String>,
         /// Daemon addresses: URLs (http://10.0.0.11:1234/rpc/v1) or FULLNODE_API_INFO values
         /// (TOKEN:/ip4/10.0.0.11/tcp/1234/http).
         #[arg(required = true)]
@@ -357,8 +361,9 @@ async fn dispatch(command: Command) -> Outcome {
         Command::Init {
             output,
             nginx,
+            miner,
             addrs,
-        } => init(&addrs, &output, nginx).await,
+        } => init(&addrs, &output, nginx, miner.as_deref()).await,
         Command::Validate { config } => validate(&config),
         Command::Check {
             config,
@@ -453,12 +458,17 @@ async fn dispatch(command: Command) -> Outcome {
 }
 
 /// `chain-co init`: exit 2 when it cannot write the configuration.
-async fn init(addrs: &[String], output: &std::path::Path, nginx: bool) -> Outcome {
-    let found = match chain_co::cli::init::init(addrs, output).await {
-        Ok(found) => found,
+async fn init(
+    addrs: &[String],
+    output: &std::path::Path,
+    nginx: bool,
+    miner: Option<&str>,
+) -> Outcome {
+    let inited = match chain_co::cli::init::init(addrs, output, miner).await {
+        Ok(inited) => inited,
         Err(e) => return Outcome::Invalid(format!("chain-co init: {e}\n")),
     };
-    for f in &found {
+    for f in &inited.nodes {
         match &f.problem {
             None => println!(
                 "{}: {} {} on {}",
@@ -468,6 +478,20 @@ async fn init(addrs: &[String], output: &std::path::Path, nginx: bool) -> Outcom
                 f.network.as_deref().unwrap_or("(unnamed network)")
             ),
             Some(why) => println!("{}: not identified: {why}", f.name),
+        }
+    }
+    if let Some(m) = &inited.miner {
+        match &m.accounts {
+            Ok(a) => println!(
+                "{}: messages of {} follow a switch",
+                m.miner,
+                chain_co::text::inert(&chain_co::apply::senders::describe(a), 400)
+            ),
+            Err(why) => println!(
+                "{}: addresses not read at init ({}); run resolves them",
+                m.miner,
+                chain_co::text::inert(why, 200)
+            ),
         }
     }
     println!(

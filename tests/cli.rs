@@ -386,6 +386,43 @@ async fn init_writes_a_config_that_validates_and_keeps_tokens_out_of_it() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 }
 
+/// `init --miner`: the `[messages]` section, with the accounts the chain gives in a comment,
+/// and a config that parses with it; a miner that is not an ID address is refused.
+#[tokio::test]
+async fn init_with_a_miner_offers_messages() {
+    use chain_co_sim::actors::{ACCOUNTS, MINER};
+    let sim = Sim::start(&["a", "b"], "1s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("chain-co.toml");
+    let run = Command::new(BIN)
+        .args(["init", "--miner", MINER, "--output"])
+        .arg(&out)
+        .args([&sim.node("a").url, &sim.node("b").url])
+        .output()
+        .expect("init");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(ACCOUNTS[1].1) && stdout.contains("worker"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&out).expect("config");
+    assert!(text.contains(&format!("[messages]\n")), "{text}");
+    assert!(text.contains(&format!("miner = \"{MINER}\"")), "{text}");
+    assert!(text.contains("# write_token_file"), "{text}");
+    let config = chain_co::config::Config::load(&out).expect("parses");
+    assert_eq!(config.message_miner.as_deref(), Some(MINER));
+    let bad = Command::new(BIN)
+        .args(["init", "--miner", "f3notanid", "--output"])
+        .arg(dir.path().join("other.toml"))
+        .arg(&sim.node("a").url)
+        .output()
+        .expect("init");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a miner ID"));
+    assert!(!dir.path().join("other.toml").exists());
+}
+
 #[test]
 fn proxy_variables_never_see_a_daemons_token() {
     let sim = Sim::start(&["a", "b"], "1s");

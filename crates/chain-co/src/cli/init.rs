@@ -32,6 +32,8 @@ pub enum InitError {
     Write { path: PathBuf, message: String },
     #[error("give at least one daemon address")]
     NoAddress,
+    #[error("--miner {0:?} is not a miner ID address (f0…, t0… on test networks)")]
+    Miner(String),
     #[error("{0}")]
     Client(String),
 }
@@ -47,6 +49,21 @@ pub struct Found {
     pub version: Option<String>,
     /// Why the daemon could not be identified, when it could not.
     pub problem: Option<String>,
+}
+
+/// `--miner`, as `init` found it: the accounts `StateMinerInfo` gave on the first daemon
+/// that identified itself, or why it could not tell.
+#[derive(Debug, Clone)]
+pub struct MinerFound {
+    pub miner: String,
+    pub accounts: Result<Vec<crate::apply::senders::Sender>, String>,
+}
+
+/// What `init` found and wrote.
+#[derive(Debug, Clone)]
+pub struct Inited {
+    pub nodes: Vec<Found>,
+    pub miner: Option<MinerFound>,
 }
 
 /// Parses an address: a URL (`http://host:1234/rpc/v1`, `ws://…`) or `TOKEN:/ip4/…/tcp/…/http`.
@@ -163,9 +180,16 @@ fn name_for(implementation: Option<&str>, url: &Url, taken: &[String]) -> String
 }
 
 /// Probes the daemons and writes the configuration to `output` (and tokens beside it).
-pub async fn init(addrs: &[String], output: &Path) -> Result<Vec<Found>, InitError> {
+pub async fn init(
+    addrs: &[String],
+    output: &Path,
+    miner: Option<&str>,
+) -> Result<Inited, InitError> {
     if addrs.is_empty() {
         return Err(InitError::NoAddress);
+    }
+    if let Some(m) = miner.filter(|m| !is_miner_id(m)) {
+        return Err(InitError::Miner(inert(m, 40)));
     }
     if output.exists() {
         return Err(InitError::Exists(output.to_path_buf()));
@@ -194,7 +218,8 @@ pub async fn init(addrs: &[String], output: &Path) -> Result<Vec<Found>, InitErr
             }
         })
         .collect();
-    let round = Prober::new(client, targets, false).round().await;
+    let endpoints: Vec<Endpoint> = targets.iter().map(|t| t.endpoint.clone()).collect();
+    let round = Prober::new(client.clone(), targets, false).round().await;
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -229,8 +254,42 @@ pub async fn init(addrs: &[String], output: &Path) -> Result<Vec<Found>, InitErr
             },
         });
     }
-    write_new(output, render(&found).as_bytes(), 0o640)?;
-    Ok(found)
+    let miner = match miner {
+        Some(m) => Some(miner_accounts(&client, &endpoints, &found, m).await),
+        None => None,
+    };
+    write_new(output, render(&found, miner.as_ref()).as_bytes(), 0o640)?;
+    Ok(Inited {
+        nodes: found,
+        miner,
+    })
+}
+
+fn is_miner_id(m: &str) -> bool {
+    crate::apply::senders::is_address(m) && m.as_bytes()[1] == b'0'
+}
+
+/// The miner's accounts, asked of the first daemon that identified itself.
+async fn miner_accounts(
+    client: &RpcClient,
+    endpoints: &[Endpoint],
+    found: &[Found],
+    miner: &str,
+) -> MinerFound {
+    let asked = found
+        .iter()
+        .zip(endpoints)
+        .find(|(f, _)| f.problem.is_none());
+    let accounts = match asked {
+        None => Err("no daemon identified itself to ask StateMinerInfo".to_string()),
+        Some((f, e)) => crate::apply::senders::resolve(client, e, &[], Some(miner))
+            .await
+            .map_err(|err| format!("{}: {err}", f.name)),
+    };
+    MinerFound {
+        miner: miner.to_string(),
+        accounts,
+    }
 }
 
 /// Creates `path` (never over an existing file) with `mode`.
@@ -246,7 +305,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InitError> {
 
 /// The configuration text: the nodes as found, the network they agree on, and the defaults
 /// written out as comments so that an operator sees every knob.
-pub fn render(found: &[Found]) -> String {
+pub fn render(found: &[Found], miner: Option<&MinerFound>) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -266,6 +325,11 @@ pub fn render(found: &[Found]) -> String {
                 t,
                 "token_file = {}   # mode 0600",
                 toml_string(&p.display().to_string())
+            );
+        }
+        if miner.is_some() {
+            t.push_str(
+                "# write_token_file = \"/etc/chain-co/write.token\"   # MpoolPush at a switch needs write\n",
             );
         }
         // Daemon words in a comment: one line, no control characters, capped.
@@ -318,6 +382,42 @@ pub fn render(found: &[Found]) -> String {
          \n[api]\n\
          # listen = \"127.0.0.1:9797\"\n\
          # token_file = \"/etc/chain-co/api.token\"\n",
+    );
+    t.push_str(&render_messages(miner));
+    t
+}
+
+/// `[messages]`: with `--miner`, the section and the accounts found; without, how to ask.
+fn render_messages(miner: Option<&MinerFound>) -> String {
+    let Some(m) = miner else {
+        return "\n# [messages]            # pending messages follow a switch (README: Messages)\n\
+                # miner = \"f0…\"        # its owner, worker and control addresses, from the chain\n"
+            .into();
+    };
+    let mut t = String::from(
+        "\n[messages]\n\
+         # The provider's pending messages follow a switch to the new primary (README:\n\
+         # Messages). Needs a token with write on each node (write_token_file).\n",
+    );
+    let _ = writeln!(t, "miner = {}", toml_string(&m.miner));
+    match &m.accounts {
+        Ok(a) => {
+            let _ = writeln!(
+                t,
+                "# at init: {}",
+                inert(&crate::apply::senders::describe(a), 400)
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(
+                t,
+                "# could not read its addresses at init: {}",
+                inert(why, 200)
+            );
+        }
+    }
+    t.push_str(
+        "# addresses = [\"f3…\"]   # other sending addresses (a wallet outside the miner's)\n",
     );
     t
 }
@@ -381,7 +481,7 @@ mod tests {
             problem: Some(format!("JSON-RPC error 1: {hostile}")),
             ..f.clone()
         };
-        let text = render(&[f, bad]);
+        let text = render(&[f, bad], None);
         assert!(!text.contains('\u{1b}'), "{text}");
         let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
         let nodes = parsed["node"].as_array().expect("nodes");
