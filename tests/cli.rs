@@ -407,7 +407,7 @@ async fn init_with_a_miner_offers_messages() {
         "{stdout}"
     );
     let text = std::fs::read_to_string(&out).expect("config");
-    assert!(text.contains(&format!("[messages]\n")), "{text}");
+    assert!(text.contains("[messages]\n"), "{text}");
     assert!(text.contains(&format!("miner = \"{MINER}\"")), "{text}");
     assert!(text.contains("# write_token_file"), "{text}");
     let config = chain_co::config::Config::load(&out).expect("parses");
