@@ -305,3 +305,85 @@ async fn a_miner_id_is_enough_and_a_sender_through_the_switch_reuses_no_nonce() 
         "consecutive"
     );
 }
+
+/// Probe tokens are `read` tokens: with no `write_token_file`, chain-co says once at start,
+/// per node, that it cannot carry messages there (`AuthVerify`), shows it in `/status`, and
+/// the switch away from a stalled primary happens all the same.
+#[tokio::test]
+async fn a_read_only_token_is_said_at_start_and_never_holds_a_switch() {
+    let sim = Sim::start(&["a", "b"], "1s");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    for n in ["a", "b"] {
+        sim.op(n, r#"{"op":"read_token","token":"read-token"}"#)
+            .await;
+    }
+    let nginx = start_nginx(dir, &[sim.addr("a")]);
+    let token = dir.join("read.token");
+    std::fs::write(&token, "read-token\n").expect("token");
+    let text = config_text(
+        dir,
+        &sim,
+        &nginx,
+        "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\nlag_grace = \"1s\"\n",
+    )
+    .replace(
+        "[[node]]\n",
+        &format!("[[node]]\ntoken_file = {:?}\n", token.display().to_string()),
+    ) + &format!("[messages]\naddresses = [\"{SENDER}\"]\n");
+    let config = dir.join("chain-co.toml");
+    std::fs::write(&config, text).expect("config");
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    wait_healthy(&api, &run).await;
+    let primary = primary_name(&sim, &nginx.upstream_file);
+    // The read token cannot push: the simulator refuses as go-jsonrpc does.
+    let refused = {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.MpoolPush", "params": [{}]});
+        reqwest::Client::new()
+            .post(&sim.node(&primary).url)
+            .header("authorization", "Bearer read-token")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("answers")
+            .text()
+            .await
+            .expect("body")
+    };
+    assert!(
+        refused.contains("missing permission to invoke 'MpoolPush' (need 'write')"),
+        "{refused}"
+    );
+    // Messages the primary holds alone cannot be carried to b.
+    sim.op(&primary, r#"{"op":"gossip_cut"}"#).await;
+    sim.op(&primary, r#"{"op":"stall"}"#).await;
+    for i in 0..2 {
+        send(&nginx.rpc_url(), i).await;
+    }
+    let moved = wait_until(Duration::from_secs(15), || {
+        primary_in(&nginx.upstream_file).is_some_and(|p| p != sim.addr(&primary))
+    })
+    .await;
+    assert!(moved.is_some(), "the switch happens: {}", run.stderr());
+    rounds_pass(&api, 3).await;
+    assert_eq!(status_json(&api).await["messages"]["carried"], 0);
+    let status = status_json(&api).await;
+    let problems = status["messages"]["problems"].to_string();
+    for n in ["a", "b"] {
+        assert!(
+            problems.contains(&format!(
+                "cannot carry messages to {n}: its token lacks write"
+            )),
+            "{status:#}"
+        );
+    }
+    let log = run.stderr();
+    assert_eq!(
+        log.matches("cannot carry messages to b: its token lacks write")
+            .count(),
+        1,
+        "said once:\n{log}"
+    );
+}

@@ -67,6 +67,10 @@ pub enum Op {
     HttpError { status: u16 },
     /// Every request must carry `Authorization: Bearer <token>` (401 otherwise).
     RequireToken { token: String },
+    /// The node also accepts `token`, with `read` only (a token made with `lotus auth
+    /// create-token --perm read`): `MpoolPush` and `MpoolPushMessage` are refused with it,
+    /// and `AuthVerify` says `["read"]`, as go-jsonrpc's permission proxy does.
+    ReadToken { token: String },
     /// ChainNotify subscriptions stay open but deliver nothing; polls still answer (a
     /// half-broken node).
     PushSilent,
@@ -146,6 +150,8 @@ struct Faults {
     /// The token a request must carry when it carries one (or always, when `required`).
     token: Option<String>,
     required: bool,
+    /// A token accepted with `read` only.
+    read_token: Option<String>,
     push: Push,
     jitter: Duration,
     f3_down: bool,
@@ -182,6 +188,7 @@ impl Faults {
             reply: Reply::Normal,
             required: profile.requires_token() && token.is_some(),
             token,
+            read_token: None,
             push: Push::Normal,
             jitter: Duration::ZERO,
             f3_down: false,
@@ -426,6 +433,7 @@ impl SimNode {
                 f.token = Some(token);
                 f.required = true;
             }
+            Op::ReadToken { token } => f.read_token = Some(token),
             Op::PushSilent => f.push = Push::Silent,
             Op::Jitter { max } => f.jitter = max,
             Op::NoPush => f.push = Push::Unavailable,
@@ -494,6 +502,9 @@ impl SimNode {
     /// Checks the bearer token as the implementations do: a header without `Bearer ` or with
     /// a wrong token is 401 everywhere; no token is 401 only where one is required (Venus).
     fn authorized(&self, f: &Faults, presented: Option<&str>) -> bool {
+        if read_only(f, presented) {
+            return true;
+        }
         match (presented, &f.token) {
             (None, _) => !f.required,
             (Some(p), Some(t)) => p.strip_prefix("Bearer ") == Some(t.as_str()),
@@ -530,7 +541,7 @@ impl SimNode {
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
                     .into_response(),
                 Reply::Normal | Reply::RpcError => {
-                    let (status, body) = self.answer(api, &f, body);
+                    let (status, body) = self.answer(api, &f, body, read_only(&f, presented));
                     (
                         status,
                         [(header::CONTENT_TYPE, "application/json")],
@@ -547,7 +558,13 @@ impl SimNode {
     }
 
     /// One JSON-RPC request → (HTTP status, reply). Shared by HTTP and WebSocket.
-    fn answer(&self, api: ApiPath, f: &Faults, body: &[u8]) -> (StatusCode, Value) {
+    fn answer(
+        &self,
+        api: ApiPath,
+        f: &Faults,
+        body: &[u8],
+        read_only: bool,
+    ) -> (StatusCode, Value) {
         let req: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
@@ -574,6 +591,13 @@ impl SimNode {
         }
         if !self.profile.has_method(method) || !self.profile.has_method_on(method, api) {
             return self.profile.method_not_found(&id, method);
+        }
+        if let Some(need) = needs(method).filter(|_| read_only) {
+            let short = method.trim_start_matches("Filecoin.");
+            return (
+                StatusCode::OK,
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":1,"message":format!("missing permission to invoke '{short}' (need '{need}')")}}),
+            );
         }
         if f.f3_down
             && method.starts_with("Filecoin.F3")
@@ -812,7 +836,7 @@ impl SimNode {
     /// after `Filecoin.ChainNotify`, the go-jsonrpc channel protocol: the channel id as the
     /// call's result, then `xrpc.ch.val` notifications — one `current`, then `apply` for each
     /// new head, `revert` + `apply` when the node moved to another branch or down.
-    async fn ws_session(self: Arc<Self>, api: ApiPath, mut socket: WebSocket) {
+    async fn ws_session(self: Arc<Self>, api: ApiPath, mut socket: WebSocket, read_only: bool) {
         let dead = self.alive.lock().expect("alive lock").clone();
         // (channel id, height and branch last notified)
         let mut subscription: Option<(u64, u64, Branch, Value)> = None;
@@ -900,7 +924,7 @@ impl SimNode {
                             .1
                             .to_string()
                     } else {
-                        self.answer(api, &f, &body).1.to_string()
+                        self.answer(api, &f, &body, read_only).1.to_string()
                     }
                 }
             };
@@ -958,17 +982,38 @@ impl SimNode {
         if !self.authorized(&f, presented.as_deref()) {
             return StatusCode::UNAUTHORIZED.into_response();
         }
+        let read_only = read_only(&f, presented.as_deref());
         self.websockets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = HeaderValue::from_str(&self.name).ok();
         let mut resp = ws
             .max_message_size(64 << 20)
-            .on_upgrade(move |socket| self.ws_session(api, socket));
+            .on_upgrade(move |socket| self.ws_session(api, socket, read_only));
         // As on every HTTP reply: which node nginx picked for this session.
         if let Some(v) = name {
             resp.headers_mut().insert("x-sim-node", v);
         }
         resp
+    }
+}
+
+/// Whether the request carries the node's read-only token.
+fn read_only(f: &Faults, presented: Option<&str>) -> bool {
+    match (
+        presented.and_then(|p| p.strip_prefix("Bearer ")),
+        &f.read_token,
+    ) {
+        (Some(p), Some(r)) => p == r,
+        _ => false,
+    }
+}
+
+/// The permission a method needs beyond `read` (go-jsonrpc's `perm` tags in Lotus's API).
+fn needs(method: &str) -> Option<&'static str> {
+    match method {
+        "Filecoin.MpoolPush" => Some("write"),
+        "Filecoin.MpoolPushMessage" => Some("sign"),
+        _ => None,
     }
 }
 

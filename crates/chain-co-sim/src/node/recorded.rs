@@ -58,6 +58,7 @@ impl SimNode {
             "Filecoin.StateNetworkVersion" => json!(25),
             // Any token is accepted where none is configured; else only the pool's.
             "Filecoin.AuthVerify" => match params.get(0).and_then(Value::as_str) {
+                Some(t) if f.read_token.as_deref() == Some(t) => json!(["read"]),
                 Some(t) if f.token.as_deref().is_none_or(|want| want == t) => {
                     json!(["read", "write", "sign", "admin"])
                 }

@@ -137,7 +137,7 @@ pub(crate) fn level_pools(
         let done = messages::level(&rpc, &senders, &nodes, targets, &lagging).await;
         shared.messages.lock().expect("messages lock").lagging = done.lagging.clone();
         let primary = &nodes[0].name;
-        report(&shared, primary, &done.carried, true);
+        report(&shared, primary, &done.carried);
         // A primary that no longer answers leaves the last comparison standing: it is the
         // one the next promotion needs (which backup holds the dying primary's messages).
         if done.complete {
@@ -164,16 +164,16 @@ pub(crate) fn level_pools(
 /// every message is said once an hour, not every round).
 const SAY_AGAIN: Duration = Duration::from_secs(3600);
 
-/// Says what a carry or a relay did: the log, the journal, the counter and `/status`. With
-/// `once`, a problem said within [`SAY_AGAIN`] is not said again (a levelling meets the
-/// same one every round).
-fn report(shared: &Shared, to: &str, done: &messages::Carried, once: bool) {
+/// Says what a carry or a relay did: the log, the journal, the counter and `/status`. A
+/// problem said within [`SAY_AGAIN`] is not said again (a levelling meets the same one
+/// every round; a token without write is said at start).
+fn report(shared: &Shared, to: &str, done: &messages::Carried) {
     let mut m = shared.messages.lock().expect("messages lock");
     let now = SystemTime::now();
     let mut problems: Vec<String> = Vec::new();
     for p in &done.problems {
         let said = m.said.get(&p.about).copied();
-        if once && said.is_some_and(|t| now.duration_since(t).unwrap_or_default() < SAY_AGAIN) {
+        if said.is_some_and(|t| now.duration_since(t).unwrap_or_default() < SAY_AGAIN) {
             continue;
         }
         m.said.insert(p.about.clone(), now);
@@ -216,7 +216,7 @@ pub(crate) fn after_switch(
     let (shared, rpc) = (shared.clone(), rpc.clone());
     tasks.spawn(async move {
         let done = messages::carry(&rpc, &senders, from.as_ref(), &others, &to).await;
-        report(&shared, &to.name, &done, false);
+        report(&shared, &to.name, &done);
     });
 }
 
