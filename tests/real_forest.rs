@@ -447,3 +447,117 @@ fn tokens_signed_by_different_secrets_are_said_before_a_switch_fails_a_client() 
     let token = std::fs::read_to_string(&pool.nodes[0].2).expect("token");
     assert!(!json.to_string().contains(token.trim()), "{out}");
 }
+
+/// `[messages]` against real Forest daemons: probe tokens made with `read` only (`AuthNew`)
+/// are said at start to lack write, per node, in Forest's own refusal; a miner whose state the
+/// genesis-stuck daemon cannot read is said once, in its words made inert; the loop runs on
+/// and the pool is published; every `MpoolGetNonce` of the levelling answers, so no other
+/// problem appears.
+#[test]
+fn real_forest_read_tokens_and_an_unreadable_miner_are_said_and_hold_nothing() {
+    let Some(pool) = ForestPool::start("cc-forest-msgs", 2) else {
+        return;
+    };
+    let nodes = pool.nodes.clone();
+    in_netns(&pool.ns, move |rt| {
+        rt.block_on(async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let nginx = start_nginx_with(
+                dir.path(),
+                &[nodes[0].1.split('/').nth(2).expect("host:port").to_string()],
+                Duration::from_secs(60),
+            );
+            let mut text = String::new();
+            for (i, (name, url, admin, _)) in nodes.iter().enumerate() {
+                // A read token, made by the daemon itself.
+                let admin = std::fs::read_to_string(admin).expect("token");
+                let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"Filecoin.AuthNew","params":[["read"]]});
+                let reply = reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(admin.trim())
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("AuthNew")
+                    .text()
+                    .await
+                    .expect("a body");
+                let reply: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+                // AuthNew gives the token's bytes, base64 in JSON.
+                let read = base64_decode(reply["result"].as_str().expect("a token"));
+                let file = dir.path().join(format!("read{i}.token"));
+                std::fs::write(&file, read).expect("token");
+                text.push_str(&format!(
+                    "[[node]]\nname = \"{name}\"\nurl = \"{url}\"\ntoken_file = {:?}\n",
+                    file.display().to_string()
+                ));
+            }
+            let test_cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
+            text.push_str(&format!(
+                "[probe]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+                 [select]\nrise = 2\nfall = 2\nstale_after = \"1h\"\n\
+                 [api]\nlisten = \"127.0.0.1:0\"\nstate_file = {:?}\n\
+                 [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n\
+                 [messages]\nminer = \"t01000\"\n",
+                dir.path().join("state.json").display().to_string(),
+                nginx.upstream_file.display().to_string(),
+                test_cmd.join(", "),
+                nginx.pid_file.display().to_string(),
+            ));
+            let config = dir.path().join("chain-co.toml");
+            std::fs::write(&config, text).expect("config");
+            let run = start_run_near_genesis(&config);
+            let api = api_url(&run).await;
+            let up = wait_until(Duration::from_secs(20), || {
+                servers(&nginx.upstream_file).len() == 2
+            })
+            .await;
+            assert!(up.is_some(), "the pool never came up:\n{}", run.stderr());
+            rounds_pass(&api, 4).await;
+            let status = status_json(&api).await;
+            let problems: Vec<String> = status["messages"]["problems"]
+                .as_array()
+                .expect("problems")
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            for (name, ..) in &nodes {
+                assert!(
+                    problems.contains(&format!(
+                        "cannot carry messages to {name}: its token lacks write (set [[node]] write_token_file)"
+                    )),
+                    "{problems:#?}"
+                );
+            }
+            let miner: Vec<&String> = problems
+                .iter()
+                .filter(|p| p.starts_with("cannot resolve miner t01000's addresses"))
+                .collect();
+            assert_eq!(miner.len(), 1, "{problems:#?}\n{}", run.stderr());
+            assert!(miner[0].contains("StateMinerInfo"), "{miner:?}");
+            assert_eq!(problems.len(), 3, "no other problem: {problems:#?}");
+            assert!(!status["primary"].is_null(), "{status:#}");
+            println!("real Forest [messages]: {problems:?}");
+        })
+    });
+}
+
+/// Standard base64 (with padding) to text: what `AuthNew` returns.
+fn base64_decode(b64: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in b64.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}

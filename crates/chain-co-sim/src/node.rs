@@ -593,11 +593,7 @@ impl SimNode {
             return self.profile.method_not_found(&id, method);
         }
         if let Some(need) = needs(method).filter(|_| read_only) {
-            let short = method.trim_start_matches("Filecoin.");
-            return (
-                StatusCode::OK,
-                json!({"jsonrpc":"2.0","id":id,"error":{"code":1,"message":format!("missing permission to invoke '{short}' (need '{need}')")}}),
-            );
+            return self.profile.missing_permission(&id, method, need);
         }
         if f.f3_down
             && method.starts_with("Filecoin.F3")

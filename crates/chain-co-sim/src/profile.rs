@@ -207,6 +207,21 @@ impl Profile {
         }
     }
 
+    /// A call the token's permissions do not cover (`need` is the permission the method
+    /// needs): go-jsonrpc (Lotus, Venus) answers code 1 and names the method without its
+    /// namespace; Forest -32003 with the full name (recorded from Forest 0.39 with a token
+    /// made by `AuthNew(["read"])`).
+    pub fn missing_permission(&self, id: &Value, method: &str, need: &str) -> (StatusCode, Value) {
+        let (code, named) = match self {
+            Profile::Forest => (-32003, method),
+            _ => (1, method.trim_start_matches("Filecoin.")),
+        };
+        (
+            StatusCode::OK,
+            json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":format!("missing permission to invoke '{named}' (need '{need}')")}}),
+        )
+    }
+
     /// The reply to a method the implementation does not have: go-jsonrpc (Lotus, Venus) sends
     /// HTTP 500 with -32601 and its own wording; Forest (jsonrpsee) HTTP 200 with "Method not
     /// found".

@@ -125,7 +125,10 @@ async fn other_form(
         Err(ResolveError::Rpc {
             source: RpcError::Rpc { message, .. },
             ..
-        }) if message.contains("not found") => Ok(None),
+        }) if message.contains("not found") || message.contains("failed to find actor") => {
+            // Lotus: "actor not found"; Forest 0.39: "failed to find actor: …" (seen).
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
