@@ -218,12 +218,11 @@ async fn a_node_refusing_every_message_is_reported_and_holds_nothing_up() {
     assert!(said <= 4, "said {said} times:\n{log}");
 }
 
-/// `[messages] miner` alone: chain-co reads the worker from `StateMinerInfo`, learns its key
-/// address, and follows messages naming the worker's ID address (as lotus-miner's do). A
-/// miner-like sender pushes every second through nginx while the primary, its pubsub broken,
-/// stalls and is replaced: no nonce is handed out twice, and the simulator counts no conflict.
-#[tokio::test]
-async fn a_miner_id_is_enough_and_a_sender_through_the_switch_reuses_no_nonce() {
+/// A miner-like sender pushes from the worker's ID address every second through nginx while
+/// the primary, its pubsub broken, stalls and is replaced. With `messages`, the config has only
+/// `[messages] miner`. Returns what the sender saw, the conflicts the simulator counted, how
+/// many messages the new primary lacked when the switch was seen, and chain-co's log.
+async fn sender_scenario(messages: bool) -> (chain_co_sim::testbed::SentLog, u64, u64, String) {
     use chain_co_sim::actors::{ACCOUNTS, MINER};
     let worker = ACCOUNTS[1].1;
     let sim = Sim::start(&["a", "b", "c"], "1s");
@@ -232,39 +231,43 @@ async fn a_miner_id_is_enough_and_a_sender_through_the_switch_reuses_no_nonce() 
     let nginx = start_nginx(dir, &[sim.addr("a")]);
     let token = dir.join("write.token");
     std::fs::write(&token, "write-token\n").expect("token");
-    let text = config_text(
+    let mut text = config_text(
         dir,
         &sim,
         &nginx,
         "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\nlag_grace = \"1s\"\n",
-    )
-    .replace(
-        "[[node]]\n",
-        &format!(
-            "[[node]]\nwrite_token_file = {:?}\n",
-            token.display().to_string()
-        ),
-    ) + &format!("[messages]\nminer = \"{MINER}\"\n");
+    );
+    if messages {
+        text = text.replace(
+            "[[node]]\n",
+            &format!(
+                "[[node]]\nwrite_token_file = {:?}\n",
+                token.display().to_string()
+            ),
+        ) + &format!("[messages]\nminer = \"{MINER}\"\n");
+    }
     let config = dir.join("chain-co.toml");
     std::fs::write(&config, text).expect("config");
     let run = start_run(&config);
     let api = api_url(&run).await;
     wait_healthy(&api, &run).await;
-    // The accounts are resolved within a few rounds.
-    let mut senders = Value::Null;
-    for _ in 0..50 {
-        senders = status_json(&api).await["messages"]["senders"].clone();
-        if senders.as_array().is_some_and(|s| s.len() == 3) {
-            break;
+    if messages {
+        // The accounts are resolved within a few rounds.
+        let mut senders = Value::Null;
+        for _ in 0..50 {
+            senders = status_json(&api).await["messages"]["senders"].clone();
+            if senders.as_array().is_some_and(|s| s.len() == 3) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let worker_entry = senders
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["address"] == worker))
+            .unwrap_or_else(|| panic!("worker not followed: {senders}\n{}", run.stderr()));
+        assert_eq!(worker_entry["also"], ACCOUNTS[1].2, "{senders}");
+        assert_eq!(worker_entry["role"], "worker", "{senders}");
     }
-    let worker_entry = senders
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["address"] == worker))
-        .unwrap_or_else(|| panic!("worker not followed: {senders}\n{}", run.stderr()));
-    assert_eq!(worker_entry["also"], ACCOUNTS[1].2, "{senders}");
-    assert_eq!(worker_entry["role"], "worker", "{senders}");
     let primary = primary_name(&sim, &nginx.upstream_file);
     sim.op(&primary, r#"{"op":"gossip_cut"}"#).await;
     let sender = chain_co_sim::testbed::MessageSender::start(
@@ -280,6 +283,17 @@ async fn a_miner_id_is_enough_and_a_sender_through_the_switch_reuses_no_nonce() 
     })
     .await;
     assert!(moved.is_some(), "{}", run.stderr());
+    let new = primary_name(&sim, &nginx.upstream_file);
+    let sent_so_far = sender.log().sent.len() as u64;
+    let held = rpc(
+        &sim.node(&new).url,
+        "Filecoin.MpoolGetNonce",
+        json!([worker]),
+    )
+    .await["result"]
+        .as_u64()
+        .unwrap_or(0);
+    let lacking = sent_so_far.saturating_sub(held);
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let log = sender.stop().await;
     let conflicts: u64 = sim_nodes(&sim)
@@ -287,23 +301,42 @@ async fn a_miner_id_is_enough_and_a_sender_through_the_switch_reuses_no_nonce() 
         .iter()
         .map(|n| n["nonce_conflicts"].as_u64().unwrap_or(0))
         .sum();
-    let nonces: Vec<u64> = log.sent.iter().map(|(_, n, _)| *n).collect();
     let answered: std::collections::BTreeSet<&str> =
         log.sent.iter().map(|(_, _, node)| node.as_str()).collect();
     println!(
-        "messages: miner sender: {} sent, {} failed, {} nonces reused, {conflicts} conflicts, answered by {answered:?}",
+        "messages: miner sender, [messages] {}: {} sent, {} failed, new primary lacked {lacking} when the switch was seen, {} nonces reused (each a message lost), {conflicts} conflicts, answered by {answered:?}",
+        if messages { "miner only" } else { "off" },
         log.sent.len(),
         log.failed.len(),
         log.reused()
     );
     assert!(answered.len() >= 2, "the sender was moved: {log:?}");
-    assert_eq!(log.reused(), 0, "nonces {nonces:?}\n{}", run.stderr());
-    assert_eq!(conflicts, 0, "nonces {nonces:?}\n{}", run.stderr());
+    (log, conflicts, lacking, run.stderr())
+}
+
+/// `[messages] miner` alone: chain-co reads the worker from `StateMinerInfo`, learns its key
+/// address, and follows messages naming the worker's ID address (as lotus-miner's do): no
+/// nonce is handed out twice, and the simulator counts no conflict.
+#[tokio::test]
+async fn a_miner_id_is_enough_and_a_sender_through_the_switch_reuses_no_nonce() {
+    let (log, conflicts, _, stderr) = sender_scenario(true).await;
+    let nonces: Vec<u64> = log.sent.iter().map(|(_, n, _)| *n).collect();
+    assert_eq!(log.reused(), 0, "nonces {nonces:?}\n{stderr}");
+    assert_eq!(conflicts, 0, "nonces {nonces:?}\n{stderr}");
     assert_eq!(
         nonces,
         (0..nonces.len() as u64).collect::<Vec<_>>(),
         "consecutive"
     );
+}
+
+/// The same sender without `[messages]`: the new primary hands the cut primary's nonces out
+/// again.
+#[tokio::test]
+async fn without_messages_a_sender_through_the_switch_reuses_nonces() {
+    let (log, _, lacking, _) = sender_scenario(false).await;
+    assert!(lacking > 0, "{log:?}");
+    assert!(log.reused() > 0, "{log:?}");
 }
 
 /// Probe tokens are `read` tokens: with no `write_token_file`, chain-co says once at start,
