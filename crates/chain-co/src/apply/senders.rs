@@ -226,6 +226,97 @@ fn short(a: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A daemon answering each state method with `reply(method, address)`.
+    async fn daemon(reply: fn(&str, &str) -> Value) -> Endpoint {
+        use axum::{routing::post, Json, Router};
+        let app = Router::new().route(
+            "/rpc/v1",
+            post(move |Json(req): Json<Value>| async move {
+                let method = req["method"].as_str().unwrap_or("");
+                let address = req["params"][0].as_str().unwrap_or("");
+                Json(json!({"jsonrpc": "2.0", "id": req["id"], "result": reply(method, address)}))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Endpoint {
+            url: format!("http://{addr}/rpc/v1").parse().expect("url"),
+            token: None,
+            transport: crate::probe::rpc::Transport::Http,
+        }
+    }
+
+    fn rpc() -> RpcClient {
+        RpcClient::new(Duration::from_secs(2), 1 << 20).expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_miner_is_resolved_to_its_accounts_each_once_with_its_other_address() {
+        let e = daemon(|method, address| match method {
+            "Filecoin.StateMinerInfo" => json!({
+                "Owner": "f0100", "Worker": "f0101", "NewWorker": "<empty>",
+                "ControlAddresses": ["f0102", "f0101"]
+            }),
+            "Filecoin.StateAccountKey" => json!(format!("f3key{}", &address[2..])),
+            "Filecoin.StateLookupID" => json!(format!("f0{}", &address[5..])),
+            _ => Value::Null,
+        })
+        .await;
+        let got = resolve(&rpc(), &e, &["f3key101".into()], Some("f01000"))
+            .await
+            .expect("resolved");
+        let shown: Vec<(String, Option<String>, Role)> = got
+            .iter()
+            .map(|s| (s.address.clone(), s.also.clone(), s.role))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                // Configured as a key address; the miner's worker is the same account.
+                ("f3key101".into(), Some("f0101".into()), Role::Configured),
+                ("f0100".into(), Some("f3key100".into()), Role::Owner),
+                ("f0102".into(), Some("f3key102".into()), Role::Control),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hostile_miner_info_is_refused_or_capped_never_passed_on() {
+        let e = daemon(|method, _| match method {
+            "Filecoin.StateMinerInfo" => json!({
+                "Owner": "f0100", "Worker": "f0101\n[nginx]\u{1b}[2J"
+            }),
+            _ => Value::Null,
+        })
+        .await;
+        let err = resolve(&rpc(), &e, &[], Some("f01000"))
+            .await
+            .expect_err("not an address");
+        let words = err.to_string();
+        assert!(words.contains("not an address"), "{words}");
+        assert!(
+            !words.contains('\n') && !words.contains('\u{1b}'),
+            "{words:?}"
+        );
+        let e = daemon(|method, address| match method {
+            "Filecoin.StateMinerInfo" => json!({
+                "Owner": "f0100", "Worker": "f0101",
+                "ControlAddresses": (0..5000).map(|i| format!("f0{}", 2000 + i)).collect::<Vec<_>>()
+            }),
+            "Filecoin.StateAccountKey" => json!(format!("f3k{}", &address[2..])),
+            _ => Value::Null,
+        })
+        .await;
+        let got = resolve(&rpc(), &e, &[], Some("f01000"))
+            .await
+            .expect("capped");
+        assert_eq!(got.len(), 2 + MAX_CONTROL);
+    }
 
     #[test]
     fn an_address_is_checked_before_it_is_kept() {

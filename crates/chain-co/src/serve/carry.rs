@@ -57,12 +57,14 @@ pub(crate) fn daemons(config: &Config) -> Vec<Daemon> {
 }
 
 /// At start, with `[messages]`: whether the token `MpoolPush` would use on each node has
-/// `write` (`AuthVerify`). One that lacks it is said once, in the log and `/status`; a node
-/// that cannot tell is left to its first carry. Never holds anything up.
+/// `write` (`AuthVerify`, asked with the probe's token: the write token only ever authorizes
+/// `MpoolPush`, here it is the question). One that lacks it is said once, in the log and
+/// `/status`; a node that cannot tell is left to its first carry. Never holds anything up.
 pub(crate) async fn check_write(nodes: Vec<Daemon>, rpc: RpcClient, shared: Arc<Shared>) {
     for d in nodes {
-        let endpoint = d.write.as_ref().unwrap_or(&d.endpoint);
-        let problem = match &endpoint.token {
+        let endpoint = &d.endpoint;
+        let pushes_with = d.write.as_ref().unwrap_or(&d.endpoint);
+        let problem = match &pushes_with.token {
             None => Some(format!(
                 "cannot carry messages to {}: no token with write (set [[node]] write_token_file)",
                 d.name

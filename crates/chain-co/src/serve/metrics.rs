@@ -217,7 +217,7 @@ impl Metrics {
         );
         registry.register(
             "messages_carried",
-            "Pending signed messages of [messages] addresses pushed to a new primary at a switch",
+            "Pending signed messages of the followed accounts pushed to another node: carried to a new primary at a switch, or relayed to a node that lacked them between switches",
             m.messages_carried.clone(),
         );
         registry.register(
