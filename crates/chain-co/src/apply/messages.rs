@@ -15,7 +15,7 @@
 //! used for `MpoolPush` alone. A message the node already has, or whose nonce is already on
 //! chain, is done, not an error. Nothing here ever holds a switch.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -139,9 +139,21 @@ pub struct Levelled {
     pub behind: Vec<(String, String, u64)>,
     /// The primary answered every nonce asked: `behind` is a full comparison.
     pub complete: bool,
-    /// (node, address) pairs found behind before relaying: the next levelling relays to
-    /// those still behind then.
-    pub lagging: BTreeSet<(String, String)>,
+    /// Per (node, address) found behind before relaying: the next levelling relays to those
+    /// still behind then.
+    pub lagging: Lagging,
+}
+
+/// Nodes found behind, per (node, address), and at which nonces.
+pub type Lagging = BTreeMap<(String, String), Lag>;
+
+/// One node behind for one address: its nonce, the highest nonce in the pool, and whether a
+/// relay was already tried at exactly these two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    pub have: u64,
+    pub top: u64,
+    pub tried: bool,
 }
 
 /// Keeps the pools level between switches, as gossip would: for each sender, every node
@@ -154,13 +166,15 @@ pub struct Levelled {
 ///
 /// Gossip takes a moment: a node is given messages only when it was behind at the previous
 /// levelling too (`lagging`, from the last [`Levelled::lagging`]), so that a message on its
-/// way costs no read of a large `MpoolPending`.
+/// way costs no read of a large `MpoolPending`. A relay that changed nothing (a backup whose
+/// chain lags, so that its nonce trails for messages no pool holds any more) is not tried
+/// again until one of the two nonces moves: no large read every round.
 pub async fn level(
     rpc: &RpcClient,
     senders: &[Sender],
     nodes: &[Daemon],
     targets: usize,
-    lagging: &BTreeSet<(String, String)>,
+    lagging: &Lagging,
 ) -> Levelled {
     let mut out = Levelled {
         complete: true,
@@ -179,15 +193,26 @@ pub async fn level(
         let behind: Vec<usize> = (0..targets.min(nodes.len()))
             .filter(|&i| have[i].is_some_and(|n| n < top))
             .collect();
-        out.lagging.extend(
-            behind
-                .iter()
-                .map(|&i| (nodes[i].name.clone(), address.to_string())),
-        );
-        let due: Vec<usize> = behind
-            .into_iter()
-            .filter(|&i| lagging.contains(&(nodes[i].name.clone(), address.to_string())))
-            .collect();
+        let mut due = Vec::new();
+        for i in behind {
+            let key = (nodes[i].name.clone(), address.to_string());
+            let have_i = have[i].unwrap_or(0);
+            let same = |l: &Lag| l.have == have_i && l.top == top;
+            let was = lagging.get(&key);
+            let tried_here = was.is_some_and(|l| l.tried && same(l));
+            let now_due = was.is_some() && !tried_here;
+            if now_due {
+                due.push(i);
+            }
+            out.lagging.insert(
+                key,
+                Lag {
+                    have: have_i,
+                    top,
+                    tried: tried_here || now_due,
+                },
+            );
+        }
         if !due.is_empty() {
             relay(rpc, sender, nodes, &mut have, top, &due, &mut out.carried).await;
         }
@@ -483,6 +508,71 @@ mod tests {
             "{nonces:?}"
         );
         assert!(kept.iter().all(|(_, m)| m["Message"]["From"] == "f3ours"));
+    }
+
+    /// A node whose `MpoolGetNonce` is `nonce` and whose pool is empty; counts its
+    /// `MpoolPending` reads.
+    async fn node_at(
+        name: &str,
+        nonce: u64,
+        reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Daemon {
+        use axum::{routing::post, Json, Router};
+        let app = Router::new().route(
+            "/rpc/v1",
+            post(move |Json(req): Json<Value>| {
+                let reads = reads.clone();
+                async move {
+                    let result = match req["method"].as_str() {
+                        Some("Filecoin.MpoolGetNonce") => json!(nonce),
+                        Some("Filecoin.MpoolPending") => {
+                            reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            json!([])
+                        }
+                        _ => Value::Null,
+                    };
+                    Json(json!({"jsonrpc": "2.0", "id": req["id"], "result": result}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Daemon {
+            name: name.into(),
+            endpoint: Endpoint {
+                url: format!("http://{addr}/rpc/v1").parse().expect("url"),
+                token: None,
+                transport: crate::probe::rpc::Transport::Http,
+            },
+            write: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backup_behind_for_messages_no_pool_holds_is_read_for_once_not_every_round() {
+        // The primary's nonce is 10 by its chain; the backup's chain lags at 8, and no pool
+        // holds 8 and 9 any more (they landed).
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let nodes = vec![
+            node_at("a", 10, reads.clone()).await,
+            node_at("b", 8, reads.clone()).await,
+        ];
+        let rpc = RpcClient::new(Duration::from_secs(2), 1 << 20).expect("client");
+        let senders = [Sender::configured("f3w")];
+        let mut lagging = Lagging::new();
+        let mut counts = Vec::new();
+        for _ in 0..4 {
+            let done = level(&rpc, &senders, &nodes, 2, &lagging).await;
+            lagging = done.lagging;
+            counts.push(reads.load(std::sync::atomic::Ordering::Relaxed));
+            assert_eq!(done.behind, vec![("b".into(), "f3w".into(), 2)]);
+            assert!(done.complete && done.carried.problems.is_empty());
+        }
+        // Round 1: seen behind (gossip gets a round); round 2: one read; then none.
+        assert_eq!(counts, vec![0, 1, 1, 1]);
     }
 
     fn rpc_error(message: &str) -> RpcError {

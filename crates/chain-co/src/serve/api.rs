@@ -87,7 +87,7 @@ pub struct Messages {
     pub(crate) said: std::collections::BTreeMap<String, SystemTime>,
     /// (node, address) found behind at the last levelling: relayed to if still behind.
     #[serde(skip)]
-    pub(crate) lagging: std::collections::BTreeSet<(String, String)>,
+    pub(crate) lagging: crate::apply::messages::Lagging,
 }
 
 impl Messages {
