@@ -218,3 +218,63 @@ async fn every_metric_and_label_the_rules_and_dashboard_use_is_exported() {
     }
     assert!(checked >= 20, "only {checked} uses checked");
 }
+
+/// `[ha] track_file`: the nginx watch's view is a metric too, `chain_co_nginx_up`, labelled
+/// with the pid file it watches: 1 while nginx runs with an accepted configuration, 0 from the
+/// moment its master dies (the track file says 1 then).
+#[tokio::test]
+async fn nginx_up_follows_the_master_the_watch_sees() {
+    let sim = Sim::start(&["a", "b"], "1s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nginx = start_nginx(dir.path(), &[sim.addr("a")]);
+    let track = dir.path().join("nginx-down");
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &nginx,
+        &format!("[ha]\ntrack_file = {:?}\n", track.display().to_string()),
+    );
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    let series = format!(
+        "chain_co_nginx_up{{pid_file=\"{}\"}}",
+        nginx.pid_file.display()
+    );
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&series))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = metric(&metrics_text(&api).await);
+        if seen.as_deref() == Some("1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("1"), "{}", run.stderr());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nginx.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill nginx's master");
+    for _ in 0..50 {
+        seen = metric(&metrics_text(&api).await);
+        if seen.as_deref() == Some("0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("0"), "{}", run.stderr());
+    assert_eq!(std::fs::read_to_string(&track).expect("track").trim(), "1");
+}
+
+async fn metrics_text(api: &str) -> String {
+    reqwest::get(format!("{api}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body")
+}

@@ -44,6 +44,11 @@ struct ApplyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PidFileLabel {
+    pid_file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     node: String,
     reason: ErrorKind,
@@ -71,6 +76,7 @@ pub struct Metrics {
     reloads: Counter,
     sessions_moved: Counter,
     messages_carried: Counter,
+    nginx_up: Family<PidFileLabel, Gauge>,
     applies: Family<ApplyLabel, Counter>,
     /// Node labels that have series, so that a node leaving the config takes them along.
     nodes_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -114,6 +120,7 @@ impl Metrics {
             reloads: Counter::default(),
             sessions_moved: Counter::default(),
             messages_carried: Counter::default(),
+            nginx_up: Family::default(),
             applies: Family::default(),
             nodes_seen: Default::default(),
             failed_applies: Counter::default(),
@@ -152,6 +159,11 @@ impl Metrics {
             "pool_finalized_epoch",
             "The newest epoch at least two nodes' F3 finalized (absent in a pool without F3)",
             m.pool_finalized.clone(),
+        );
+        registry.register(
+            "nginx_up",
+            "1 while nginx's master (by its pid file) runs with a configuration test_cmd accepts, 0 while it is dead or refused: what keepalived's track file says (absent: no [ha] track_file watch)",
+            m.nginx_up.clone(),
         );
         registry.register(
             "finality_stalled",
@@ -457,7 +469,16 @@ impl Metrics {
         self.sessions_moved.inc_by(n);
     }
 
-    /// Counts pending messages carried to a new primary.
+    /// What the nginx watch saw of the master named by `pid_file`.
+    pub(crate) fn nginx_up(&self, pid_file: &std::path::Path, up: bool) {
+        self.nginx_up
+            .get_or_create(&PidFileLabel {
+                pid_file: pid_file.display().to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Counts pending messages carried to a new primary, or relayed to a node lacking them.
     pub(crate) fn messages_carried(&self, n: u64) {
         self.messages_carried.inc_by(n);
     }

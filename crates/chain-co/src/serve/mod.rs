@@ -94,8 +94,16 @@ pub async fn run(
         let shared = shared.clone();
         let track_file = watch.track_file.clone();
         info!(pid_file = %watch.pid_file.display(), track_file = %track_file.display(), "watching nginx's master");
+        let pid_file = watch.pid_file.clone();
         tasks.spawn(watch.run(shutdown.clone(), move |event| {
             let text = event.text(&track_file);
+            match &event {
+                NginxEvent::Running { .. } => shared.metrics.nginx_up(&pid_file, true),
+                NginxEvent::Died { .. } | NginxEvent::Refused { .. } => {
+                    shared.metrics.nginx_up(&pid_file, false)
+                }
+                NginxEvent::Off { .. } | NginxEvent::TrackFileFailed { .. } => {}
+            }
             match &event {
                 NginxEvent::Running { .. } => info!("{text}"),
                 NginxEvent::Off { .. } => {
