@@ -503,6 +503,11 @@ impl Daemon {
         Ok(())
     }
 
+    /// The client the message carrier uses (the start check of write tokens shares it).
+    pub(crate) fn carrier(&self) -> RpcClient {
+        self.carrier.clone()
+    }
+
     /// One round after probing: decide, log changes, apply.
     pub async fn step(&mut self, round: Round, trigger: Trigger) -> Report {
         let pushed = self

@@ -53,9 +53,8 @@ pub async fn run(
     let nodes = config.nodes.len();
     let nginx_watch = nginx_watch(&config);
     let carriers = config.carries_messages().then(|| carry::daemons(&config));
-    let permission_client =
-        crate::probe::rpc::RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes).ok();
     let (daemon, shared) = Daemon::new(config, Some(path.clone()))?;
+    let carrier = daemon.carrier();
     daemon.preflight().map_err(ServeError::Preflight)?;
     let listener = api::bind(listen).await.map_err(|source| ServeError::Bind {
         addr: listen,
@@ -87,8 +86,8 @@ pub async fn run(
         });
     }
     let _watcher = watch_file(&path, reload_tx)?;
-    if let (Some(nodes), Some(rpc)) = (carriers, permission_client) {
-        tasks.spawn(carry::check_write(nodes, rpc, shared.clone()));
+    if let Some(nodes) = carriers {
+        tasks.spawn(carry::check_write(nodes, carrier, shared.clone()));
     }
     if let Some(watch) = nginx_watch {
         let shared = shared.clone();
