@@ -386,6 +386,60 @@ async fn init_writes_a_config_that_validates_and_keeps_tokens_out_of_it() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 }
 
+/// `check` with `[messages]`: the accounts `run` would follow, resolved from the miner, and a
+/// node whose token cannot push said, in the JSON and the text alike.
+#[tokio::test]
+async fn check_shows_whose_messages_follow_and_which_node_cannot_take_them() {
+    use chain_co_sim::actors::{ACCOUNTS, MINER};
+    let sim = Sim::start(&["a", "b"], "1s");
+    sim.op("b", r#"{"op":"read_token","token":"read-token"}"#)
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = pool_config(dir.path(), &sim);
+    let token = dir.path().join("b.token");
+    std::fs::write(&token, "read-token\n").expect("token");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let b_url = format!("url = \"{}\"\n", sim.node("b").url);
+    let text = text.replacen(
+        &b_url,
+        &format!("{b_url}token_file = {:?}\n", token.display().to_string()),
+        1,
+    ) + &format!("[messages]\nminer = \"{MINER}\"\n");
+    std::fs::write(&config, text).expect("config");
+    let (_, json) = check_json(&config);
+    let m = &json["messages"];
+    let followed: Vec<&str> = m["senders"]
+        .as_array()
+        .expect("senders")
+        .iter()
+        .filter_map(|s| s["address"].as_str())
+        .collect();
+    assert_eq!(
+        followed,
+        [ACCOUNTS[0].1, ACCOUNTS[1].1, ACCOUNTS[2].1],
+        "{json:#}"
+    );
+    assert_eq!(
+        m["problems"],
+        serde_json::json!([
+            "cannot carry messages to a: no token with write (set [[node]] write_token_file)",
+            "cannot carry messages to b: its token lacks write (set [[node]] write_token_file)"
+        ]),
+        "{json:#}"
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("pending messages follow a switch for: f0100 (")
+            && stdout.contains("WARNING: cannot carry messages to b: its token lacks write"),
+        "{stdout}"
+    );
+}
+
 /// `init --miner`: the `[messages]` section, with the accounts the chain gives in a comment,
 /// and a config that parses with it; a miner that is not an ID address is refused.
 #[tokio::test]

@@ -380,6 +380,30 @@ fn already_done(e: &RpcError) -> bool {
         if message.contains("nonce too low") || message.contains("already in mpool") || message.contains("already exists"))
 }
 
+/// Whether the token `MpoolPush` would use on `d` has `write` (`AuthVerify`, asked with the
+/// probe's token: the write token only ever authorizes `MpoolPush`, here it is the question).
+/// `Some(words)` when it has not; `None` when it has, or the node cannot tell (left to the
+/// first carry).
+pub async fn write_problem(rpc: &RpcClient, d: &Daemon) -> Option<String> {
+    let pushes_with = d.write.as_ref().unwrap_or(&d.endpoint);
+    let Some(t) = &pushes_with.token else {
+        return Some(format!(
+            "cannot carry messages to {}: no token with write (set [[node]] write_token_file)",
+            d.name
+        ));
+    };
+    match rpc
+        .call::<Vec<String>>(&d.endpoint, "Filecoin.AuthVerify", json!([t.expose()]))
+        .await
+    {
+        Ok(perms) if !perms.iter().any(|p| p == "write" || p == "admin") => Some(format!(
+            "cannot carry messages to {}: its token lacks write (set [[node]] write_token_file)",
+            d.name
+        )),
+        _ => None,
+    }
+}
+
 /// What a "token lacks write" problem is about, wherever it is met.
 pub(crate) fn lacks_write_about(node: &str) -> String {
     format!("write {node}")

@@ -194,6 +194,31 @@ pub async fn resolve(
     Ok(out)
 }
 
+/// [`resolve`] on the first of `nodes` that answers every call (the caller puts the primary
+/// first); else why none did, in words for the log and `/status`.
+pub async fn resolve_on_any(
+    rpc: &RpcClient,
+    nodes: &[crate::apply::messages::Daemon],
+    configured: &[String],
+    miner: Option<&str>,
+) -> Result<Vec<Sender>, String> {
+    let mut failures = Vec::new();
+    for d in nodes {
+        match resolve(rpc, &d.endpoint, configured, miner).await {
+            Ok(list) => return Ok(list),
+            Err(e) => failures.push(format!("{}: {e}", d.name)),
+        }
+    }
+    let what = miner.map_or_else(
+        || "the provider's addresses".to_string(),
+        |m| format!("miner {m}'s addresses"),
+    );
+    Err(crate::text::inert(
+        &format!("cannot resolve {what}: {}", failures.join("; ")),
+        400,
+    ))
+}
+
 /// Each sender in words, for the log and `status`: "f0101 (f3…, worker)".
 pub fn describe(senders: &[Sender]) -> String {
     senders

@@ -42,6 +42,17 @@ pub struct CheckReport {
     pub finalized: Option<crate::probe::f3::TipsetRef>,
     /// This host's VRRP role, when `[ha]` is configured.
     pub role: Option<crate::apply::ha::VrrpRole>,
+    /// With `[messages]`: whose messages `run` would follow, and what would keep them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<CheckedMessages>,
+}
+
+/// `[messages]` as `check` finds it: the accounts resolved as `run` resolves them, and each
+/// node's write permission for `MpoolPush`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedMessages {
+    pub senders: Vec<crate::apply::senders::Sender>,
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +133,11 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
     };
     let mut warnings = decision.warnings.clone();
     warnings.extend(token_rejected(&decision));
+    let messages = if config.carries_messages() {
+        Some(check_messages(config, decision.primary.as_deref()).await?)
+    } else {
+        None
+    };
     Ok(CheckReport {
         primary: decision.primary.clone(),
         backups: decision.backups.clone(),
@@ -135,7 +151,37 @@ pub async fn check(config: &Config, rounds: u32) -> anyhow::Result<CheckReport> 
         warnings,
         finalized: decision.finalized.clone(),
         role: config.ha.as_ref().map(crate::apply::ha::read_role),
+        messages,
     })
+}
+
+/// The accounts (asked of the primary first) and every node's write permission, as `run`
+/// finds them at start.
+async fn check_messages(config: &Config, primary: Option<&str>) -> anyhow::Result<CheckedMessages> {
+    use crate::apply::{messages, senders};
+    let rpc =
+        crate::probe::rpc::RpcClient::new(config.probe.timeout, config.probe.max_reply_bytes)?;
+    let mut nodes = crate::serve::carry::daemons(config);
+    nodes.sort_by_key(|d| Some(d.name.as_str()) != primary);
+    let mut problems = Vec::new();
+    let configured = &config.message_addresses;
+    let senders =
+        match senders::resolve_on_any(&rpc, &nodes, configured, config.message_miner.as_deref())
+            .await
+        {
+            Ok(s) => s,
+            Err(p) => {
+                problems.push(p);
+                configured
+                    .iter()
+                    .map(|a| senders::Sender::configured(a))
+                    .collect()
+            }
+        };
+    for d in &nodes {
+        problems.extend(messages::write_problem(&rpc, d).await);
+    }
+    Ok(CheckedMessages { senders, problems })
 }
 
 /// Each node as `check` reports it.
@@ -247,6 +293,20 @@ pub fn render_text(r: &CheckReport) -> String {
     ));
     if let Some(role) = &r.role {
         let _ = writeln!(out, "VRRP role: {role}");
+    }
+    if let Some(m) = &r.messages {
+        let _ = writeln!(
+            out,
+            "pending messages follow a switch for: {}",
+            crate::text::inert(&crate::apply::senders::describe(&m.senders), 400)
+        );
+        for p in &m.problems {
+            let _ = writeln!(
+                out,
+                "{}",
+                paint("1;33", &format!("WARNING: {}", crate::text::inert(p, 400)))
+            );
+        }
     }
     for w in &r.warnings {
         let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));

@@ -62,24 +62,7 @@ pub(crate) fn daemons(config: &Config) -> Vec<Daemon> {
 /// `/status`; a node that cannot tell is left to its first carry. Never holds anything up.
 pub(crate) async fn check_write(nodes: Vec<Daemon>, rpc: RpcClient, shared: Arc<Shared>) {
     for d in nodes {
-        let endpoint = &d.endpoint;
-        let pushes_with = d.write.as_ref().unwrap_or(&d.endpoint);
-        let problem = match &pushes_with.token {
-            None => Some(format!(
-                "cannot carry messages to {}: no token with write (set [[node]] write_token_file)",
-                d.name
-            )),
-            Some(t) => match rpc
-                .call::<Vec<String>>(endpoint, "Filecoin.AuthVerify", serde_json::json!([t.expose()]))
-                .await
-            {
-                Ok(perms) if !perms.iter().any(|p| p == "write" || p == "admin") => Some(format!(
-                    "cannot carry messages to {}: its token lacks write (set [[node]] write_token_file)",
-                    d.name
-                )),
-                _ => None,
-            },
-        };
+        let problem = messages::write_problem(&rpc, &d).await;
         if let Some(p) = problem {
             warn!("{p}");
             {
@@ -257,34 +240,16 @@ pub(crate) fn refresh_senders(
     let miner = config.message_miner.clone();
     let (shared, rpc) = (shared.clone(), rpc.clone());
     tasks.spawn(async move {
-        let mut failures = Vec::new();
-        let mut found = None;
-        for d in &nodes {
-            match senders::resolve(&rpc, &d.endpoint, &configured, miner.as_deref()).await {
-                Ok(list) => {
-                    found = Some(list);
-                    break;
-                }
-                Err(e) => failures.push(format!("{}: {e}", d.name)),
-            }
-        }
+        let found = senders::resolve_on_any(&rpc, &nodes, &configured, miner.as_deref()).await;
         let mut m = shared.messages.lock().expect("messages lock");
-        m.senders_resolved = found.is_some();
+        m.senders_resolved = found.is_ok();
         match found {
-            Some(list) if list != m.senders => {
+            Ok(list) if list != m.senders => {
                 info!(senders = %senders::describe(&list), "messages of these accounts follow a switch");
                 m.senders = list;
             }
-            Some(_) => {}
-            None => {
-                let what = miner.as_deref().map_or_else(
-                    || "the provider's addresses".to_string(),
-                    |m| format!("miner {m}'s addresses"),
-                );
-                let p = crate::text::inert(
-                    &format!("cannot resolve {what}: {}", failures.join("; ")),
-                    400,
-                );
+            Ok(_) => {}
+            Err(p) => {
                 if !m.problems.contains(&p) {
                     warn!("{p}");
                     m.add(0, &[], std::slice::from_ref(&p));

@@ -4,7 +4,7 @@
 //! read. None of the readers imports the loop.
 
 pub mod api;
-mod carry;
+pub(crate) mod carry;
 pub mod daemon;
 pub mod history;
 mod journal_file;
