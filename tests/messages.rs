@@ -218,6 +218,13 @@ async fn a_node_refusing_every_message_is_reported_and_holds_nothing_up() {
     assert!(said <= 4, "said {said} times:\n{log}");
 }
 
+/// `MpoolGetNonce` of `address` on the node at `url`.
+async fn worker_nonce(url: &str, address: &str) -> u64 {
+    rpc(url, "Filecoin.MpoolGetNonce", json!([address])).await["result"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// A miner-like sender pushes from the worker's ID address every second through nginx while
 /// the primary, its pubsub broken, stalls and is replaced. With `messages`, the config has only
 /// `[messages] miner`. Returns what the sender saw, the conflicts the simulator counted, how
@@ -283,17 +290,20 @@ async fn sender_scenario(messages: bool) -> (chain_co_sim::testbed::SentLog, u64
     })
     .await;
     assert!(moved.is_some(), "{}", run.stderr());
+    let seen = std::time::Instant::now();
     let new = primary_name(&sim, &nginx.upstream_file);
+    let new_url = sim.node(&new).url.clone();
     let sent_so_far = sender.log().sent.len() as u64;
-    let held = rpc(
-        &sim.node(&new).url,
-        "Filecoin.MpoolGetNonce",
-        json!([worker]),
-    )
-    .await["result"]
-        .as_u64()
-        .unwrap_or(0);
-    let lacking = sent_so_far.saturating_sub(held);
+    let lacking = sent_so_far.saturating_sub(worker_nonce(&new_url, worker).await);
+    // From the switch until the new primary's nonce counts every message sent before it.
+    let mut right_after = None;
+    while seen.elapsed() < Duration::from_secs(3) {
+        if worker_nonce(&new_url, worker).await >= sent_so_far {
+            right_after = Some(seen.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let log = sender.stop().await;
     let conflicts: u64 = sim_nodes(&sim)
@@ -304,10 +314,11 @@ async fn sender_scenario(messages: bool) -> (chain_co_sim::testbed::SentLog, u64
     let answered: std::collections::BTreeSet<&str> =
         log.sent.iter().map(|(_, _, node)| node.as_str()).collect();
     println!(
-        "messages: miner sender, [messages] {}: {} sent, {} failed, new primary lacked {lacking} when the switch was seen, {} nonces reused (each a message lost), {conflicts} conflicts, answered by {answered:?}",
+        "messages: miner sender, [messages] {}: {} sent, {} failed, new primary lacked {lacking} when the switch was seen, its nonce right {}, {} nonces reused (each a message lost), {conflicts} conflicts, answered by {answered:?}",
         if messages { "miner only" } else { "off" },
         log.sent.len(),
         log.failed.len(),
+        right_after.map_or("never (3 s)".to_string(), |d| format!("{} ms after", d.as_millis())),
         log.reused()
     );
     assert!(answered.len() >= 2, "the sender was moved: {log:?}");
