@@ -62,6 +62,34 @@ async fn send(nginx_url: &str, i: u64) -> u64 {
         .unwrap_or_else(|| panic!("not pushed: {reply}"))
 }
 
+/// Fast probes, a private nginx's config, and with `messages` a token file (`key` =
+/// `write_token_file` or `token_file`, holding `token`) on every node plus the section
+/// `messages`; written beside `dir`'s nginx. Returns the config's path.
+fn messages_config(
+    dir: &std::path::Path,
+    sim: &Sim,
+    nginx: &chain_co_sim::testbed::PrivateNginx,
+    messages: Option<(&str, &str, &str)>,
+) -> std::path::PathBuf {
+    let mut text = config_text(
+        dir,
+        sim,
+        nginx,
+        "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\nlag_grace = \"1s\"\n",
+    );
+    if let Some((key, token, section)) = messages {
+        let file = dir.join(format!("{key}.token"));
+        std::fs::write(&file, format!("{token}\n")).expect("token");
+        text = text.replace(
+            "[[node]]\n",
+            &format!("[[node]]\n{key} = {:?}\n", file.display().to_string()),
+        ) + &format!("[messages]\n{section}\n");
+    }
+    let config = dir.join("chain-co.toml");
+    std::fs::write(&config, text).expect("config");
+    config
+}
+
 /// The pool and a running chain-co; `messages` adds the `[messages]` section; `refuse` makes
 /// every node but the first primary answer `MpoolPush` with an error.
 async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value, String) {
@@ -69,26 +97,13 @@ async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value,
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let nginx = start_nginx(dir, &[sim.addr("a")]);
-    let token = dir.join("write.token");
-    std::fs::write(&token, "write-token\n").expect("token");
-    let mut text = config_text(
+    let section = format!("addresses = [\"{SENDER}\"]");
+    let config = messages_config(
         dir,
         &sim,
         &nginx,
-        "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\nlag_grace = \"1s\"\n",
+        messages.then_some(("write_token_file", "write-token", section.as_str())),
     );
-    if messages {
-        text = text.replace(
-            "[[node]]\n",
-            &format!(
-                "[[node]]\nwrite_token_file = {:?}\n",
-                token.display().to_string()
-            ),
-        );
-        text.push_str(&format!("[messages]\naddresses = [\"{SENDER}\"]\n"));
-    }
-    let config = dir.join("chain-co.toml");
-    std::fs::write(&config, text).expect("config");
     let run = start_run(&config);
     let api = api_url(&run).await;
     wait_healthy(&api, &run).await;
@@ -236,25 +251,13 @@ async fn sender_scenario(messages: bool) -> (chain_co_sim::testbed::SentLog, u64
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let nginx = start_nginx(dir, &[sim.addr("a")]);
-    let token = dir.join("write.token");
-    std::fs::write(&token, "write-token\n").expect("token");
-    let mut text = config_text(
+    let section = format!("miner = \"{MINER}\"");
+    let config = messages_config(
         dir,
         &sim,
         &nginx,
-        "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\nlag_grace = \"1s\"\n",
+        messages.then_some(("write_token_file", "write-token", section.as_str())),
     );
-    if messages {
-        text = text.replace(
-            "[[node]]\n",
-            &format!(
-                "[[node]]\nwrite_token_file = {:?}\n",
-                token.display().to_string()
-            ),
-        ) + &format!("[messages]\nminer = \"{MINER}\"\n");
-    }
-    let config = dir.join("chain-co.toml");
-    std::fs::write(&config, text).expect("config");
     let run = start_run(&config);
     let api = api_url(&run).await;
     wait_healthy(&api, &run).await;
@@ -363,20 +366,13 @@ async fn a_read_only_token_is_said_at_start_and_never_holds_a_switch() {
             .await;
     }
     let nginx = start_nginx(dir, &[sim.addr("a")]);
-    let token = dir.join("read.token");
-    std::fs::write(&token, "read-token\n").expect("token");
-    let text = config_text(
+    let section = format!("addresses = [\"{SENDER}\"]");
+    let config = messages_config(
         dir,
         &sim,
         &nginx,
-        "[probe]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n[select]\nrise = 2\nfall = 2\nlag_grace = \"1s\"\n",
-    )
-    .replace(
-        "[[node]]\n",
-        &format!("[[node]]\ntoken_file = {:?}\n", token.display().to_string()),
-    ) + &format!("[messages]\naddresses = [\"{SENDER}\"]\n");
-    let config = dir.join("chain-co.toml");
-    std::fs::write(&config, text).expect("config");
+        Some(("token_file", "read-token", section.as_str())),
+    );
     let run = start_run(&config);
     let api = api_url(&run).await;
     wait_healthy(&api, &run).await;
