@@ -268,6 +268,30 @@ fn in_netns<T: Send + 'static>(
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
+/// `nodes` (the `[[node]]` tables) with fast probes, a state file in `dir`, the private
+/// `nginx` as the target and `extra`, written to `dir/chain-co.toml` for `run`.
+fn write_run_config(
+    dir: &Path,
+    nginx: &chain_co_sim::testbed::PrivateNginx,
+    mut nodes: String,
+    extra: &str,
+) -> PathBuf {
+    let test_cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
+    nodes.push_str(&format!(
+        "[probe]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+         [select]\nrise = 2\nfall = 2\nstale_after = \"1h\"\n\
+         [api]\nlisten = \"127.0.0.1:0\"\nstate_file = {:?}\n\
+         [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n{extra}",
+        dir.join("state.json").display().to_string(),
+        nginx.upstream_file.display().to_string(),
+        test_cmd.join(", "),
+        nginx.pid_file.display().to_string(),
+    ));
+    let config = dir.join("chain-co.toml");
+    std::fs::write(&config, nodes).expect("config");
+    config
+}
+
 /// `chain-co run` under a wall clock near genesis, its log in a file.
 fn start_run_near_genesis(config: &Path) -> ChildGuard {
     start_run_wrapped(
@@ -297,19 +321,7 @@ fn a_miner_session_through_nginx_leaves_a_hung_and_a_killed_real_forest() {
                     "[[node]]\nname = \"{name}\"\nurl = \"{url}\"\ntoken_file = \"{token}\"\n"
                 ));
             }
-            let test_cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
-            text.push_str(&format!(
-                "[probe]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
-                 [select]\nrise = 2\nfall = 2\nstale_after = \"1h\"\n\
-                 [api]\nlisten = \"127.0.0.1:0\"\nstate_file = {:?}\n\
-                 [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n",
-                dir.path().join("state.json").display().to_string(),
-                nginx.upstream_file.display().to_string(),
-                test_cmd.join(", "),
-                nginx.pid_file.display().to_string(),
-            ));
-            let config = dir.path().join("chain-co.toml");
-            std::fs::write(&config, text).expect("config");
+            let config = write_run_config(dir.path(), &nginx, text, "");
             let run = start_run_near_genesis(&config);
             let api = api_url(&run).await;
             let up = wait_until(Duration::from_secs(20), || {
@@ -493,20 +505,8 @@ fn real_forest_read_tokens_and_an_unreadable_miner_are_said_and_hold_nothing() {
                     file.display().to_string()
                 ));
             }
-            let test_cmd: Vec<String> = nginx.test_cmd().iter().map(|a| format!("{a:?}")).collect();
-            text.push_str(&format!(
-                "[probe]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
-                 [select]\nrise = 2\nfall = 2\nstale_after = \"1h\"\n\
-                 [api]\nlisten = \"127.0.0.1:0\"\nstate_file = {:?}\n\
-                 [nginx]\noutput = {:?}\ntest_cmd = [{}]\nreload = {{ pid_file = {:?} }}\n\
-                 [messages]\nminer = \"t01000\"\n",
-                dir.path().join("state.json").display().to_string(),
-                nginx.upstream_file.display().to_string(),
-                test_cmd.join(", "),
-                nginx.pid_file.display().to_string(),
-            ));
-            let config = dir.path().join("chain-co.toml");
-            std::fs::write(&config, text).expect("config");
+            let config =
+                write_run_config(dir.path(), &nginx, text, "[messages]\nminer = \"t01000\"\n");
             let run = start_run_near_genesis(&config);
             let api = api_url(&run).await;
             let up = wait_until(Duration::from_secs(20), || {
