@@ -68,8 +68,9 @@ pub fn is_address(a: &str) -> bool {
         && a[2..].chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-fn is_id(a: &str) -> bool {
-    a.as_bytes().get(1) == Some(&b'0')
+/// An ID address (`f0…`/`t0…`): what a miner actor is, and what `StateMinerInfo` gives.
+pub fn is_id(a: &str) -> bool {
+    is_address(a) && a.as_bytes()[1] == b'0'
 }
 
 /// What resolution can fail on.

@@ -188,7 +188,7 @@ pub async fn init(
     if addrs.is_empty() {
         return Err(InitError::NoAddress);
     }
-    if let Some(m) = miner.filter(|m| !is_miner_id(m)) {
+    if let Some(m) = miner.filter(|m| !crate::apply::senders::is_id(m)) {
         return Err(InitError::Miner(inert(m, 40)));
     }
     if output.exists() {
@@ -263,10 +263,6 @@ pub async fn init(
         nodes: found,
         miner,
     })
-}
-
-fn is_miner_id(m: &str) -> bool {
-    crate::apply::senders::is_address(m) && m.as_bytes()[1] == b'0'
 }
 
 /// The miner's accounts, asked of the first daemon that identified itself.

@@ -1025,7 +1025,7 @@ fn check_messages(ck: &mut Checker, raw: Spanned<RawMessages>) -> (Vec<String>, 
     let miner = raw.miner.and_then(|m| {
         let span = m.span();
         let m = m.into_inner();
-        let id = crate::apply::senders::is_address(&m) && m.as_bytes()[1] == b'0';
+        let id = crate::apply::senders::is_id(&m);
         if !id {
             ck.at(
                 span,
