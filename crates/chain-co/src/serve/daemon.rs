@@ -591,7 +591,8 @@ impl Daemon {
                 &self.carrier,
             );
         }
-        if trigger == Trigger::Probe {
+        // A round that switched has its carry; the levelling would push the same messages.
+        if trigger == Trigger::Probe && decision.switch.is_none() {
             crate::serve::carry::level_pools(
                 &self.config,
                 &decision,
