@@ -73,6 +73,8 @@ async fn a_full_disk_keeps_the_last_good_file_and_chain_co_recovers() {
         seed,
         "last good file kept"
     );
+    // The log line is written during the round; its report is published when the round ends.
+    rounds_pass(&api, 1).await;
     let s = status(&api, None).await;
     assert_eq!(s["last_apply"]["result"], "failed", "{s:#}");
     assert!(s["last_apply"]["error"]
@@ -122,6 +124,8 @@ async fn a_stale_pid_file_is_reported_and_the_reload_happens_once_nginx_is_back(
     })
     .await;
     assert!(reported.is_some(), "log:\n{}", run.stderr());
+    // The log line is written during the round; its report is published when the round ends.
+    rounds_pass(&api, 1).await;
     let s = status(&api, None).await;
     assert!(
         s["last_apply"]["error"]
