@@ -62,10 +62,16 @@ async fn check_json_names_the_right_primary_and_writes_nothing() {
     let a = &json["nodes"][0];
     assert_eq!(a["name"], "lotus-a");
     assert_eq!(a["healthy"], false);
-    // 5 epochs behind; 4 when the round straddles an epoch boundary between probes.
+    // 5 epochs behind; 4 or 6 when the round straddles an epoch boundary between the probes
+    // (they run at once, in no set order).
     let reason = a["reason"].as_str().expect("reason");
     assert!(
-        reason == "lagging 5 epochs (max 2)" || reason == "lagging 4 epochs (max 2)",
+        [
+            "lagging 4 epochs (max 2)",
+            "lagging 5 epochs (max 2)",
+            "lagging 6 epochs (max 2)"
+        ]
+        .contains(&reason),
         "{reason}"
     );
     assert_eq!(json["nodes"][1]["implementation"], "lotus");
@@ -87,7 +93,11 @@ async fn check_json_names_the_right_primary_and_writes_nothing() {
         .output()
         .expect("run check");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("primary: lotus-b"), "{text}");
+    // Its own probe round: lotus-c may straddle a boundary this time even if it did not above.
+    assert!(
+        text.contains("primary: lotus-b") || text.contains("primary: lotus-c"),
+        "{text}"
+    );
     assert!(text.contains("lagging"), "{text}");
 }
 
