@@ -31,6 +31,13 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        // A child that leads its own process group (a wrapper such as faketime, which forks
+        // chain-co and waits) goes with everything it started: killing the wrapper alone
+        // would leave chain-co running after the test.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -182,6 +189,8 @@ pub fn start_run_wrapped(prefix: &[&str], env: &[(&str, &str)], config: &Path) -
         Some((program, args)) => {
             let mut c = Command::new(program);
             c.args(args).arg(BIN);
+            // Its own group, so the guard's drop reaches chain-co under the wrapper too.
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
             c
         }
         None => Command::new(BIN),
