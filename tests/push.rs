@@ -82,7 +82,11 @@ async fn with_push_a_stalled_primary_is_replaced_within_lag_grace_of_the_next_ti
     println!("push: stalled primary left the upstream {moved:?} after the stall (next tipset ≤ 2 s, lag_grace 1 s)");
     // The next tipset elsewhere comes within one block delay (2 s); then lag_grace (1 s); then
     // a reload. Polling alone would need more than 20 s here.
-    assert!(moved <= Duration::from_secs(5), "took {moved:?}");
+    assert!(
+        moved <= Duration::from_secs(5),
+        "took {moved:?}; log:\n{}",
+        run.stderr()
+    );
     assert!(t0.elapsed() < Duration::from_secs(20));
     // The file is swapped in before the round's report is published: read the report once it
     // has caught up.

@@ -342,6 +342,7 @@ mod tests {
             pool_stale: false,
             implementation_split: false,
             lag_grace: Duration::from_secs(12),
+            grace_ends: Default::default(),
         }
     }
 

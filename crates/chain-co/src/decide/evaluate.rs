@@ -54,15 +54,7 @@ impl Evaluator {
             now,
             trigger,
         );
-        // The earliest moment a node now behind would pass lag_grace.
-        let recheck_after = decision
-            .nodes
-            .iter()
-            .filter(|v| v.healthy)
-            .filter_map(|v| v.behind)
-            .filter(|b| *b <= decision.lag_grace)
-            .map(|b| decision.lag_grace - b + Duration::from_millis(50))
-            .min();
+        let recheck_after = recheck_after(&decision, now);
         decision
             .warnings
             .extend(own_word_warnings(round, &decision.nodes));
@@ -120,6 +112,20 @@ pub(crate) fn own_word_warnings(round: &Round, nodes: &[NodeVerdict]) -> Vec<War
         }
     }
     out
+}
+
+/// How soon to decide again: just after the earliest end of a lag_grace. A grace that ended
+/// without the node shown behind for it (its last answer was older) is tried again one
+/// lag_grace on, not at once: a node that does not answer must not make the loop spin.
+fn recheck_after(decision: &Decision, now: SystemTime) -> Option<Duration> {
+    decision
+        .grace_ends
+        .values()
+        .map(|end| match end.duration_since(now) {
+            Ok(left) => left + Duration::from_millis(50),
+            Err(_) => decision.lag_grace.max(Duration::from_secs(1)),
+        })
+        .min()
 }
 
 /// Merges pushed heads into the last polled round, and says how fresh each head is: a live
@@ -245,5 +251,38 @@ mod tests {
             silent_subscriptions(&r, &pushed, now),
             vec!["a".to_string()]
         );
+    }
+
+    #[test]
+    fn the_recheck_comes_just_after_the_earliest_grace_end_and_a_passed_one_waits_a_grace() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut d = crate::decide::select::select(
+            &SelectRules::basic(2, 1, 3),
+            &ChainConfig::default(),
+            &Overrides::default(),
+            &SelectState::default(),
+            &[],
+            now,
+            Trigger::Probe,
+        )
+        .0;
+        d.lag_grace = Duration::from_secs(12);
+        assert_eq!(recheck_after(&d, now), None, "nobody behind");
+        d.grace_ends
+            .insert("a".into(), now + Duration::from_secs(5));
+        d.grace_ends
+            .insert("b".into(), now + Duration::from_secs(2));
+        assert_eq!(recheck_after(&d, now), Some(Duration::from_millis(2050)));
+        // A grace that ended without the node shown behind for it: try again a grace later,
+        // never at once (a node that does not answer must not make the loop spin).
+        d.grace_ends
+            .insert("c".into(), now - Duration::from_secs(1));
+        assert_eq!(recheck_after(&d, now), Some(Duration::from_millis(2050)));
+        d.grace_ends.clear();
+        d.grace_ends
+            .insert("c".into(), now - Duration::from_secs(1));
+        assert_eq!(recheck_after(&d, now), Some(Duration::from_secs(12)));
+        d.lag_grace = Duration::ZERO;
+        assert_eq!(recheck_after(&d, now), Some(Duration::from_secs(1)));
     }
 }

@@ -65,6 +65,9 @@ pub struct Daemon {
     /// When a node that is behind will have been behind for lag_grace: evaluate again then,
     /// without waiting for the next push or poll.
     recheck_at: Option<tokio::time::Instant>,
+    /// When each node up but behind passes lag_grace, by the last decision (see
+    /// `confirm_behind`).
+    grace_ends: std::collections::BTreeMap<String, std::time::SystemTime>,
     /// Until when the next round may wait for the links' first connections.
     links_settle_by: Option<tokio::time::Instant>,
     /// When each node was last asked to confirm it is behind, and what it answered (see
@@ -168,6 +171,7 @@ impl Daemon {
             last_round: None,
             senders_tried: None,
             recheck_at: None,
+            grace_ends: Default::default(),
             links_settle_by: None,
             confirmed_at: Default::default(),
             clock: SteadyClock::new(Duration::from_secs(60)),
@@ -317,6 +321,8 @@ impl Daemon {
     ///
     /// At most one such call per node per probe interval: a node pushing heads as fast as it
     /// can (a flood, or a liar raising its weight) cannot multiply the calls to honest nodes.
+    /// One more once its lag_grace has ended, if the last answer is older than that end: only
+    /// an answer from after it can show the node still behind, and take it down on time.
     async fn confirm_behind(&mut self, round: &mut Round) {
         let top = round
             .observations
@@ -332,10 +338,13 @@ impl Daemon {
             .map(|o| o.node.clone())
             .collect();
         // Asked within the interval: its answer then stands, as old as it is.
+        let wall = std::time::SystemTime::now();
         let (recent, ask): (Vec<String>, Vec<String>) = behind.into_iter().partition(|n| {
-            self.confirmed_at
-                .get(n)
-                .is_some_and(|(at, _, _)| now.duration_since(*at) < interval)
+            let grace_ended_since = self.grace_ends.get(n).filter(|end| **end <= wall).copied();
+            self.confirmed_at.get(n).is_some_and(|(at, when, _)| {
+                now.duration_since(*at) < interval
+                    && grace_ended_since.is_none_or(|end| *when >= end)
+            })
         });
         let prober = &self.prober;
         let asked = futures_util::future::join_all(
@@ -543,6 +552,7 @@ impl Daemon {
         self.recheck_at = evaluation
             .recheck_after
             .map(|d| tokio::time::Instant::now() + d);
+        self.grace_ends = evaluation.decision.grace_ends.clone();
         let mut decision = evaluation.decision;
         // Warnings get the nodes' rise/fall: shown once held, withdrawn once gone a while.
         decision.warnings = self.warning_gate.observe(
@@ -574,33 +584,7 @@ impl Daemon {
         self.shared
             .metrics
             .sessions_moved(publication.sessions_moved);
-        crate::serve::carry::after_switch(
-            &self.config,
-            &decision,
-            &self.shared,
-            &self.tasks,
-            &self.carrier,
-        );
-        if trigger == Trigger::Probe && self.senders_due() {
-            self.senders_tried = Some(tokio::time::Instant::now());
-            crate::serve::carry::refresh_senders(
-                &self.config,
-                &decision,
-                &self.shared,
-                &self.tasks,
-                &self.carrier,
-            );
-        }
-        // A round that switched has its carry; the levelling would push the same messages.
-        if trigger == Trigger::Probe && decision.switch.is_none() {
-            crate::serve::carry::level_pools(
-                &self.config,
-                &decision,
-                &self.shared,
-                &self.tasks,
-                &self.carrier,
-            );
-        }
+        self.follow_messages(&decision, trigger);
         if let Some(why) = self.publisher.refresh_session_mode() {
             self.shared.notice(format!(
                 "sessions are not moved at a switch: {why}; they end at nginx's worker_shutdown_timeout"
@@ -629,6 +613,40 @@ impl Daemon {
             .observe(&report, &probe_figures(&round, trigger));
         self.record(&report, trigger, now);
         report
+    }
+
+    /// With `[messages]`, after the decision: carry the pending messages at a switch, re-read
+    /// the sending accounts when due, and level the pools between switches (all in tasks of
+    /// their own: none of it delays the loop).
+    fn follow_messages(&mut self, decision: &Decision, trigger: Trigger) {
+        use crate::serve::carry;
+        carry::after_switch(
+            &self.config,
+            decision,
+            &self.shared,
+            &self.tasks,
+            &self.carrier,
+        );
+        if trigger == Trigger::Probe && self.senders_due() {
+            self.senders_tried = Some(tokio::time::Instant::now());
+            carry::refresh_senders(
+                &self.config,
+                decision,
+                &self.shared,
+                &self.tasks,
+                &self.carrier,
+            );
+        }
+        // A round that switched has its carry; the levelling would push the same messages.
+        if trigger == Trigger::Probe && decision.switch.is_none() {
+            carry::level_pools(
+                &self.config,
+                decision,
+                &self.shared,
+                &self.tasks,
+                &self.carrier,
+            );
+        }
     }
 
     /// With `[messages]`: each node's last compared nonce gap to the primary, for the

@@ -519,6 +519,11 @@ pub struct Decision {
     /// The lag_grace in force (configured, or derived from the block delay).
     #[serde(with = "crate::duration::plain")]
     pub lag_grace: Duration,
+    /// Per node still up but behind the best head: the moment its lag_grace ends, counted from
+    /// when the best head was first seen. The loop decides again then, asking the node afresh:
+    /// an answer from before that moment cannot show that the grace has passed.
+    #[serde(skip)]
+    pub grace_ends: BTreeMap<String, SystemTime>,
 }
 
 #[cfg(test)]
@@ -795,13 +800,35 @@ impl<'a> Context<'a> {
             .collect()
     }
 
-    /// How long a head lighter than the best has been behind, counted up to when it was seen.
-    fn behind_for(&self, weight: u128, seen: Option<SystemTime>) -> Option<Duration> {
-        let seen = seen.unwrap_or(self.now);
+    /// Since when a head of `weight` has been lighter than the pool's best: the first sighting
+    /// of the lightest best head heavier than it.
+    fn behind_since(&self, weight: u128) -> Option<SystemTime> {
         self.best_seen
             .iter()
             .find(|(w, _)| *w > weight)
-            .and_then(|(_, t)| seen.duration_since(*t).ok())
+            .map(|(_, t)| *t)
+    }
+
+    /// How long a head lighter than the best has been behind, counted up to when it was seen.
+    fn behind_for(&self, weight: u128, seen: Option<SystemTime>) -> Option<Duration> {
+        let seen = seen.unwrap_or(self.now);
+        self.behind_since(weight)
+            .and_then(|t| seen.duration_since(t).ok())
+    }
+
+    /// When lag_grace ends for each node still up below a confirmed best head.
+    fn grace_ends(&self) -> BTreeMap<String, SystemTime> {
+        if !self.best_confirmed {
+            return BTreeMap::new();
+        }
+        (0..self.observations.len())
+            .filter(|&i| self.tracks[i].up && self.head(i).is_some())
+            .filter(|&i| self.weight[i] < self.best_weight)
+            .filter_map(|i| {
+                let since = self.behind_since(self.weight[i])?;
+                Some((self.observations[i].node.clone(), since + self.lag_grace))
+            })
+            .collect()
     }
 }
 
@@ -1047,7 +1074,13 @@ fn judge_nodes(cx: &mut Context) {
         // behind: weight still ranks, but excludes no one.
         let judged = cx.best_confirmed;
         let weight = cx.weight[i];
+        let past_grace = cx
+            .behind_for(weight, cx.observations[i].observed_at)
+            .filter(|d| judged && *d > cx.lag_grace);
         cx.bad[i] = if judged && l > rules.max_lag {
+            // Epochs behind and behind for longer than lag_grace: as sustained as a signal gets,
+            // so it goes down at once too (a pushed head counts no probe).
+            cx.forced_down[i] = past_grace.is_some();
             Some(Exclusion::Lagging {
                 epochs: l,
                 max: rules.max_lag,
@@ -1066,10 +1099,7 @@ fn judge_nodes(cx: &mut Context) {
                 age,
                 stale_after: cx.stale_after,
             })
-        } else if let Some(d) = cx
-            .behind_for(weight, cx.observations[i].observed_at)
-            .filter(|d| judged && *d > cx.lag_grace)
-        {
+        } else if let Some(d) = past_grace {
             // Behind the pool for longer than lag_grace is already a sustained signal, not one
             // slow probe: the node goes down at once, without waiting for `fall` bad probes.
             cx.forced_down[i] = true;
@@ -1335,6 +1365,7 @@ fn finish(cx: Context) -> (Decision, SelectState) {
             },
         }
     });
+    let grace_ends = cx.grace_ends();
     let backups = cx
         .backups
         .iter()
@@ -1360,6 +1391,7 @@ fn finish(cx: Context) -> (Decision, SelectState) {
         pool_stale: cx.pool_stale,
         implementation_split: cx.implementation_split,
         lag_grace: cx.lag_grace,
+        grace_ends,
     };
     // Without a new primary, remember the old one: when it comes back up first, it is still
     // the one nginx has, and keeping it avoids a needless reload.
@@ -2742,5 +2774,64 @@ mod tests {
         // a is behind is not known yet, so it is not counted.
         assert_eq!(d.verdict("a").expect("a").behind, None);
         assert!(d.verdict("a").expect("a").healthy);
+    }
+
+    /// The stall CI met: the stalled primary was asked a moment before the heavier head was
+    /// recorded, so that answer showed it behind for no time at all. Its lag_grace still ends
+    /// on time (the loop decides again then), and once it lags by epochs as well as past the
+    /// grace, a pushed head takes it down at once instead of waiting for `fall` probes.
+    #[test]
+    fn a_node_behind_is_decided_again_when_its_grace_ends_and_a_lagging_one_goes_at_once() {
+        let rules = SelectRules {
+            lag_grace: Some(Duration::from_secs(12)),
+            ..SelectRules::basic(2, 1, 3)
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + 101 * 30 + 1);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut state = SelectState::default();
+        let mut go = |obs: Vec<Observation>, now: SystemTime, trigger: Trigger| {
+            let (d, next) = select(
+                &rules,
+                &ChainConfig::default(),
+                &Overrides::default(),
+                &state,
+                &obs,
+                now,
+                trigger,
+            );
+            state = next;
+            d
+        };
+        let all_up = vec![node("a", 97), node("b", 97), node("c", 97)];
+        assert_eq!(go(all_up, t0, Trigger::Probe).primary.as_deref(), Some("a"));
+        let asked_just_before = on(node("a", 97), |o| {
+            o.observed_at = Some(at(1) - Duration::from_millis(1))
+        });
+        let d = go(
+            vec![asked_just_before, node("b", 101), node("c", 101)],
+            at(1),
+            Trigger::Push,
+        );
+        assert_eq!(
+            d.verdict("a").expect("a").behind,
+            None,
+            "not shown behind yet"
+        );
+        assert_eq!(d.grace_ends.get("a"), Some(&at(13)), "{:?}", d.grace_ends);
+        assert!(!d.grace_ends.contains_key("b") && !d.grace_ends.contains_key("c"));
+        assert_eq!(d.primary.as_deref(), Some("a"));
+        // Four epochs behind and 13 s past the first sighting of 98: down at once, on a push.
+        let d = go(
+            vec![node("a", 97), node("b", 101), node("c", 101)],
+            at(14),
+            Trigger::Push,
+        );
+        assert_eq!(d.primary.as_deref(), Some("b"), "{}", reason(&d, "a"));
+        assert!(
+            reason(&d, "a").starts_with("lagging 4 epochs"),
+            "{}",
+            reason(&d, "a")
+        );
+        assert!(d.grace_ends.is_empty(), "a is down: {:?}", d.grace_ends);
     }
 }
