@@ -2187,6 +2187,36 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + h * 30 + 5)
     }
 
+    /// One pool decided round after round with one memory, each round at its own time and
+    /// trigger.
+    struct Rounds {
+        rules: SelectRules,
+        state: SelectState,
+    }
+
+    impl Rounds {
+        fn new(rules: SelectRules) -> Rounds {
+            Rounds {
+                rules,
+                state: SelectState::default(),
+            }
+        }
+
+        fn go(&mut self, obs: Vec<Observation>, now: SystemTime, trigger: Trigger) -> Decision {
+            let (d, next) = select(
+                &self.rules,
+                &ChainConfig::default(),
+                &Overrides::default(),
+                &self.state,
+                &obs,
+                now,
+                trigger,
+            );
+            self.state = next;
+            d
+        }
+    }
+
     /// Runs rounds at explicit clock heights.
     fn run_at(
         rules: &SelectRules,
@@ -2707,20 +2737,8 @@ mod tests {
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + 101 * 30 + 1);
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut state = SelectState::default();
-        let mut go = |obs: Vec<Observation>, now: SystemTime, trigger: Trigger| {
-            let (d, next) = select(
-                &rules,
-                &ChainConfig::default(),
-                &Overrides::default(),
-                &state,
-                &obs,
-                now,
-                trigger,
-            );
-            state = next;
-            d
-        };
+        let mut pool = Rounds::new(rules.clone());
+        let mut go = |obs, now, trigger| pool.go(obs, now, trigger);
         // All at 100; then b and c get 101 at t0+1; a stays at 100.
         let d = go(
             vec![node("a", 100), node("b", 100), node("c", 100)],
@@ -2753,20 +2771,8 @@ mod tests {
             reason(&d, "a")
         );
         // A head known only from a poll at t0+5 counts as behind only up to then.
-        let mut state2 = SelectState::default();
-        let mut go2 = |obs: Vec<Observation>, now: SystemTime| {
-            let (d, next) = select(
-                &rules,
-                &ChainConfig::default(),
-                &Overrides::default(),
-                &state2,
-                &obs,
-                now,
-                Trigger::Probe,
-            );
-            state2 = next;
-            d
-        };
+        let mut pool2 = Rounds::new(rules);
+        let mut go2 = |obs, now| pool2.go(obs, now, Trigger::Probe);
         go2(vec![node("a", 100), node("b", 100)], t0);
         let polled = on(node("a", 100), |o| o.observed_at = Some(at(5)));
         let d = go2(vec![polled, node("b", 101)], at(30));
@@ -2788,20 +2794,8 @@ mod tests {
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + 101 * 30 + 1);
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut state = SelectState::default();
-        let mut go = |obs: Vec<Observation>, now: SystemTime, trigger: Trigger| {
-            let (d, next) = select(
-                &rules,
-                &ChainConfig::default(),
-                &Overrides::default(),
-                &state,
-                &obs,
-                now,
-                trigger,
-            );
-            state = next;
-            d
-        };
+        let mut pool = Rounds::new(rules);
+        let mut go = |obs, now, trigger| pool.go(obs, now, trigger);
         let all_up = vec![node("a", 97), node("b", 97), node("c", 97)];
         assert_eq!(go(all_up, t0, Trigger::Probe).primary.as_deref(), Some("a"));
         let asked_just_before = on(node("a", 97), |o| {
