@@ -90,23 +90,36 @@ fn messages_config(
     config
 }
 
+/// chain-co running, healthy, over `sim` (nginx seeded with node a) with
+/// `messages_config(.., messages)`; the temporary directory lives as long as what is returned.
+async fn start_chain_co(
+    sim: &Sim,
+    messages: Option<(&str, &str, &str)>,
+) -> (
+    tempfile::TempDir,
+    chain_co_sim::testbed::PrivateNginx,
+    ChildGuard,
+    String,
+) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let nginx = start_nginx(tmp.path(), &[sim.addr("a")]);
+    let config = messages_config(tmp.path(), sim, &nginx, messages);
+    let run = start_run(&config);
+    let api = api_url(&run).await;
+    wait_healthy(&api, &run).await;
+    (tmp, nginx, run, api)
+}
+
 /// The pool and a running chain-co; `messages` adds the `[messages]` section; `refuse` makes
 /// every node but the first primary answer `MpoolPush` with an error.
 async fn scenario(messages: bool, refuse: bool) -> (u64, u64, serde_json::Value, String) {
     let sim = Sim::start(&["a", "b", "c"], "1s");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let nginx = start_nginx(dir, &[sim.addr("a")]);
     let section = format!("addresses = [\"{SENDER}\"]");
-    let config = messages_config(
-        dir,
+    let (_tmp, nginx, run, api) = start_chain_co(
         &sim,
-        &nginx,
         messages.then_some(("write_token_file", "write-token", section.as_str())),
-    );
-    let run = start_run(&config);
-    let api = api_url(&run).await;
-    wait_healthy(&api, &run).await;
+    )
+    .await;
     let primary = primary_name(&sim, &nginx.upstream_file);
     let through = nginx.rpc_url();
     if refuse {
@@ -248,19 +261,12 @@ async fn sender_scenario(messages: bool) -> (chain_co_sim::testbed::SentLog, u64
     use chain_co_sim::actors::{ACCOUNTS, MINER};
     let worker = ACCOUNTS[1].1;
     let sim = Sim::start(&["a", "b", "c"], "1s");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let nginx = start_nginx(dir, &[sim.addr("a")]);
     let section = format!("miner = \"{MINER}\"");
-    let config = messages_config(
-        dir,
+    let (_tmp, nginx, run, api) = start_chain_co(
         &sim,
-        &nginx,
         messages.then_some(("write_token_file", "write-token", section.as_str())),
-    );
-    let run = start_run(&config);
-    let api = api_url(&run).await;
-    wait_healthy(&api, &run).await;
+    )
+    .await;
     if messages {
         // The accounts are resolved within a few rounds.
         let mut senders = Value::Null;
@@ -359,23 +365,13 @@ async fn without_messages_a_sender_through_the_switch_reuses_nonces() {
 #[tokio::test]
 async fn a_read_only_token_is_said_at_start_and_never_holds_a_switch() {
     let sim = Sim::start(&["a", "b"], "1s");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
     for n in ["a", "b"] {
         sim.op(n, r#"{"op":"read_token","token":"read-token"}"#)
             .await;
     }
-    let nginx = start_nginx(dir, &[sim.addr("a")]);
     let section = format!("addresses = [\"{SENDER}\"]");
-    let config = messages_config(
-        dir,
-        &sim,
-        &nginx,
-        Some(("token_file", "read-token", section.as_str())),
-    );
-    let run = start_run(&config);
-    let api = api_url(&run).await;
-    wait_healthy(&api, &run).await;
+    let (_tmp, nginx, run, api) =
+        start_chain_co(&sim, Some(("token_file", "read-token", section.as_str()))).await;
     let primary = primary_name(&sim, &nginx.upstream_file);
     // The read token cannot push: the simulator refuses as go-jsonrpc does.
     let refused = {
