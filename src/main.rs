@@ -193,7 +193,7 @@ enum Command {
     /// Change a node with e.g. `curl -d '{"op":"stall"}' http://CONTROL/nodes/lotus-a`; ops:
     /// stall, resume, lag {epochs}, die, revive, slow {delay}, garbage, rpc_error,
     /// http_error {status}, require_token {token}, heavy_fork {f3}, inflate {weight}, f3_down,
-    /// f3_up, finality_stall, finality_resume, heal. `GET /nodes` shows every node.
+    /// f3_fresh, f3_disabled, f3_up, f3_network {name}, finality_stall, finality_resume, heal. `GET /nodes` shows every node.
     Sim(SimArgs),
     /// Show the main job in about a minute: a simulated pool, a private nginx (if installed)
     /// and chain-co between them, while the demo stalls, kills and heals nodes.

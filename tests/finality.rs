@@ -112,11 +112,103 @@ async fn finality_is_seen_per_node_and_for_the_pool() {
     let s = status_until(&p.api, Duration::from_secs(10), |s| {
         node(s, "b")["f3"]
             .as_str()
-            .is_some_and(|f| f.contains("F3 down"))
+            .is_some_and(|f| f.contains("F3 not running"))
     })
     .await
-    .expect("F3 down is shown");
+    .expect("F3 not running is shown");
     assert_eq!(node(&s, "b")["healthy"], true, "{s:#}");
+}
+
+/// Waits until node `n`'s F3 words contain `want`; panics with the status otherwise.
+async fn f3_shows(p: &Pool, n: &str, want: &str) -> serde_json::Value {
+    let found = status_until(&p.api, Duration::from_secs(10), |s| {
+        node(s, n)["f3"].as_str().is_some_and(|f| f.contains(want))
+    })
+    .await;
+    match found {
+        Some(s) => s,
+        None => {
+            let s = status(&p.api).await;
+            panic!("{n}: no {want:?} in {:#}", node(&s, n))
+        }
+    }
+}
+
+/// Every F3 state, as Lotus and as Forest answer it (issue #32): each in its own words on
+/// `/status`, the node kept in for all of them, "not running" asked again at the next finality
+/// round (back to finalized within seconds), and a node on another F3 network warned about.
+#[tokio::test]
+async fn each_f3_state_reads_in_its_own_words_on_lotus_and_forest() {
+    let p = pool(&["a:lotus", "b:forest", "c:lotus", "d:forest", "e:fuhon"]).await;
+    for n in ["a", "b", "c", "d"] {
+        f3_shows(&p, n, "F3 finalized").await;
+        f3_shows(&p, n, "(network simnet/f3)").await;
+    }
+    f3_shows(&p, "e", "no F3 methods").await;
+
+    for n in ["a", "b"] {
+        p.sim.op(n, r#"{"op":"f3_fresh"}"#).await;
+    }
+    f3_shows(&p, "a", "F3 running, no certificate yet").await;
+    f3_shows(&p, "b", "F3 running, no certificate yet").await;
+
+    for n in ["a", "b"] {
+        p.sim.op(n, r#"{"op":"f3_down"}"#).await;
+    }
+    f3_shows(&p, "a", "F3 not running (F3IsRunning is false)").await;
+    f3_shows(&p, "b", "F3 not running (client error (Connect))").await;
+
+    // Not running is transient: asked again at the next finality round.
+    for n in ["a", "b"] {
+        p.sim.op(n, r#"{"op":"f3_up"}"#).await;
+    }
+    f3_shows(&p, "a", "F3 finalized").await;
+    f3_shows(&p, "b", "F3 finalized").await;
+
+    // Disabled: Lotus says so (code 4); Forest's sidecar is simply unreachable.
+    for n in ["a", "b"] {
+        p.sim.op(n, r#"{"op":"f3_disabled"}"#).await;
+    }
+    f3_shows(&p, "a", "F3 disabled in the node's configuration").await;
+    let s = f3_shows(&p, "b", "F3 not running (client error (Connect))").await;
+    for n in ["a", "b", "c", "d", "e"] {
+        assert_eq!(node(&s, n)["healthy"], true, "{s:#}");
+    }
+    assert!(f3_network_warning(&s).is_none(), "{s:#}");
+}
+
+/// The pool's words about a node on another F3 network, if any.
+fn f3_network_warning(s: &serde_json::Value) -> Option<String> {
+    s["warnings"]
+        .as_array()?
+        .iter()
+        .filter_map(|w| w.as_str())
+        .find(|w| w.contains("F3 follows network"))
+        .map(str::to_string)
+}
+
+/// A node whose F3 manifest names another network than the pool's: a warning on that node,
+/// never an exclusion.
+#[tokio::test]
+async fn a_node_on_another_f3_network_is_warned_about() {
+    let sim = Sim::start(&["a:lotus", "b:forest", "c:lotus"], "1s");
+    sim.op("c", r#"{"op":"f3_network","name":"calibrationnet"}"#)
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nginx = start_nginx(dir.path(), &[sim.addr("a")]);
+    let run = start_run(&write_config(dir.path(), &sim, &nginx, SELECT));
+    let api = api_url(&run).await;
+    let s = status_until(&api, Duration::from_secs(10), |s| {
+        f3_network_warning(s).is_some()
+    })
+    .await
+    .unwrap_or_else(|| panic!("no F3 network warning; log:\n{}", run.stderr()));
+    let w = f3_network_warning(&s).expect("warned");
+    assert!(
+        w.starts_with("c: its F3 follows network \"calibrationnet\", the pool's is \"simnet/f3\""),
+        "{w}"
+    );
+    assert_eq!(node(&s, "c")["healthy"], true, "{s:#}");
 }
 
 #[tokio::test]

@@ -13,6 +13,9 @@ pub const F3_LAG: u64 = 3;
 const FIRST_INSTANCE: u64 = 1_000;
 /// EC finality: 900 epochs deep.
 pub const EC_FINALITY: u64 = 900;
+/// The F3 network every simulated node follows unless an op says otherwise (mainnet's is
+/// "filecoin").
+pub const F3_NETWORK: &str = "simnet/f3";
 
 /// F3 of the whole simulated network.
 #[derive(Debug, Default)]
@@ -47,6 +50,26 @@ impl F3Network {
     /// Certificates follow the chain again (they catch up at once).
     pub fn resume(&self) {
         *self.stalled_at.lock().expect("f3 lock") = None;
+    }
+
+    /// The F3 manifest a node gives (`F3GetManifest`): mainnet's shape and values
+    /// (shared/fixtures/f3_mainnet_fixture.json, from ChainSafe/rust-f3), with this network's
+    /// name and block delay.
+    pub fn manifest(network: &str, block_delay_secs: u64) -> serde_json::Value {
+        let period = block_delay_secs.saturating_mul(1_000_000_000);
+        serde_json::json!({
+            "Pause": false, "ProtocolVersion": 7, "InitialInstance": 0, "BootstrapEpoch": 0,
+            "NetworkName": network, "ExplicitPower": null, "IgnoreECPower": false,
+            "InitialPowerTable": {"/": chain::cid(0x907e_7ab1)},
+            "CommitteeLookback": 10, "CatchUpAlignment": period / 2,
+            "Gpbft": {"Delta": 6_000_000_000u64, "DeltaBackOffExponent": 2,
+                "QualityDeltaMultiplier": 8, "MaxLookaheadRounds": 5, "ChainProposedLength": 20,
+                "RebroadcastBackoffBase": 6_000_000_000u64, "RebroadcastBackoffExponent": 1.3,
+                "RebroadcastBackoffSpread": 0.1, "RebroadcastBackoffMax": 60_000_000_000u64},
+            "EC": {"Period": period, "Finality": EC_FINALITY, "DelayMultiplier": 2,
+                "BaseDecisionBackoffTable": [1.3, 1.69, 2.2, 2.86, 3.71, 4.83, 6.27, 7.5],
+                "HeadLookback": 4, "Finalize": true}
+        })
     }
 
     pub fn is_stalled(&self) -> bool {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::chain::{self, Branch, ChainClock};
-use super::finality::{F3Network, EC_FINALITY};
+use super::finality::{F3Network, EC_FINALITY, F3_NETWORK};
 use super::profile::{ApiPath, Profile};
 
 mod recorded;
@@ -86,11 +86,20 @@ pub enum Op {
     FinalityStall,
     /// F3 finalizes again, network-wide.
     FinalityResume,
-    /// This node's F3 is down (Forest: its sidecar gone): F3 methods answer -32603, the
-    /// finalized tipset falls back to EC finality.
+    /// This node's F3 is not running (Forest: its sidecar gone, every F3 method -32603; Lotus:
+    /// `F3IsRunning` false, the others code 1 "f3 is not running"); the finalized tipset falls
+    /// back to EC finality.
     F3Down,
-    /// This node's F3 is back.
+    /// This node's F3 runs and has no certificate yet (Lotus: `F3GetLatestCertificate` is
+    /// `null`; a fresh start).
+    F3Fresh,
+    /// F3 is turned off in this node's configuration (Lotus: code 4 "f3 is disabled"; Forest
+    /// as for `F3Down`).
+    F3Disabled,
+    /// This node's F3 follows the network again.
     F3Up,
+    /// This node's F3 manifest names this network (another F3 network's certificates).
+    F3Network { name: String },
     /// The node leaves the chain a few epochs *before* the finalized tipset, onto a fork
     /// heavier than the network's: dead by F3, heavier by weight. `f3`: "down" (its own F3
     /// is down too) or "network" (it still reports the network's certificate).
@@ -116,6 +125,23 @@ pub enum Op {
     },
     /// Back to a healthy, following, fast, open node of the pool's network.
     Heal,
+}
+
+/// A node's own F3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum F3State {
+    Running,
+    /// Running, no certificate yet.
+    Fresh,
+    NotRunning,
+    Disabled,
+}
+
+impl F3State {
+    /// Whether the node's finality is F3's (else EC finality).
+    fn finalizes(self) -> bool {
+        self == F3State::Running
+    }
 }
 
 /// What a node on a heavy fork says about F3.
@@ -154,7 +180,9 @@ struct Faults {
     read_token: Option<String>,
     push: Push,
     jitter: Duration,
-    f3_down: bool,
+    f3: F3State,
+    /// The F3 network its manifest names, where an op changed it.
+    f3_network: Option<String>,
     /// Extra ParentWeight reported on heads.
     inflate: u128,
     /// `Version` as the node says it, instead of its profile's.
@@ -191,7 +219,8 @@ impl Faults {
             read_token: None,
             push: Push::Normal,
             jitter: Duration::ZERO,
-            f3_down: false,
+            f3: F3State::Running,
+            f3_network: None,
             inflate: 0,
             version: None,
             refused: Vec::new(),
@@ -398,7 +427,9 @@ impl SimNode {
                     fork_at: finalized.saturating_sub(2),
                     heavy: true,
                 };
-                f.f3_down = f3 == ForkF3::Down;
+                if f3 == ForkF3::Down {
+                    f.f3 = F3State::NotRunning;
+                }
             }
             Op::FinalityStall => {
                 self.shared
@@ -406,8 +437,11 @@ impl SimNode {
                     .stall(&self.shared.clock, now, self.shared.null_rounds)
             }
             Op::FinalityResume => self.shared.f3.resume(),
-            Op::F3Down => f.f3_down = true,
-            Op::F3Up => f.f3_down = false,
+            Op::F3Down => f.f3 = F3State::NotRunning,
+            Op::F3Fresh => f.f3 = F3State::Fresh,
+            Op::F3Disabled => f.f3 = F3State::Disabled,
+            Op::F3Up => f.f3 = F3State::Running,
+            Op::F3Network { name } => f.f3_network = Some(name),
             Op::Inflate { weight } => f.inflate = u128::from(weight),
             Op::Version { version } => f.version = Some(version),
             Op::PushFlood {
@@ -595,13 +629,10 @@ impl SimNode {
         if let Some(need) = needs(method).filter(|_| read_only) {
             return self.profile.missing_permission(&id, method, need);
         }
-        if f.f3_down
-            && method.starts_with("Filecoin.F3")
-            && !(method == "Filecoin.F3IsRunning" && self.profile != Profile::Forest)
-        {
+        if let Some(refusal) = self.profile.f3_refusal(f.f3, method) {
             return (
                 StatusCode::OK,
-                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32603,"message":self.profile.f3_down_message()}}),
+                json!({"jsonrpc":"2.0","id":id,"error":refusal}),
             );
         }
         let params = req.get("params").cloned().unwrap_or(Value::Null);
@@ -694,12 +725,14 @@ impl SimNode {
             chain::last_tipset_height(head.saturating_sub(EC_FINALITY), self.shared.null_rounds);
         // Where the node's F3 runs, its finalized tipset is F3's (on its own chain, as Lotus
         // and Forest read it from their chain store); else EC finality.
-        let finalized = if f.f3_down {
-            ec_epoch
-        } else {
+        let finalized = if f.f3.finalizes() {
             f3_epoch.min(head)
+        } else {
+            ec_epoch
         };
         Some(Ok(match method {
+            // Running without a certificate yet: `null`, as go-f3's GetLatestCert.
+            "Filecoin.F3GetLatestCertificate" if f.f3 == F3State::Fresh => Value::Null,
             "Filecoin.F3GetLatestCertificate" => {
                 // The network's certificate: the main chain's tipsets.
                 let main = Faults {
@@ -728,12 +761,33 @@ impl SimNode {
                     "PowerTableDelta": null
                 })
             }
-            "Filecoin.F3GetProgress" => json!({
-                "ID": F3Network::instance(f3_epoch) + 1,
-                "Round": 0,
-                "Phase": if self.shared.f3.is_stalled() { 3 } else { 1 },
-            }),
-            "Filecoin.F3IsRunning" => Value::Bool(!f.f3_down),
+            // The instance in progress and its input (go-f3 `InstanceProgress`); Lotus answers
+            // the zero value with `"Input": null` while its F3 is not running.
+            "Filecoin.F3GetProgress" if f.f3 == F3State::NotRunning => {
+                json!({"ID": 0, "Round": 0, "Phase": 0, "Input": null})
+            }
+            "Filecoin.F3GetProgress" => {
+                let main = Faults {
+                    branch: Branch::MAIN,
+                    ..f.clone()
+                };
+                json!({
+                    "ID": F3Network::instance(f3_epoch) + 1,
+                    "Round": 0,
+                    "Phase": if self.shared.f3.is_stalled() { 3 } else { 1 },
+                    "Input": [{
+                        "Key": self.tipset(&main, f3_epoch)["Cids"],
+                        "Commitments": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                        "Epoch": f3_epoch,
+                        "PowerTable": {"/": chain::cid(0x907e_7ab1)}
+                    }]
+                })
+            }
+            "Filecoin.F3IsRunning" => Value::Bool(f.f3 != F3State::NotRunning),
+            "Filecoin.F3GetManifest" => F3Network::manifest(
+                f.f3_network.as_deref().unwrap_or(F3_NETWORK),
+                self.shared.clock.block_delay,
+            ),
             "Filecoin.ChainGetFinalizedTipSet" => self.tipset(f, finalized),
             "Filecoin.ChainGetTipSetByHeight" => {
                 let Some(epoch) = params.get(0).and_then(Value::as_u64) else {
@@ -751,7 +805,7 @@ impl SimNode {
             "Filecoin.ChainGetTipSetFinalityStatus" => json!({
                 "ecFinalityThresholdDepth": -1,
                 "ecFinalizedTipSet": self.tipset(f, ec_epoch),
-                "f3FinalizedTipSet": if f.f3_down { Value::Null } else { self.tipset(f, f3_epoch.min(head)) },
+                "f3FinalizedTipSet": if f.f3.finalizes() { self.tipset(f, f3_epoch.min(head)) } else { Value::Null },
                 "finalizedTipSet": self.tipset(f, finalized),
                 "head": self.head_tipset(f, head),
             }),

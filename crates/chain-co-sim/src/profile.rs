@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::chain::TipsetStyle;
+use crate::node::F3State;
 
 /// A daemon implementation the simulator can play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +166,7 @@ impl Profile {
             "Filecoin.F3GetLatestCertificate"
             | "Filecoin.F3GetProgress"
             | "Filecoin.F3IsRunning"
+            | "Filecoin.F3GetManifest"
             | "Filecoin.ChainGetFinalizedTipSet"
             | "Filecoin.ChainGetTipSetFinalityStatus" => {
                 !matches!(self, Profile::Fuhon | Profile::Minimal)
@@ -198,13 +200,30 @@ impl Profile {
         }
     }
 
-    /// What an F3 method answers (-32603) while the node's F3 is down: Forest's words for its
-    /// unreachable sidecar (recorded, shared/daemons); Lotus's own for F3 not running.
-    pub fn f3_down_message(&self) -> &'static str {
-        match self {
-            Profile::Forest => "client error (Connect)",
-            _ => "F3 is not running",
+    /// The error an F3 method answers in this F3 state, if it answers one:
+    /// - Forest without its sidecar (not running, or turned off) answers every F3 method
+    ///   `-32603 "client error (Connect)"`, `F3IsRunning` included (recorded, shared/daemons);
+    /// - Lotus with F3 disabled answers every one code 4 "f3 is disabled" (`api.EF3Disabled`);
+    ///   not running, the certificate answers code 1 "f3 is not running" (go-f3
+    ///   `ErrF3NotRunning`, unregistered in go-jsonrpc), while `F3IsRunning` says `false`,
+    ///   `F3GetProgress` the zero value and `F3GetManifest` the static manifest
+    ///   (node/impl/full/f3.go, chain/lf3/f3.go at Lotus b835fab; go-f3 v0.8.12).
+    pub(crate) fn f3_refusal(&self, state: F3State, method: &str) -> Option<Value> {
+        if !method.starts_with("Filecoin.F3") {
+            return None;
         }
+        let (code, message) = match (self, state) {
+            (_, F3State::Running | F3State::Fresh) => return None,
+            (Profile::Forest, _) => (-32603, "client error (Connect)"),
+            (_, F3State::Disabled) => (4, "f3 is disabled"),
+            (_, F3State::NotRunning) => match method {
+                "Filecoin.F3IsRunning" | "Filecoin.F3GetProgress" | "Filecoin.F3GetManifest" => {
+                    return None
+                }
+                _ => (1, "f3 is not running"),
+            },
+        };
+        Some(json!({"code": code, "message": message}))
     }
 
     /// A call the token's permissions do not cover (`need` is the permission the method

@@ -160,10 +160,10 @@ impl SimNode {
             ("epoch outdated", false)
         };
         // A Forest without its F3 sidecar reports F3 as disabled, which passes (recorded).
-        let f3 = if f.f3_down {
-            ("f3 disabled", true)
-        } else {
+        let f3 = if f.f3.finalizes() {
             ("f3 running", true)
+        } else {
+            ("f3 disabled", true)
         };
         let checks: Vec<(&str, bool)> = match path {
             "/livez" | "/health/livez" => vec![sync_ok, peers, rpc],

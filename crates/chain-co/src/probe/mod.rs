@@ -83,6 +83,9 @@ pub enum OptionalMethod {
     SyncState,
     #[serde(rename = "Filecoin.NodeStatus")]
     NodeStatus,
+    /// The F3 methods (`F3IsRunning`, `F3GetLatestCertificate`, ...): no F3 on this node.
+    #[serde(rename = "Filecoin.F3IsRunning")]
+    F3,
 }
 
 impl std::fmt::Display for OptionalMethod {
@@ -92,6 +95,7 @@ impl std::fmt::Display for OptionalMethod {
             OptionalMethod::NetPeers => "Filecoin.NetPeers",
             OptionalMethod::SyncState => "Filecoin.SyncState",
             OptionalMethod::NodeStatus => "Filecoin.NodeStatus",
+            OptionalMethod::F3 => "Filecoin.F3IsRunning",
         })
     }
 }
@@ -186,6 +190,8 @@ struct Learned {
     finality_in: u32,
     /// Until when the F3 certificate, and the finalized tipset, are not asked (lacking).
     f3_lacking_until: Option<Instant>,
+    /// Until when the F3 manifest is not asked again (it changes rarely).
+    f3_manifest_until: Option<Instant>,
     finalized_lacking_until: Option<Instant>,
     /// What the daemon last said about itself, and until when its health URL is not asked (a
     /// default URL that nothing serves).
@@ -249,6 +255,7 @@ impl Prober {
                         finality: None,
                         finality_in: 0,
                         f3_lacking_until: None,
+                        f3_manifest_until: None,
                         finalized_lacking_until: None,
                         own_word: OwnWord::default(),
                         health_lacking_until: None,
@@ -467,8 +474,11 @@ impl Prober {
             let r = self.exchange(t, &learned, calls.clone(), started).await;
             (r, started.elapsed())
         };
-        let ((mut replies, mut latency), mut side) =
-            tokio::join!(main, self.side_checks(t, &learned, slow));
+        let ((mut replies, mut latency), mut side, manifest) = tokio::join!(
+            main,
+            self.side_checks(t, &learned, slow),
+            self.manifest(t, &learned, &finality)
+        );
         if let Some(retry) = self.ws_fallback(t, &mut learned, &replies, calls).await {
             replies = retry;
             latency = started.elapsed();
@@ -506,7 +516,7 @@ impl Prober {
             }
         };
         let head_height = head.as_ref().ok().map(|h| h.height);
-        let finality = self.read_finality(&t.name, &finality, &mut replies, head_height);
+        let finality = self.read_finality(&t.name, &finality, &mut replies, head_height, manifest);
         let status = asks_status.then(|| replies.next().expect("asked"));
         if slow && wants_identity && side.health.is_none() {
             // Identified just now: its implementation's default health URL is known.
@@ -712,31 +722,40 @@ impl Prober {
         ask: &FinalityAsk,
         replies: &mut impl Iterator<Item = Result<Raw, RpcError>>,
         head: Option<u64>,
+        manifest: Option<Result<Raw, RpcError>>,
     ) -> Option<Finality> {
         let mut known = self.learned(name).finality.unwrap_or(Finality {
             f3: F3View::Lacking,
             finalized: None,
             chain_at: None,
             instance: None,
+            network: None,
         });
         let mut asked = false;
         let lacking_until = Some(Instant::now() + ASK_LACKING_AGAIN);
         if ask.certificate {
             asked = true;
+            let running = replies.next().expect("asked");
             let cert = replies.next().expect("asked");
             let progress = replies.next().expect("asked");
-            match cert {
-                Ok(raw) => known.f3 = f3::read_certificate(raw.get(), head),
-                Err(e) => match f3::f3_error(&e) {
-                    Some(F3View::Lacking) => {
-                        known.f3 = F3View::Lacking;
-                        self.update(name, |l| l.f3_lacking_until = lacking_until);
+            if let Some((view, instance)) = f3::read_f3(running, cert, progress, head) {
+                let absent = view == F3View::Lacking;
+                self.update(name, |l| {
+                    if view.lasting() {
+                        l.f3_lacking_until = lacking_until;
                     }
-                    Some(view) => known.f3 = view,
-                    None => {}
-                },
+                    if absent {
+                        l.unsupported.insert(OptionalMethod::F3);
+                    } else {
+                        l.unsupported.remove(&OptionalMethod::F3);
+                    }
+                });
+                known.f3 = view;
+                known.instance = instance;
             }
-            known.instance = progress.ok().and_then(|raw| f3::read_progress(raw.get()));
+        }
+        if let Some(network) = manifest.and_then(f3::read_manifest_reply) {
+            known.network = network;
         }
         if ask.finalized {
             asked = true;
@@ -763,6 +782,30 @@ impl Prober {
             self.update(name, |l| l.finality = stored);
         }
         (!nothing).then_some(known)
+    }
+
+    /// `F3GetManifest`, asked on its own (a huge manifest costs this reading only, never the
+    /// head) in finality rounds of nodes whose F3 is not known absent, every few minutes.
+    async fn manifest(
+        &self,
+        t: &Target,
+        learned: &Learned,
+        ask: &FinalityAsk,
+    ) -> Option<Result<Raw, RpcError>> {
+        let due = learned
+            .f3_manifest_until
+            .is_none_or(|u| Instant::now() >= u);
+        if !(ask.certificate && due) {
+            return None;
+        }
+        let until = Some(Instant::now() + ASK_LACKING_AGAIN);
+        self.update(&t.name, |l| l.f3_manifest_until = until);
+        let calls = vec![("Filecoin.F3GetManifest".to_string(), json!([]))];
+        Some(
+            self.exchange(t, learned, calls, Instant::now())
+                .await
+                .and_then(|mut r| r.pop().expect("one call, one reply")),
+        )
     }
 
     /// The daemon's health endpoint (configured, or its implementation's default) and whether
@@ -941,6 +984,8 @@ struct SideChecks {
 /// The finality calls of `ask`, in the order [`Prober::read_finality`] reads them.
 fn finality_calls(ask: &FinalityAsk, calls: &mut Vec<Call>) {
     if ask.certificate {
+        // F3IsRunning first: the other two are read in its light (see `f3`).
+        calls.push(("Filecoin.F3IsRunning".into(), json!([])));
         calls.push(("Filecoin.F3GetLatestCertificate".into(), json!([])));
         calls.push(("Filecoin.F3GetProgress".into(), json!([])));
     }

@@ -1196,7 +1196,11 @@ fn apply_hysteresis(cx: &mut Context) {
                 .finality
                 .as_ref()
                 .and_then(|f| f.f3_finalized().or(f.finalized.as_ref()).map(|t| t.epoch)),
-            f3: o.finality.as_ref().map(|f| f.f3.to_string()),
+            f3: o.finality.as_ref().map(|f| f.describe()).or_else(|| {
+                o.unsupported
+                    .contains(&crate::probe::OptionalMethod::F3)
+                    .then(|| crate::probe::f3::F3View::Lacking.to_string())
+            }),
             own_word: o.own_word.clone(),
             client_token: o.client_token,
             track: t.clone(),

@@ -259,6 +259,7 @@ pub(super) fn report_finality(cx: &mut Context) {
             .push(Warning::new(WarningKind::FinalityDisagreement, text));
     }
     report_f3_behind(cx);
+    report_f3_network(cx);
 }
 
 /// Two nodes report different F3-finalized tipsets at one epoch, and the pool has no
@@ -288,8 +289,9 @@ fn finality_disagreement(cx: &Context) -> Option<String> {
     ))
 }
 
-/// A node whose F3 instance trails the pool's newest by more than f3_max_behind while its
-/// chain is fine: a warning on that node, never an exclusion.
+/// A node whose F3 instance trails the pool's by more than f3_max_behind while its chain is
+/// fine: a warning on that node, never an exclusion. The pool's instance is what most nodes
+/// report (the lower median), never one node's word: a liar's instance 2^64−1 warns nobody.
 fn report_f3_behind(cx: &mut Context) {
     let instances: Vec<(usize, u64)> = cx
         .observations
@@ -297,22 +299,65 @@ fn report_f3_behind(cx: &mut Context) {
         .enumerate()
         .filter_map(|(i, o)| Some((i, o.finality.as_ref()?.f3_instance()?)))
         .collect();
-    let Some(top) = instances.iter().map(|(_, n)| *n).max() else {
+    let Some(pool) = lower_median(instances.iter().map(|(_, n)| *n).collect()) else {
         return;
     };
     for (i, n) in instances {
-        let trails = top - n;
+        let trails = pool.saturating_sub(n);
         if trails > cx.rules.f3_max_behind && cx.bad[i].is_none() {
             let node = cx.observations[i].node.clone();
             cx.warnings.push(Warning::new(
                 WarningKind::F3Behind(node.clone()),
                 format!(
-                    "{node}: F3 instance {n} trails the pool's {top} by {trails} (f3_max_behind {}); its chain is fine, so it stays in",
+                    "{node}: F3 instance {n} trails the pool's {pool} by {trails} (f3_max_behind {}); its chain is fine, so it stays in",
                     cx.rules.f3_max_behind
                 ),
             ));
         }
     }
+}
+
+/// The value at or below which at least half of `values` lie: what most report.
+fn lower_median(mut values: Vec<u64>) -> Option<u64> {
+    values.sort_unstable();
+    values.get(values.len().checked_sub(1)? / 2).copied()
+}
+
+/// A node whose F3 manifest names another network than most nodes' (a strict majority of
+/// those that said one): it would follow another F3 network's certificates. A warning on that
+/// node; with no majority, on every node that is not unanimous.
+fn report_f3_network(cx: &mut Context) {
+    let named: Vec<(usize, &str)> = cx
+        .observations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| {
+            let name = o.finality.as_ref()?.network.as_ref()?.as_ref().ok()?;
+            Some((i, name.as_str()))
+        })
+        .collect();
+    let count = |name: &str| named.iter().filter(|(_, n)| *n == name).count();
+    let pool = named
+        .iter()
+        .map(|(_, n)| *n)
+        .find(|n| count(n) * 2 > named.len());
+    let mut warnings = Vec::new();
+    for &(i, name) in &named {
+        if Some(name) == pool || count(name) == named.len() {
+            continue;
+        }
+        let node = &cx.observations[i].node;
+        let words = match pool {
+            Some(pool) => format!(
+                "{node}: its F3 follows network {name:?}, the pool's is {pool:?}; its certificates are another network's"
+            ),
+            None => format!(
+                "{node}: its F3 follows network {name:?}, and no network is the pool's by a majority"
+            ),
+        };
+        warnings.push(Warning::new(WarningKind::F3Network(node.clone()), words));
+    }
+    cx.warnings.extend(warnings);
 }
 
 #[cfg(test)]
@@ -364,19 +409,21 @@ mod tests {
             finalized: None,
             chain_at: None,
             instance: None,
+            network: None,
         });
         o
     }
 
     fn f3_down(mut o: Observation, chain_at: Option<(u64, &str)>) -> Observation {
         o.finality = Some(Finality {
-            f3: F3View::Down("client error (Connect)".into()),
+            f3: F3View::NotRunning("client error (Connect)".into()),
             finalized: None,
             chain_at: chain_at.map(|(e, fork)| TipsetRef {
                 epoch: e,
                 key: key(e, fork),
             }),
             instance: None,
+            network: None,
         });
         o
     }
@@ -588,6 +635,60 @@ mod tests {
         let kinds: Vec<&WarningKind> = d[0].warnings.iter().map(|w| &w.kind).collect();
         assert_eq!(kinds, vec![&WarningKind::F3Behind("c".into())]);
         assert!(d[0].verdict("c").is_some_and(|v| v.healthy));
+    }
+
+    #[test]
+    fn one_node_s_huge_f3_instance_puts_no_warning_on_the_honest_ones() {
+        let obs = vec![
+            f3(node("a", head(100, "", 1000)), 95, "", 20),
+            f3(node("b", head(100, "", 1000)), 95, "", 20),
+            f3(node("c", head(100, "", 1000)), 95, "", u64::MAX),
+        ];
+        let d = run(&rules(), vec![(t(100, 2), obs)]);
+        assert!(
+            d[0].warnings
+                .iter()
+                .all(|w| !matches!(w.kind, WarningKind::F3Behind(_))),
+            "{:?}",
+            d[0].warnings
+        );
+    }
+
+    fn on_f3_network(mut o: Observation, name: &str) -> Observation {
+        if let Some(f) = o.finality.as_mut() {
+            f.network = Some(Ok(name.into()));
+        }
+        o
+    }
+
+    #[test]
+    fn a_node_on_another_f3_network_is_warned_about_alone() {
+        let obs = |c: &str| {
+            vec![
+                on_f3_network(f3(node("a", head(100, "", 1000)), 95, "", 20), "filecoin"),
+                on_f3_network(f3(node("b", head(100, "", 1000)), 95, "", 20), "filecoin"),
+                on_f3_network(f3(node("c", head(100, "", 1000)), 95, "", 20), c),
+            ]
+        };
+        let d = run(&rules(), vec![(t(100, 2), obs("calibrationnet"))]);
+        let mismatch: Vec<&Warning> = d[0]
+            .warnings
+            .iter()
+            .filter(|w| matches!(w.kind, WarningKind::F3Network(_)))
+            .collect();
+        assert_eq!(mismatch.len(), 1, "{:?}", d[0].warnings);
+        assert_eq!(mismatch[0].kind, WarningKind::F3Network("c".into()));
+        assert!(
+            mismatch[0].text.contains("\"filecoin\""),
+            "{}",
+            mismatch[0].text
+        );
+        assert!(d[0].verdict("c").is_some_and(|v| v.healthy));
+        let d = run(&rules(), vec![(t(100, 2), obs("filecoin"))]);
+        assert!(d[0]
+            .warnings
+            .iter()
+            .all(|w| !matches!(w.kind, WarningKind::F3Network(_))));
     }
 
     #[test]

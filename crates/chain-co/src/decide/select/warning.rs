@@ -24,6 +24,8 @@ pub enum WarningKind {
     FinalityDisagreement,
     /// A node's F3 instance trails the pool's.
     F3Behind(String),
+    /// A node's F3 manifest names another F3 network than the pool's.
+    F3Network(String),
     /// Nodes report one tipset with different weights or heights, and none is the majority.
     HeadDisagreement,
     /// Nodes refused the configured token (`check`).
