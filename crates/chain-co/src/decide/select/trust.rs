@@ -49,11 +49,11 @@ pub(super) fn judge_finality(cx: &mut Context) {
         key: k.clone(),
     });
     for i in 0..cx.observations.len() {
-        if cx.bad[i].is_some() {
+        if cx.work[i].bad.is_some() {
             continue;
         }
         if let Some(x) = finality_conflict(cx, i) {
-            cx.bad[i] = Some(x);
+            cx.work[i].bad = Some(x);
         }
     }
 }
@@ -61,7 +61,7 @@ pub(super) fn judge_finality(cx: &mut Context) {
 /// Adds this round's certificates to each node's recent ones; forgets removed nodes.
 fn remember_certificates(cx: &mut Context) {
     for (i, o) in cx.observations.iter().enumerate() {
-        if cx.bad[i].is_some() {
+        if cx.work[i].bad.is_some() {
             continue;
         }
         let Some(t) = o.finality.as_ref().and_then(|f| f.f3_finalized()) else {
@@ -85,7 +85,7 @@ fn remember_certificates(cx: &mut Context) {
 fn corroborated_finality(cx: &Context) -> Option<TipsetRef> {
     let mut count: BTreeMap<&TipsetRef, usize> = BTreeMap::new();
     for (i, o) in cx.observations.iter().enumerate() {
-        if cx.bad[i].is_some() {
+        if cx.work[i].bad.is_some() {
             continue;
         }
         for t in cx.f3_seen.get(&o.node).into_iter().flatten() {
@@ -154,7 +154,7 @@ pub(super) fn expose_misreports(cx: &mut Context) {
                     continue;
                 }
                 for &i in liars {
-                    cx.bad[i] = Some(Exclusion::Misreported {
+                    cx.work[i].bad = Some(Exclusion::Misreported {
                         height,
                         weight,
                         pool_height,
@@ -166,7 +166,7 @@ pub(super) fn expose_misreports(cx: &mut Context) {
         } else {
             let lowest = claims.keys().map(|c| c.0).min().expect("non-empty");
             for &i in members {
-                cx.weight[i] = lowest;
+                cx.work[i].weight = lowest;
             }
             let names: Vec<&str> = members
                 .iter()
@@ -221,7 +221,7 @@ pub(super) fn confirm_heads(cx: &mut Context) {
             cx.head(j)
                 .is_some_and(|o| o.height < h.height && late(cx, o.height, o.timestamp, now))
         });
-        cx.confirmed[i] = count[&h.key] >= 2 || cands.len() == 1 || others_late;
+        cx.work[i].confirmed = count[&h.key] >= 2 || cands.len() == 1 || others_late;
     }
 }
 
@@ -236,7 +236,7 @@ fn late(cx: &Context, height: u64, timestamp: u64, now: SystemTime) -> bool {
         .genesis_timestamp
         .map(|g| g + (height + 1) * delay)
         .unwrap_or(timestamp + delay);
-    now >= SystemTime::UNIX_EPOCH + Duration::from_secs(next) + cx.propagation
+    now >= SystemTime::UNIX_EPOCH + Duration::from_secs(next) + cx.limits.propagation
 }
 
 /// Finality warnings: a stall network-wide, nodes that disagree on it, and nodes whose F3
@@ -304,7 +304,7 @@ fn report_f3_behind(cx: &mut Context) {
     };
     for (i, n) in instances {
         let trails = pool.saturating_sub(n);
-        if trails > cx.rules.f3_max_behind && cx.bad[i].is_none() {
+        if trails > cx.rules.f3_max_behind && cx.work[i].bad.is_none() {
             let node = cx.observations[i].node.clone();
             cx.warnings.push(Warning::new(
                 WarningKind::F3Behind(node.clone()),
@@ -362,6 +362,8 @@ fn report_f3_network(cx: &mut Context) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::super::*;
     use crate::probe::f3::{F3View, Finality, TipsetRef};
     use crate::probe::rpc::{Head, Identity, Implementation};
