@@ -35,6 +35,7 @@ pub mod errors;
 pub mod files;
 pub mod probe;
 pub mod problems;
+pub mod proof;
 pub mod secret;
 pub mod serve;
 pub mod text;
