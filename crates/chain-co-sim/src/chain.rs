@@ -57,7 +57,7 @@ pub fn unix_now() -> u64 {
 /// Which chain a node follows: the network's main chain (`id` 0), or a private fork that left
 /// it after `fork_at` and gains weight at half the rate (a minority of the power mines it), or,
 /// `heavy`, at twice the rate (a fork heavier than the chain F3 finalized: dead all the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Branch {
     pub id: u64,
     pub fork_at: u64,
@@ -71,7 +71,7 @@ impl Branch {
         heavy: false,
     };
 
-    fn on_fork(&self, height: u64) -> bool {
+    pub(crate) fn on_fork(&self, height: u64) -> bool {
         self.id != 0 && height > self.fork_at
     }
 
@@ -128,20 +128,10 @@ pub fn spread(x: u64) -> u64 {
     mix(x)
 }
 
-/// A string shaped like a CIDv1 (dag-cbor, blake2b-256) in base32: `bafy2bzace` + 52 chars.
+/// A CIDv1 (dag-cbor, blake2b-256) that names nothing: the hash of `seed`'s bytes. Real CIDs,
+/// so that the headers that carry them encode as real ones do.
 pub fn cid(seed: u64) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut s = String::from("bafy2bzace");
-    let mut x = seed;
-    while s.len() < 62 {
-        x = mix(x);
-        for i in 0..12 {
-            if s.len() < 62 {
-                s.push(ALPHABET[((x >> (i * 5)) & 31) as usize] as char);
-            }
-        }
-    }
-    s
+    chain_co::proof::header::cid_of(&mix(seed).to_le_bytes()).to_string()
 }
 
 fn blocks_at(height: u64) -> u64 {
@@ -149,23 +139,12 @@ fn blocks_at(height: u64) -> u64 {
     1 + mix(height ^ 0xb10c) % 5
 }
 
-fn block_cid(seed: u64, i: u64) -> String {
-    cid(seed.wrapping_mul(31).wrapping_add(i).wrapping_add(0x7175))
-}
-
-fn tipset_key(branch: &Branch, height: u64) -> Vec<Value> {
-    let seed = branch.seed(height);
-    (0..blocks_at(seed))
-        .map(|i| json!({ "/": block_cid(seed, i) }))
-        .collect()
-}
-
 /// How a simulated implementation writes a tipset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TipsetStyle {
-    /// Lotus, Venus, Fuhon: every array present.
+    /// Lotus, Venus, Fuhon: every field present, nil pointers as `null`.
     Lotus,
-    /// Forest: empty arrays become `null` (forest src/blocks/tipset.rs snapshot tests).
+    /// Forest: leaves out the null `BLSAggregate` and `BlockSig` (recorded, shared/daemons).
     Forest,
 }
 
@@ -184,14 +163,14 @@ fn base64ish(seed: u64, len: usize) -> String {
     s
 }
 
-/// A genesis block as a real Forest writes it (recorded, shared/daemons): miner `t00`, one
-/// zero beacon entry, no election proof or PoSt proof (`null`), and neither `BLSAggregate` nor
-/// `BlockSig`.
-fn forest_genesis_block(clock: &ChainClock, parents: &[Value], seed: u64) -> Value {
+/// The genesis block as a real Forest wrote calibnet's (recorded, shared/daemons): miner `t00`,
+/// one zero beacon entry, no election proof or PoSt proof, no signatures. Every profile serves
+/// the same genesis, so a mixed pool agrees on it.
+fn genesis_block(clock: &ChainClock, parents: &[Value], seed: u64) -> Value {
     json!({
         "Miner": "t00",
         "Ticket": { "VRFProof": base64ish(seed ^ 1, 44) },
-        "ElectionProof": { "VRFProof": null, "WinCount": 0 },
+        "ElectionProof": { "WinCount": 0, "VRFProof": null },
         "BeaconEntries": [{ "Round": 0, "Data": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }],
         "WinPoStProof": null,
         "Parents": parents,
@@ -200,49 +179,42 @@ fn forest_genesis_block(clock: &ChainClock, parents: &[Value], seed: u64) -> Val
         "ParentStateRoot": { "/": cid(seed ^ 6) },
         "ParentMessageReceipts": { "/": cid(seed ^ 7) },
         "Messages": { "/": cid(seed ^ 8) },
+        "BLSAggregate": null,
         "Timestamp": clock.timestamp(0),
+        "BlockSig": null,
         "ForkSignaling": 0,
         "ParentBaseFee": "100000000",
     })
 }
 
-/// The full tipset JSON of the tipset at `height` (a null round gives the tipset before it),
-/// every field Lotus sends.
-pub fn tipset_json(
+/// The blocks of the tipset at `height` (not a null round) on `branch`, whose parents are the
+/// tipset `parents`: every field Lotus sends, deterministic in the height and branch.
+fn blocks(
     clock: &ChainClock,
     branch: &Branch,
     height: u64,
     null_rounds: bool,
-    style: TipsetStyle,
-) -> Value {
-    let height = last_tipset_height(height, null_rounds);
-    let parent = if height == 0 {
-        None
-    } else {
-        Some(last_tipset_height(height - 1, null_rounds))
-    };
-    let parents = match parent {
-        None => vec![json!({ "/": cid(0xdead) })],
-        Some(p) => tipset_key(branch, p),
-    };
-    let parent_weight = parent.map_or(0, |p| branch.weight(p)).to_string();
-    let n = blocks_at(branch.seed(height));
-    let blocks: Vec<Value> = (0..n)
+    parents: &[String],
+) -> Vec<Value> {
+    let parents: Vec<Value> = parents.iter().map(|c| json!({ "/": c })).collect();
+    // The weight of the parent tipset, which skips null rounds.
+    let parent_weight = match height {
+        0 => 0,
+        h => branch.weight(last_tipset_height(h - 1, null_rounds)),
+    }
+    .to_string();
+    let seed = branch.seed(height);
+    (0..blocks_at(seed))
         .map(|i| {
-            let seed = branch.seed(height).wrapping_mul(7919).wrapping_add(i);
-            if height == 0 && style == TipsetStyle::Forest {
-                return forest_genesis_block(clock, &parents, seed);
+            let seed = seed.wrapping_mul(7919).wrapping_add(i);
+            if height == 0 {
+                return genesis_block(clock, &parents, seed);
             }
-            let beacons = if height == 0 {
-                json!([])
-            } else {
-                json!([{ "Round": 17_000_000 + height, "Data": base64ish(seed ^ 4, 128) }])
-            };
             json!({
                 "Miner": format!("f0{}", 1000 + mix(seed) % 3_000_000),
                 "Ticket": { "VRFProof": base64ish(seed ^ 1, 128) },
                 "ElectionProof": { "WinCount": 1 + mix(seed ^ 2) % 3, "VRFProof": base64ish(seed ^ 3, 128) },
-                "BeaconEntries": beacons,
+                "BeaconEntries": [{ "Round": 17_000_000 + height, "Data": base64ish(seed ^ 4, 128) }],
                 "WinPoStProof": [{ "PoStProof": 3, "ProofBytes": base64ish(seed ^ 5, 256) }],
                 "Parents": parents,
                 "ParentWeight": parent_weight,
@@ -257,8 +229,41 @@ pub fn tipset_json(
                 "ParentBaseFee": (100 + mix(seed ^ 11) % 100_000_000).to_string(),
             })
         })
-        .collect();
-    json!({ "Cids": tipset_key(branch, height), "Blocks": blocks, "Height": height })
+        .collect()
+}
+
+/// The full tipset JSON of the tipset at `height` (a null round gives the tipset before it),
+/// every field Lotus sends, its `Cids` the real CIDs of its blocks and its parents the real key
+/// of the tipset before it (see [`crate::keys`]).
+pub fn tipset_json(
+    clock: &ChainClock,
+    branch: &Branch,
+    height: u64,
+    null_rounds: bool,
+    style: TipsetStyle,
+) -> Value {
+    let height = last_tipset_height(height, null_rounds);
+    let parents = crate::keys::parents(clock, branch, height, null_rounds);
+    let mut blocks = blocks(clock, branch, height, null_rounds, &parents);
+    let cids = crate::keys::key(clock, branch, height, null_rounds);
+    if style == TipsetStyle::Forest {
+        for b in blocks.iter_mut().filter_map(Value::as_object_mut) {
+            b.retain(|k, v| !(v.is_null() && (k == "BLSAggregate" || k == "BlockSig")));
+        }
+    }
+    let cids: Vec<Value> = cids.iter().map(|c| json!({ "/": c })).collect();
+    json!({ "Cids": cids, "Blocks": blocks, "Height": height })
+}
+
+/// The blocks of a tipset as [`tipset_json`] writes them, for [`crate::keys`] to hash.
+pub(crate) fn blocks_for_key(
+    clock: &ChainClock,
+    branch: &Branch,
+    height: u64,
+    null_rounds: bool,
+    parents: &[String],
+) -> Vec<Value> {
+    blocks(clock, branch, height, null_rounds, parents)
 }
 
 #[cfg(test)]
@@ -328,6 +333,45 @@ mod tests {
             parents,
             &at(null - 1)["Cids"],
             "the parent skips the null round"
+        );
+    }
+
+    #[test]
+    fn every_header_hashes_to_its_cid_and_parents_are_the_previous_key() {
+        let clock = ChainClock {
+            genesis: 10_000,
+            block_delay: 30,
+        };
+        let check = chain_co::proof::HeaderCheck::default();
+        for style in [TipsetStyle::Lotus, TipsetStyle::Forest] {
+            for h in [0, 1, 2, 57, 58] {
+                let ts = tipset_json(&clock, &Branch::MAIN, h, true, style);
+                assert_eq!(
+                    check.check_tipset(&ts.to_string()),
+                    chain_co::proof::HeadProof::Verified,
+                    "height {h} {style:?}"
+                );
+                if h > 0 {
+                    let parent = last_tipset_height(h - 1, true);
+                    let before = tipset_json(&clock, &Branch::MAIN, parent, true, style);
+                    assert_eq!(ts["Blocks"][0]["Parents"], before["Cids"], "height {h}");
+                }
+            }
+        }
+        // A fork's heads verify too, and share the main chain's key up to the fork.
+        let fork = Branch {
+            id: 3,
+            fork_at: 40,
+            heavy: true,
+        };
+        let ts = tipset_json(&clock, &fork, 45, true, TipsetStyle::Lotus);
+        assert_eq!(
+            check.check_tipset(&ts.to_string()),
+            chain_co::proof::HeadProof::Verified
+        );
+        assert_eq!(
+            tipset_json(&clock, &fork, 40, true, TipsetStyle::Lotus)["Cids"],
+            tipset_json(&clock, &Branch::MAIN, 40, true, TipsetStyle::Lotus)["Cids"]
         );
     }
 

@@ -16,6 +16,7 @@
 pub mod actors;
 mod chain;
 mod finality;
+mod keys;
 mod mpool;
 mod node;
 mod profile;

@@ -203,6 +203,7 @@ mod tests {
             key: vec![format!("k{height}")],
             timestamp: 1_000 + height * 30,
             blocks: 1,
+            proof: Default::default(),
         }
     }
 

@@ -32,15 +32,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::probe::link::ViaLink;
 use crate::probe::push::PushHub;
 use crate::probe::rpc::{
-    read, Call, Endpoint, ForestSyncStatus, Identity, Implementation, Raw, RpcClient, RpcError,
-    SyncState, TipSet, Transport, VersionInfo,
+    read, Call, Endpoint, ForestSyncStatus, Head, Identity, Implementation, Raw, RpcClient,
+    RpcError, SyncState, TipSet, Transport, VersionInfo,
 };
+use crate::proof::HeaderCheck;
 use crate::secret::Secret;
 use f3::{F3View, Finality};
 use health::{ClientToken, OwnWord};
@@ -225,6 +227,8 @@ pub struct Prober {
     pool_finalized: Arc<Mutex<Option<u64>>>,
     /// The token clients send (`[chain] client_token_file`), tried on every node.
     client_token: Option<Secret>,
+    /// Every head's block headers are checked against their CIDs (shared with push).
+    headers: Arc<HeaderCheck>,
 }
 
 fn method_missing<T>(r: &Result<T, RpcError>) -> bool {
@@ -272,6 +276,7 @@ impl Prober {
             links: None,
             pool_finalized: Arc::new(Mutex::new(None)),
             client_token: None,
+            headers: Arc::default(),
         }
     }
 
@@ -295,6 +300,11 @@ impl Prober {
             return false;
         };
         tokens.any(|t| t != first)
+    }
+
+    /// The header check pushed heads share with polled ones.
+    pub(crate) fn headers(&self) -> Arc<HeaderCheck> {
+        self.headers.clone()
     }
 
     /// The pool's finalized epoch, as the last decision found it.
@@ -383,11 +393,7 @@ impl Prober {
             .exchange(t, &learned, calls, Instant::now())
             .await
             .and_then(|mut r| r.pop().expect("one call, one reply"));
-        Some(
-            reply
-                .and_then(|raw| read::<TipSet>(&raw))
-                .and_then(TipSet::into_head),
-        )
+        Some(reply.and_then(|raw| read_head(&raw, &self.headers)))
     }
 
     /// Makes `calls` over the node's link, or over HTTP when it has none open (within what is
@@ -496,8 +502,7 @@ impl Prober {
         let head = replies
             .next()
             .expect("ChainHead was asked")
-            .and_then(|raw| read::<TipSet>(&raw))
-            .and_then(TipSet::into_head);
+            .and_then(|raw| read_head(&raw, &self.headers));
 
         if wants_identity {
             self.read_identity(&t.name, &mut learned, &mut replies, &head);
@@ -999,6 +1004,14 @@ fn finality_calls(ask: &FinalityAsk, calls: &mut Vec<Call>) {
             json!([epoch, null]),
         ));
     }
+}
+
+/// A head from a tipset reply (`ChainHead`, a pushed change), its block headers checked
+/// against their CIDs.
+pub(crate) fn read_head(raw: &RawValue, headers: &HeaderCheck) -> Result<Head, RpcError> {
+    let mut head = read::<TipSet>(raw).and_then(TipSet::into_head)?;
+    head.proof = headers.check_tipset(raw.get());
+    Ok(head)
 }
 
 /// Builds an identity from the three first-contact replies, or `None` if any is missing.

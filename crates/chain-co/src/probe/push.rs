@@ -33,8 +33,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::probe::frames::{self, FrameReader, Incoming};
 use crate::probe::link::{Link, LinkCall, LinkEnd, Pending};
-use crate::probe::rpc::{Frame, Head, RpcError, TipSet, Transport};
+use crate::probe::rpc::{Frame, Head, RpcError, Transport};
 use crate::probe::Target;
+use crate::proof::HeaderCheck;
 
 /// How a node's subscription is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +74,8 @@ pub(crate) struct PushHub {
     first_tries: Arc<(AtomicUsize, Notify)>,
     /// Handshakes under way at once (see [`CONNECTING_AT_ONCE`]).
     connecting: Arc<Semaphore>,
+    /// Pushed heads' block headers are checked against their CIDs, as polled ones are.
+    headers: Arc<HeaderCheck>,
 }
 
 /// One node's link and what its subscription was started with.
@@ -152,6 +155,7 @@ impl PushHub {
         max_frame: usize,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
+        headers: Arc<HeaderCheck>,
     ) -> PushHub {
         let hub = PushHub {
             states: Arc::default(),
@@ -159,6 +163,7 @@ impl PushHub {
             links: Arc::default(),
             first_tries: Arc::new((AtomicUsize::new(0), Notify::new())),
             connecting: Arc::new(Semaphore::new(CONNECTING_AT_ONCE)),
+            headers,
         };
         hub.update(targets, max_frame, tracker, shutdown);
         hub
@@ -413,7 +418,7 @@ impl PushHub {
                     return Ok(false);
                 };
                 sub.flood.count()?;
-                if let Some(head) = newest_head(changes.get()) {
+                if let Some(head) = newest_head(changes.get(), &self.headers) {
                     self.pushed(node, head);
                 }
             }
@@ -522,19 +527,19 @@ impl PushHub {
 
 /// The head after a batch of changes: the last `current` or `apply`. A batch of reverts alone
 /// (rare: the next batch applies) changes nothing here.
-fn newest_head(changes: &str) -> Option<Head> {
+fn newest_head(changes: &str, headers: &HeaderCheck) -> Option<Head> {
     #[derive(Deserialize)]
-    struct HeadChange {
+    struct HeadChange<'a> {
         #[serde(rename = "Type")]
         kind: String,
-        #[serde(rename = "Val")]
-        val: TipSet,
+        #[serde(rename = "Val", borrow)]
+        val: &'a RawValue,
     }
     let changes: Vec<HeadChange> = serde_json::from_str(changes).ok()?;
     changes
         .into_iter()
         .rfind(|c| c.kind == "current" || c.kind == "apply")
-        .and_then(|c| c.val.into_head().ok())
+        .and_then(|c| crate::probe::read_head(c.val, headers).ok())
 }
 
 #[cfg(test)]
@@ -548,15 +553,23 @@ mod tests {
     #[test]
     fn the_last_apply_of_a_batch_is_the_head() {
         let batch = json!([{"Type":"revert","Val":ts(10,"5")},{"Type":"apply","Val":ts(10,"6")},{"Type":"apply","Val":ts(11,"7")}]);
-        let h = newest_head(&batch.to_string()).expect("a head");
+        let check = HeaderCheck::default();
+        let h = newest_head(&batch.to_string(), &check).expect("a head");
         assert_eq!((h.height, h.weight), (11, 7));
-        assert!(newest_head(&json!([{"Type":"revert","Val":ts(10,"5")}]).to_string()).is_none());
+        assert!(newest_head(
+            &json!([{"Type":"revert","Val":ts(10,"5")}]).to_string(),
+            &check
+        )
+        .is_none());
         assert_eq!(
-            newest_head(&json!([{"Type":"current","Val":ts(9,"4")}]).to_string())
-                .expect("current")
-                .height,
+            newest_head(
+                &json!([{"Type":"current","Val":ts(9,"4")}]).to_string(),
+                &check
+            )
+            .expect("current")
+            .height,
             9
         );
-        assert!(newest_head("\"garbage\"").is_none());
+        assert!(newest_head("\"garbage\"", &check).is_none());
     }
 }

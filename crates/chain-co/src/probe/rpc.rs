@@ -781,6 +781,10 @@ pub struct BlockHeader {
     pub timestamp: u64,
     #[serde(default)]
     pub miner: Option<String>,
+    /// The block's own height: a tipset's `Height` is not in any header, so a block at
+    /// another height shows a tipset height made up.
+    #[serde(default, deserialize_with = "loose::opt_i64")]
+    pub height: Option<i64>,
 }
 
 /// `Filecoin.ChainHead` / `ChainGetGenesis` reply.
@@ -804,6 +808,8 @@ pub struct Head {
     pub key: Vec<String>,
     pub timestamp: u64,
     pub blocks: usize,
+    /// Whether its block headers hash to their CIDs (`proof`): set where the head is read.
+    pub proof: crate::proof::HeadProof,
 }
 
 impl TipSet {
@@ -826,6 +832,16 @@ impl TipSet {
                 "blocks of one tipset disagree on ParentWeight".into(),
             ));
         }
+        if let Some(h) = self
+            .blocks
+            .iter()
+            .find_map(|b| b.height.filter(|&h| h != self.height))
+        {
+            return Err(RpcError::Shape(format!(
+                "a block at height {h} in a tipset at height {}",
+                self.height
+            )));
+        }
         if self.cids.len() != self.blocks.len() {
             return Err(RpcError::Shape(format!(
                 "{} Cids for {} Blocks",
@@ -840,6 +856,7 @@ impl TipSet {
             key: self.cids.into_iter().map(|c| c.cid).collect(),
             timestamp,
             blocks: self.blocks.len(),
+            proof: crate::proof::HeadProof::Unchecked,
         })
     }
 }

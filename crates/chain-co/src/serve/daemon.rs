@@ -306,6 +306,7 @@ impl Daemon {
                 self.config.probe.max_reply_bytes,
                 &self.tasks,
                 &stop,
+                self.prober.headers(),
             );
             self.prober.use_links(Some(hub.clone()));
             self.links_settle_by = Some(tokio::time::Instant::now() + self.config.probe.timeout);

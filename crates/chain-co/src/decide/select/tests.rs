@@ -28,6 +28,7 @@ fn head(height: u64, weight: u128) -> Head {
         key: vec![key],
         timestamp: GENESIS_TS + height * 30,
         blocks: 1,
+        proof: Default::default(),
     }
 }
 

@@ -381,6 +381,7 @@ mod tests {
             key: key(height, fork),
             timestamp: G + height * 30,
             blocks: 1,
+            proof: Default::default(),
         }
     }
 

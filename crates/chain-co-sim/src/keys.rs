@@ -1,0 +1,147 @@
+//! Real CIDs for the simulated chain: a tipset's key is its blocks' CIDs (DAG-CBOR,
+//! blake2b-256, as chain-co's `proof::header` checks them), and its blocks' `Parents` are the
+//! real key of the tipset before it, so the chain is linked as a real one is.
+//!
+//! A key depends on its parents' key, back to genesis, so keys are remembered per process and
+//! computed upwards from the nearest known one. So that the first request for a recent height
+//! does not hash the whole chain, history stops at an anchor, [`HISTORY`] epochs below the
+//! first height asked: tipsets at or below it have a made-up parent (as a node restored from a
+//! snapshot has no older blocks). Within one process every key is the same whatever the order
+//! of the requests.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use chain_co::proof::header;
+
+use crate::chain::{self, Branch, ChainClock};
+
+/// Epochs of linked history below the first height asked: more than EC finality (900), which
+/// the simulator serves as a finalized tipset.
+const HISTORY: u64 = 950;
+/// Keys remembered at most (then forgotten and recomputed on demand): hours of a fast chain.
+const REMEMBERED: usize = 200_000;
+
+/// One chain: its clock and whether it has null rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ChainId {
+    genesis: u64,
+    block_delay: u64,
+    null_rounds: bool,
+}
+
+#[derive(Default)]
+struct Keys {
+    anchors: HashMap<ChainId, u64>,
+    keys: HashMap<(ChainId, Branch, u64), Vec<String>>,
+}
+
+fn keys() -> &'static Mutex<Keys> {
+    static KEYS: OnceLock<Mutex<Keys>> = OnceLock::new();
+    KEYS.get_or_init(Mutex::default)
+}
+
+/// The branch a height's key belongs to: below a fork point every branch is the main chain.
+fn owner(branch: &Branch, height: u64) -> Branch {
+    if branch.on_fork(height) {
+        *branch
+    } else {
+        Branch::MAIN
+    }
+}
+
+impl ChainId {
+    fn of(clock: &ChainClock, null_rounds: bool) -> ChainId {
+        ChainId {
+            genesis: clock.genesis,
+            block_delay: clock.block_delay,
+            null_rounds,
+        }
+    }
+}
+
+/// The key of the tipset at `height` (not a null round).
+pub(crate) fn key(
+    clock: &ChainClock,
+    branch: &Branch,
+    height: u64,
+    null_rounds: bool,
+) -> Vec<String> {
+    let id = ChainId::of(clock, null_rounds);
+    let mut k = keys().lock().expect("keys lock");
+    if k.keys.len() > REMEMBERED {
+        k.keys.clear();
+    }
+    let anchor = *k
+        .anchors
+        .entry(id)
+        .or_insert_with(|| height.saturating_sub(HISTORY));
+    // Down to a known key or the anchor, then up, each from its parents.
+    let mut todo = Vec::new();
+    let mut h = height;
+    while !k.keys.contains_key(&(id, owner(branch, h), h)) {
+        todo.push(h);
+        if h <= anchor || h == 0 {
+            break;
+        }
+        h = chain::last_tipset_height(h - 1, null_rounds);
+    }
+    for h in todo.into_iter().rev() {
+        let parents = parents_with(&k.keys, id, anchor, branch, h);
+        let cids = chain::blocks_for_key(clock, branch, h, null_rounds, &parents)
+            .iter()
+            .map(|b| {
+                header::read(&b.to_string())
+                    .and_then(|b| b.cid())
+                    .expect("the simulator's headers encode")
+                    .to_string()
+            })
+            .collect();
+        k.keys.insert((id, owner(branch, h), h), cids);
+    }
+    k.keys[&(id, owner(branch, height), height)].clone()
+}
+
+/// The key the blocks at `height` (not a null round) name as their parents.
+pub(crate) fn parents(
+    clock: &ChainClock,
+    branch: &Branch,
+    height: u64,
+    null_rounds: bool,
+) -> Vec<String> {
+    // Sets the anchor and computes every key below `height` that is needed.
+    key(clock, branch, height, null_rounds);
+    let id = ChainId::of(clock, null_rounds);
+    let k = keys().lock().expect("keys lock");
+    parents_with(&k.keys, id, k.anchors[&id], branch, height)
+}
+
+/// The parents of the tipset at `h`, from the keys known (the parent's is, when `h` is above
+/// the anchor).
+fn parents_with(
+    keys: &HashMap<(ChainId, Branch, u64), Vec<String>>,
+    id: ChainId,
+    anchor: u64,
+    branch: &Branch,
+    h: u64,
+) -> Vec<String> {
+    if h == 0 {
+        // Genesis's parent: a sha2 CID, as on mainnet and calibnet.
+        return vec!["bafyreiaqpwbbyjo4a42saasj36kkrpv4tsherf2e7bvezkert2a7dhonoi".into()];
+    }
+    let parent = chain::last_tipset_height(h - 1, id.null_rounds);
+    match keys.get(&(id, owner(branch, parent), parent)) {
+        Some(key) if h > anchor => key.clone(),
+        _ => made_up_parent(branch, h),
+    }
+}
+
+/// The parent of a tipset at the anchor, whose history is not kept: a CID of nothing real.
+fn made_up_parent(branch: &Branch, h: u64) -> Vec<String> {
+    let seed = if branch.on_fork(h) {
+        h ^ branch.id.wrapping_mul(0x5eed_f0f0)
+    } else {
+        h
+    };
+    vec![chain::cid(seed ^ 0x0a0c_4e11)]
+}
