@@ -1,7 +1,7 @@
 //! The inputs of one evaluation and what the steps have worked out so far, built from the
 //! rules, the previous state and the observations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use super::decision::{NodeVerdict, SelectState};
@@ -71,6 +71,34 @@ pub(super) struct NodeWork {
     pub track: Track,
     /// May become primary (peers, sync, flap damping).
     pub promotable: bool,
+    /// What its head's proof showed this round.
+    pub headers: HeaderStatus,
+}
+
+/// What a node's head proved this round (see `integrity`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) enum HeaderStatus {
+    /// No head to check this round.
+    #[default]
+    Unknown,
+    /// Every block's header hashes to its CID.
+    Verified,
+    /// Not checked, or a failure nothing proves: judged as without the check.
+    Unverified(String),
+    /// A proven failure: the node is excluded for it.
+    Failed(String),
+}
+
+impl HeaderStatus {
+    /// The words `/status`, `check` and the page show.
+    pub(super) fn words(&self) -> Option<String> {
+        match self {
+            HeaderStatus::Unknown => None,
+            HeaderStatus::Verified => Some("verified".into()),
+            HeaderStatus::Unverified(why) => Some(format!("unverified: {why}")),
+            HeaderStatus::Failed(why) => Some(format!("failed: {why}")),
+        }
+    }
 }
 
 /// The inputs of one evaluation and what the steps have worked out so far. Each step reads
@@ -100,6 +128,9 @@ pub(super) struct Context<'a> {
     pub finalized: Option<TipsetRef>,
     pub finalized_map: BTreeMap<u64, Vec<String>>,
     pub f3_seen: BTreeMap<String, Vec<TipsetRef>>,
+    /// Implementations whose headers verified this session: only their nodes' failures can be
+    /// proven theirs.
+    pub verified_impls: BTreeSet<String>,
     pub first_seen: BTreeMap<Vec<String>, SystemTime>,
     pub best_chain: BTreeMap<u64, Vec<String>>,
     pub best_seen: Vec<(u128, SystemTime)>,
@@ -158,6 +189,7 @@ impl<'a> Context<'a> {
                 weight: o.result.as_ref().map_or(0, |h| h.weight),
                 track: prev.tracks.get(&o.node).cloned().unwrap_or_default(),
                 promotable: true,
+                headers: HeaderStatus::Unknown,
             })
             .collect();
         Context {
@@ -179,6 +211,7 @@ impl<'a> Context<'a> {
             finalized: None,
             finalized_map: prev.finalized.clone(),
             f3_seen: prev.f3_seen.clone(),
+            verified_impls: prev.verified_impls.clone(),
             first_seen: prev.first_seen.clone(),
             best_chain: prev.best_chain.clone(),
             best_seen: prev.best_seen.clone(),

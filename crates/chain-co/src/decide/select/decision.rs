@@ -1,7 +1,7 @@
 //! What `select` gives: the [`Decision`] with a verdict for every node, and the
 //! [`SelectState`] it remembers for the next evaluation; `finish` builds both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,8 @@ pub struct SelectState {
     /// When each recent head key was first reported by any node: a node is behind a head
     /// since the head was first seen, even if it was confirmed only later.
     pub first_seen: BTreeMap<Vec<String>, SystemTime>,
+    /// Implementations whose headers have verified this session.
+    pub verified_impls: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +77,10 @@ pub struct NodeVerdict {
     /// The epoch the node says is final (its F3 certificate's, else `ChainGetFinalizedTipSet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalized_epoch: Option<u64>,
+    /// Whether its head's block headers hash to their CIDs: "verified", "unverified: why"
+    /// or "failed: why".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<String>,
     /// The node's F3 in words: finalized epoch and instance, down, or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f3: Option<String>,
@@ -226,6 +232,7 @@ pub(super) fn finish(cx: Context) -> (Decision, SelectState) {
         best_seen: cx.best_seen,
         finalized: cx.finalized_map,
         f3_seen: cx.f3_seen,
+        verified_impls: cx.verified_impls,
         first_seen: cx.first_seen,
     };
     (decision, next)

@@ -59,6 +59,9 @@ pub enum Exclusion {
         /// `true`: the node's own F3 says so; `false`: its chain holds another tipset there.
         reported: bool,
     },
+    /// The node's head fails its proof: a header that does not hash to its CID while another
+    /// header for that CID does, or a timestamp off its epoch's start. Lying or broken.
+    HeaderMismatch(String),
     /// The node reports a tipset that other nodes also report, with another weight or height:
     /// it is lying or broken.
     Misreported {
@@ -151,6 +154,7 @@ impl std::fmt::Display for Exclusion {
                 short_key(&has.key),
                 short_key(&finalized.key)
             ),
+            Exclusion::HeaderMismatch(why) => write!(f, "{why} (lying or broken)"),
             Exclusion::Misreported {
                 height,
                 weight,

@@ -184,6 +184,7 @@ fn verdict(cx: &Context, i: usize, t: &Track, reason: String) -> NodeVerdict {
         via_push: o.via_push,
         unsupported: o.unsupported.clone(),
         held_for: held_for(t, cx.now),
+        headers: cx.work[i].headers.words(),
         finalized_epoch: o
             .finality
             .as_ref()

@@ -31,7 +31,7 @@
 //!    disagree on the chain — is reported in `warnings`.
 //!
 //! [`select`] runs these as small named steps over one context, in this order:
-//! `Context::new` → `screen_identity` → `judge_finality` → `expose_misreports` →
+//! `Context::new` → `screen_identity` → `check_headers` → `judge_finality` → `expose_misreports` →
 //! `corroborate_leader` → `confirm_heads` → `find_best_head` → `remember_history` →
 //! `judge_nodes` → `apply_hysteresis` (with flap damping) → `apply_operator_marks` →
 //! `choose_primary` → `choose_backups` → `report_pool_warnings` → `report_finality` →
@@ -59,6 +59,7 @@ mod exclusion;
 mod heads;
 mod hysteresis;
 mod identity;
+mod integrity;
 mod lag;
 mod report;
 mod rules;
@@ -100,6 +101,7 @@ pub fn select(
 ) -> (Decision, SelectState) {
     let mut cx = Context::new(rules, chain, overrides, prev, observations, now, trigger);
     identity::screen_identity(&mut cx);
+    integrity::check_headers(&mut cx);
     trust::judge_finality(&mut cx);
     trust::expose_misreports(&mut cx);
     heads::corroborate_leader(&mut cx);

@@ -1364,3 +1364,229 @@ fn a_node_behind_is_decided_again_when_its_grace_ends_and_a_lagging_one_goes_at_
     );
     assert!(d.grace_ends.is_empty(), "a is down: {:?}", d.grace_ends);
 }
+
+/// Heads by proof (`integrity`): what a node's head proves decides, not how many say it.
+mod integrity {
+    use super::*;
+    use crate::proof::{BlockFault, FaultKind, HeadProof};
+
+    /// A node whose head's headers verified.
+    fn verified(name: &str, h: u64) -> Observation {
+        on(node(name, h), |o| {
+            o.result.as_mut().expect("head").proof = HeadProof::Verified;
+        })
+    }
+
+    /// A node that reports `honest`'s tipset (its key) with `weight`: its header for the key
+    /// no longer hashes to it.
+    fn weight_liar(name: &str, honest: &Observation, weight: u128) -> Observation {
+        let mut o = honest.clone();
+        o.node = name.into();
+        let h = o.result.as_mut().expect("head");
+        h.weight = weight;
+        h.proof = failed(&h.key[0], false);
+        o
+    }
+
+    fn failed(cid: &str, known_good: bool) -> HeadProof {
+        HeadProof::Failed(BlockFault {
+            cid: cid.into(),
+            miner: "f01000".into(),
+            kind: FaultKind::Mismatch,
+            known_good,
+        })
+    }
+
+    fn forest(mut o: Observation) -> Observation {
+        o.identity.as_mut().expect("id").implementation = Implementation::Forest;
+        o
+    }
+
+    fn kinds(d: &Decision) -> Vec<&WarningKind> {
+        d.warnings.iter().map(|w| &w.kind).collect()
+    }
+
+    #[test]
+    fn a_pool_of_two_excludes_a_weight_liar_on_its_first_lie() {
+        let rules = SelectRules::basic(2, 1, 3);
+        let a = verified("a", 100);
+        let b = weight_liar("b", &a, 1_000_000);
+        let d = run_obs(&rules, &ChainConfig::default(), &[vec![a, b]]);
+        assert_eq!(d[0].primary.as_deref(), Some("a"));
+        let v = d[0].verdict("b").expect("b");
+        assert!(!v.healthy);
+        assert!(
+            v.reason
+                .starts_with("its header for bafy100… does not hash to that CID"),
+            "{}",
+            v.reason
+        );
+        assert_eq!(
+            v.headers.as_deref().map(|h| h.starts_with("failed: ")),
+            Some(true)
+        );
+        assert_eq!(
+            d[0].verdict("a").and_then(|v| v.headers.clone()).as_deref(),
+            Some("verified")
+        );
+        assert!(kinds(&d[0]).is_empty(), "{:?}", d[0].warnings);
+    }
+
+    #[test]
+    fn a_liar_already_in_goes_at_once_not_after_fall() {
+        let rules = SelectRules::basic(2, 1, 3);
+        let a = verified("a", 100);
+        let b = verified("b", 100);
+        let d = run_obs(
+            &rules,
+            &ChainConfig::default(),
+            &[
+                vec![a.clone(), b],
+                vec![a.clone(), weight_liar("b", &a, 1_000_000)],
+            ],
+        );
+        assert!(d[0].verdict("b").expect("b").healthy);
+        assert!(
+            !d[1].verdict("b").expect("b").healthy,
+            "out on its first lie"
+        );
+    }
+
+    #[test]
+    fn a_check_that_fails_on_every_node_is_ours_a_warning_never_an_exclusion() {
+        let rules = SelectRules::basic(2, 1, 3);
+        let failing = |n: &str| {
+            on(node(n, 100), |o| {
+                let h = o.result.as_mut().expect("head");
+                h.proof = failed(&h.key[0].clone(), false);
+            })
+        };
+        let d = run_obs(
+            &rules,
+            &ChainConfig::default(),
+            &[vec![failing("a"), failing("b"), failing("c")]],
+        );
+        assert_eq!(d[0].primary.as_deref(), Some("a"));
+        assert_eq!(d[0].backups, vec!["b", "c"]);
+        assert_eq!(kinds(&d[0]), vec![&WarningKind::HeadersUnverifiable]);
+        assert!(d[0].warnings[0]
+            .text
+            .starts_with("cannot verify headers from lotus"));
+        for n in ["a", "b", "c"] {
+            let v = d[0].verdict(n).expect("node");
+            assert!(v.healthy, "{n}");
+            assert!(
+                v.headers
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("unverified: ")),
+                "{n}: {:?}",
+                v.headers
+            );
+        }
+    }
+
+    #[test]
+    fn an_implementation_never_verified_is_not_excluded_for_a_failure() {
+        let rules = SelectRules::basic(2, 1, 3);
+        let a = verified("a", 100);
+        let b = forest(weight_liar("b", &a, 1_000_000));
+        let d = run_obs(&rules, &ChainConfig::default(), &[vec![a, b]]);
+        assert!(d[0].verdict("b").expect("b").healthy);
+        assert_eq!(kinds(&d[0])[0], &WarningKind::HeadersUnverifiable);
+        assert!(d[0].warnings[0].text.contains("forest: its header"));
+    }
+
+    #[test]
+    fn every_node_of_one_implementation_failing_is_ours() {
+        let rules = SelectRules::basic(2, 1, 3);
+        let c = verified("c", 101);
+        let first = vec![
+            forest(verified("a", 100)),
+            forest(verified("b", 100)),
+            verified("c", 100),
+        ];
+        let then = vec![
+            forest(weight_liar("a", &c, 1_010)),
+            forest(weight_liar("b", &c, 1_010)),
+            c.clone(),
+        ];
+        let d = run_obs(&rules, &ChainConfig::default(), &[first, then]);
+        for n in ["a", "b"] {
+            assert!(d[1].verdict(n).expect("node").healthy, "{n}");
+        }
+        assert!(kinds(&d[1]).contains(&&WarningKind::HeadersUnverifiable));
+        // One Forest node alone failing on a block the others verify is its own fault.
+        let then = vec![
+            forest(weight_liar("a", &c, 1_010)),
+            forest(on(c.clone(), |o| o.node = "b".into())),
+            c,
+        ];
+        let first = vec![
+            forest(verified("a", 100)),
+            forest(verified("b", 100)),
+            verified("c", 100),
+        ];
+        let d = run_obs(&rules, &ChainConfig::default(), &[first, then]);
+        assert!(!d[1].verdict("a").expect("a").healthy);
+    }
+
+    #[test]
+    fn a_head_dated_off_its_epoch_is_excluded_unless_no_head_keeps_the_clock() {
+        let rules = SelectRules::basic(2, 1, 3);
+        let late = |n: &str, s: u64| {
+            on(verified(n, 100), |o| {
+                o.result.as_mut().expect("head").timestamp += s
+            })
+        };
+        let d = run_obs(
+            &rules,
+            &ChainConfig::default(),
+            &[vec![verified("a", 100), late("b", 1), verified("c", 100)]],
+        );
+        assert!(
+            reason(&d[0], "b").contains("is dated 4001, not genesis + height × block delay = 4000"),
+            "{}",
+            reason(&d[0], "b")
+        );
+        let d = run_obs(
+            &rules,
+            &ChainConfig::default(),
+            &[vec![late("a", 7), late("b", 7)]],
+        );
+        assert!(d[0].verdict("a").expect("a").healthy);
+        assert_eq!(kinds(&d[0]), vec![&WarningKind::HeadersUnverifiable]);
+    }
+
+    /// The failover the weight liar used to delay by 50 s: the primary stalls at 100, b
+    /// moves on, and c reports b's tipsets with a weight just below a's. The primary goes
+    /// when it would have gone without c.
+    #[test]
+    fn a_lone_weight_liar_never_delays_a_real_failover() {
+        let rules = SelectRules {
+            lag_grace: Some(Duration::from_secs(12)),
+            ..SelectRules::basic(2, 1, 3)
+        };
+        let switch_at = |with_liar: bool| {
+            let mut pool = Rounds::new(rules.clone());
+            let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + 100 * 30 + 1);
+            let mut third = |b: &Observation| {
+                if with_liar {
+                    weight_liar("c", b, 999)
+                } else {
+                    Observation::new("c", Err(RpcError::Timeout(Duration::from_secs(3))))
+                }
+            };
+            let first = vec![verified("a", 100), verified("b", 100), verified("c", 100)];
+            pool.go(first, t0, Trigger::Probe);
+            (1..200u64).find_map(|s| {
+                let height = 100 + (s + 1) / 30;
+                let b = verified("b", height);
+                let obs = vec![verified("a", 100), b.clone(), third(&b)];
+                let d = pool.go(obs, t0 + Duration::from_secs(s), Trigger::Probe);
+                (d.primary.as_deref() == Some("b")).then_some(s)
+            })
+        };
+        let without = switch_at(false).expect("switches without the liar");
+        assert_eq!(switch_at(true), Some(without), "the liar changes nothing");
+    }
+}

@@ -28,6 +28,9 @@ pub enum WarningKind {
     F3Network(String),
     /// Nodes report one tipset with different weights or heights, and none is the majority.
     HeadDisagreement,
+    /// Headers fail their check where the failure looks like chain-co's (every node of one
+    /// implementation, several nodes on one block, an implementation never verified).
+    HeadersUnverifiable,
     /// Nodes refused the configured token (`check`).
     TokenRejected,
     /// The per-node tokens differ and nothing checks the one clients use.
