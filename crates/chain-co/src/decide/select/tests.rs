@@ -1569,7 +1569,7 @@ mod integrity {
         let switch_at = |with_liar: bool| {
             let mut pool = Rounds::new(rules.clone());
             let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + 100 * 30 + 1);
-            let mut third = |b: &Observation| {
+            let third = |b: &Observation| {
                 if with_liar {
                     weight_liar("c", b, 999)
                 } else {
@@ -1578,12 +1578,12 @@ mod integrity {
             };
             let first = vec![verified("a", 100), verified("b", 100), verified("c", 100)];
             pool.go(first, t0, Trigger::Probe);
-            (1..200u64).find_map(|s| {
+            (1..200u64).find(|&s| {
                 let height = 100 + (s + 1) / 30;
                 let b = verified("b", height);
                 let obs = vec![verified("a", 100), b.clone(), third(&b)];
                 let d = pool.go(obs, t0 + Duration::from_secs(s), Trigger::Probe);
-                (d.primary.as_deref() == Some("b")).then_some(s)
+                d.primary.as_deref() == Some("b")
             })
         };
         let without = switch_at(false).expect("switches without the liar");
