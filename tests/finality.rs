@@ -255,9 +255,13 @@ async fn a_node_inflating_its_weight_never_takes_the_primary_nor_evicts_anyone()
                 assert!(!reason.contains(word), "{n}: {reason}: {s:#}");
             }
         }
+        // Its header no longer hashes to the key it reports: a proven lie, named alone.
         caught |= node(&s, &liar)["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("misreports its head"));
+            .is_some_and(|r| r.contains("does not hash to that CID"))
+            && node(&s, &liar)["headers"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("failed: "));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(caught, "the liar was never named; log:\n{}", p.run.stderr());

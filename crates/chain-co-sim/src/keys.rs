@@ -3,10 +3,11 @@
 //! real key of the tipset before it, so the chain is linked as a real one is.
 //!
 //! A key depends on its parents' key, back to genesis, so keys are remembered per process and
-//! computed upwards from the nearest known one. So that the first request for a recent height
-//! does not hash the whole chain, history stops at an anchor, [`HISTORY`] epochs below the
-//! first height asked: tipsets at or below it have a made-up parent (as a node restored from a
-//! snapshot has no older blocks). Within one process every key is the same whatever the order
+//! computed upwards from the nearest known one. So that the first request does not hash the
+//! whole chain, linked history starts at an anchor, [`HISTORY`] epochs below the first height
+//! asked (the simulator asks for its head at start): tipsets at or below it have a made-up
+//! parent (as a node restored from a snapshot has no older blocks), each computed alone when
+//! asked (EC finality, genesis). Within one process every key is the same whatever the order
 //! of the requests.
 
 use std::collections::HashMap;
@@ -16,9 +17,9 @@ use chain_co::proof::header;
 
 use crate::chain::{self, Branch, ChainClock};
 
-/// Epochs of linked history below the first height asked: more than EC finality (900), which
-/// the simulator serves as a finalized tipset.
-const HISTORY: u64 = 950;
+/// Epochs of linked history below the first height asked: more than F3's lag and the fork
+/// checks look back.
+const HISTORY: u64 = 30;
 /// Keys remembered at most (then forgotten and recomputed on demand): hours of a fast chain.
 const REMEMBERED: usize = 200_000;
 
@@ -60,6 +61,13 @@ impl ChainId {
     }
 }
 
+/// Computes the keys up to the head at start, so that no daemon's first answer waits for them.
+pub(crate) fn warm_up(clock: &ChainClock, null_rounds: bool) {
+    let head =
+        chain::last_tipset_height(clock.height_at(std::time::SystemTime::now()), null_rounds);
+    key(clock, &Branch::MAIN, head, null_rounds);
+}
+
 /// The key of the tipset at `height` (not a null round).
 pub(crate) fn key(
     clock: &ChainClock,
@@ -91,7 +99,8 @@ pub(crate) fn key(
         let cids = chain::blocks_for_key(clock, branch, h, null_rounds, &parents)
             .iter()
             .map(|b| {
-                header::read(&b.to_string())
+                serde_json::from_value::<header::HeaderJson>(b.clone())
+                    .map_err(|e| header::Unencodable(e.to_string()))
                     .and_then(|b| b.cid())
                     .expect("the simulator's headers encode")
                     .to_string()

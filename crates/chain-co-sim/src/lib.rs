@@ -91,6 +91,9 @@ pub struct SimPool {
 impl SimPool {
     pub async fn start(spec: SimSpec) -> std::io::Result<SimPool> {
         let clock = ChainClock::starting_now(spec.block_delay, spec.start_height);
+        // The chain's keys are real CIDs, each from its parents': computed before any node
+        // answers.
+        keys::warm_up(&clock, spec.null_rounds);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut nodes = BTreeMap::new();

@@ -45,7 +45,9 @@
 //! a head two nodes share, until a second node reports it or the clock shows every other node
 //! late (their heads lower, and the lone head's epoch older than the propagation cutoff). A
 //! node reporting a tipset the majority reports with another weight or height is excluded as
-//! misreporting. One node can never, alone, take the primary or exclude another node.
+//! misreporting. No unproven claim of one node moves traffic or excludes anyone; a proof
+//! counts whoever brings it (`integrity.rs`: a header that does not hash to its CID, while
+//! another header for that CID does, excludes its node alone).
 
 use std::time::SystemTime;
 

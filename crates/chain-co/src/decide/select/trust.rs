@@ -16,9 +16,10 @@
 //!   reports it or the clock shows every other node late. Unconfirmed heads never make others
 //!   "behind" and never outrank a confirmed head.
 //!
-//! One node can never, alone, exclude another: every exclusion here rests on what two nodes
-//! agree on. F3 stalls network-wide are warnings, never exclusions: nodes are compared with
-//! each other, never with an absolute finality lag.
+//! No unproven claim of one node excludes another: every exclusion here rests on what two
+//! nodes agree on, or (in `integrity.rs`) on a proof that counts whoever brings it. F3 stalls
+//! network-wide are warnings, never exclusions: nodes are compared with each other, never with
+//! an absolute finality lag.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
