@@ -204,6 +204,7 @@ mod tests {
             timestamp: 1_000 + height * 30,
             blocks: 1,
             proof: Default::default(),
+            parents: Vec::new(),
         }
     }
 

@@ -785,6 +785,8 @@ pub struct BlockHeader {
     /// another height shows a tipset height made up.
     #[serde(default, deserialize_with = "loose::opt_i64")]
     pub height: Option<i64>,
+    #[serde(default)]
+    pub parents: Option<Vec<Cid>>,
 }
 
 /// `Filecoin.ChainHead` / `ChainGetGenesis` reply.
@@ -810,6 +812,9 @@ pub struct Head {
     pub blocks: usize,
     /// Whether its block headers hash to their CIDs (`proof`): set where the head is read.
     pub proof: crate::proof::HeadProof,
+    /// The key of the tipset it builds on (its blocks' `Parents`): a head on parents the
+    /// pool's chain holds is a late block, not a fork.
+    pub parents: Vec<String>,
 }
 
 impl TipSet {
@@ -857,6 +862,13 @@ impl TipSet {
             timestamp,
             blocks: self.blocks.len(),
             proof: crate::proof::HeadProof::Unchecked,
+            parents: first
+                .parents
+                .iter()
+                .flatten()
+                .take(crate::proof::header::MAX_PARENTS)
+                .map(|c| crate::text::inert(&c.cid, 100))
+                .collect(),
         })
     }
 }

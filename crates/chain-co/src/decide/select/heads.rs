@@ -1,6 +1,8 @@
 //! Rules 2 and 3: a lone leader far above the pool needs a plausible weight; the best head
 //! (by weight, then height, then config order); and the best chain's recent history.
 
+use std::time::{Duration, SystemTime};
+
 use super::context::{fmt_secs, Context};
 use super::exclusion::Exclusion;
 use super::rules::HISTORY;
@@ -90,13 +92,17 @@ pub(super) fn remember_history(cx: &mut Context) {
     let now = cx.now;
     let bw = cx.best_weight;
     // Behind since the head was first seen anywhere, even if confirmed only later: a new
-    // head reaches one node first, and the stalled primary is behind from that moment.
-    let since = cx.first_seen.get(&b.key).copied().unwrap_or(now).min(now);
+    // head reaches one node first, and the stalled primary is behind from that moment. But
+    // never before the head's own epoch began: a head dated ahead (within max_clock_skew)
+    // would otherwise start every other node's lag clock early.
+    let first = cx.first_seen.get(&b.key).copied().unwrap_or(now).min(now);
+    let since = first.max(epoch_start(cx, b));
     if cx.best_seen.last().is_none_or(|(w, _)| bw > *w) {
         cx.best_seen.push((bw, since));
     }
     // A reorg to a lighter best head, or a clock that went back: start again.
-    if cx.best_seen.iter().any(|(w, t)| *w > bw || *t > now) {
+    let latest = now + cx.rules.max_clock_skew;
+    if cx.best_seen.iter().any(|(w, t)| *w > bw || *t > latest) {
         cx.best_seen = vec![(bw, since)];
     }
     while cx.best_seen.len() > HISTORY {
@@ -116,4 +122,14 @@ pub(super) fn remember_history(cx: &mut Context) {
             ));
         }
     }
+}
+
+/// When the epoch of head `h` began: genesis + height × block delay where the chain's clock
+/// is known (the header's own timestamp is checked against it), else its timestamp.
+fn epoch_start(cx: &Context, h: &Head) -> SystemTime {
+    let secs = cx
+        .exp
+        .genesis_timestamp
+        .map_or(h.timestamp, |g| g + h.height * cx.exp.block_delay);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }

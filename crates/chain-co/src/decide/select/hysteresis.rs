@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::context::{fmt_secs, Context};
 use super::decision::{NodeVerdict, Role};
 use super::exclusion::Exclusion;
+use super::fork::ForkRecord;
 use super::rules::{SelectRules, FLAP_WINDOW};
 use super::Trigger;
 
@@ -19,8 +20,9 @@ pub struct Track {
     pub good: u32,
     /// Consecutive bad probes (0 after a good one).
     pub bad: u32,
-    /// The best height when this node was first seen off the best chain, while it stays off.
-    pub fork_since: Option<u64>,
+    /// How long it has served heads off the best chain (`fork`).
+    #[serde(flatten)]
+    pub fork: ForkRecord,
     /// When the node was dropped (went down), within the last [`FLAP_WINDOW`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drops: Vec<SystemTime>,
@@ -124,6 +126,15 @@ fn promotion_block(cx: &Context, i: usize, t: &Track) -> Option<String> {
         if to > h.height + 1 {
             return Some(format!("catching up to height {to}"));
         }
+    }
+    if let Some(at) = cx
+        .best
+        .and_then(|b| t.fork.recent_conflict(b.height, rules.max_lag))
+    {
+        return Some(format!(
+            "served a head off the pool's chain at height {at}, within max_lag ({}) epochs",
+            rules.max_lag
+        ));
     }
     if let Some(p) = o.peers.filter(|&p| p < rules.min_peers) {
         return Some(format!("{p} peers (min {})", rules.min_peers));

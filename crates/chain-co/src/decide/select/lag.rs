@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::context::Context;
 use super::exclusion::Exclusion;
+use super::fork;
 
 /// Rule 4: each eligible node against the best head: lag, forks, staleness, lag in time.
 pub(super) fn judge_nodes(cx: &mut Context) {
@@ -18,15 +19,10 @@ pub(super) fn judge_nodes(cx: &mut Context) {
         let (Some(h), None) = (cx.head(i), &cx.work[i].bad) else {
             continue;
         };
-        let t = &mut cx.work[i].track;
-        match cx.best_chain.get(&h.height) {
-            Some(k) if k == &h.key => t.fork_since = None,
-            Some(_) => {
-                t.fork_since.get_or_insert(b.height);
-            }
-            None => {}
-        }
-        let fork_since = t.fork_since;
+        let position = fork::position(&cx.best_chain, b, h);
+        let fork = &mut cx.work[i].track.fork;
+        fork.observe(position, b.height, cx.rules.max_lag);
+        let fork_too_long = fork.too_long(cx.rules.max_lag);
         let age = cx.now_s.saturating_sub(h.timestamp);
         let l = b.height.saturating_sub(h.height);
         cx.work[i].lag = Some(l);
@@ -46,12 +42,10 @@ pub(super) fn judge_nodes(cx: &mut Context) {
                 epochs: l,
                 max: rules.max_lag,
             })
-        } else if let Some(since) =
-            fork_since.filter(|&s| judged && b.height.saturating_sub(s) >= rules.max_lag.max(1))
-        {
+        } else if let Some((since, epochs)) = fork_too_long.filter(|_| judged) {
             Some(Exclusion::LighterFork {
                 since,
-                epochs: b.height - since,
+                epochs,
                 weight,
                 best: cx.best_weight,
             })

@@ -58,6 +58,7 @@ mod choose;
 mod context;
 mod decision;
 mod exclusion;
+mod fork;
 mod heads;
 mod hysteresis;
 mod identity;

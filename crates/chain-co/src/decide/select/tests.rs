@@ -29,6 +29,7 @@ fn head(height: u64, weight: u128) -> Head {
         timestamp: GENESIS_TS + height * 30,
         blocks: 1,
         proof: Default::default(),
+        parents: Vec::new(),
     }
 }
 
@@ -1588,5 +1589,129 @@ mod integrity {
         };
         let without = switch_at(false).expect("switches without the liar");
         assert_eq!(switch_at(true), Some(without), "the liar changes nothing");
+    }
+}
+
+/// Heads dated ahead of their epoch, and forks that flip (issue #33, items 5 and 6).
+mod clocks_and_forks {
+    use super::*;
+
+    /// A head `secs` into epoch `h` by the wall clock.
+    fn at_epoch(h: u64, secs: f64) -> SystemTime {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(GENESIS_TS + h * 30);
+        if secs < 0.0 {
+            start - Duration::from_secs_f64(-secs)
+        } else {
+            start + Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// One liar announces height 101 2.9 s before its epoch begins; the honest nodes get it
+    /// 10.8 s into the epoch (late, within what the network allows). Nobody honest is dropped:
+    /// the lag clock starts when the epoch does, not when the liar spoke.
+    #[test]
+    fn a_head_dated_ahead_of_its_epoch_starts_no_lag_clock_early() {
+        let rules = SelectRules {
+            lag_grace: Some(Duration::from_secs(12)),
+            ..SelectRules::basic(2, 1, 3)
+        };
+        let mut pool = Rounds::new(rules);
+        let honest = || vec![node("a", 100), node("b", 100)];
+        let with = |mut obs: Vec<Observation>, c: Observation| {
+            obs.push(c);
+            obs
+        };
+        pool.go(
+            with(honest(), node("c", 100)),
+            at_epoch(100, 20.0),
+            Trigger::Probe,
+        );
+        let mut t = -2.9;
+        while t <= 10.8 {
+            let d = pool.go(
+                with(honest(), node("c", 101)),
+                at_epoch(101, t),
+                Trigger::Probe,
+            );
+            for n in ["a", "b"] {
+                assert!(
+                    d.verdict(n).is_some_and(|v| v.healthy),
+                    "{n} dropped {t} s into the epoch: {}",
+                    reason(&d, n)
+                );
+            }
+            t += 0.5;
+        }
+    }
+
+    /// The primary answers the pool's tipset and a fork of its own on alternate rounds. Its
+    /// honest-looking answers no longer reset its fork time: it loses the primary.
+    #[test]
+    fn a_primary_that_flips_to_its_own_fork_every_other_round_loses_the_primary() {
+        let rules = SelectRules::basic(2, 1, 2);
+        let mut pool = Rounds::new(rules);
+        let fork_head = |h: u64| {
+            on(node("a", h), |o| {
+                let head = o.result.as_mut().expect("head");
+                head.key = vec![format!("bafyfork{h}")];
+                head.parents = vec![format!("bafyfork{}", h - 1)];
+                head.weight += 5;
+            })
+        };
+        let mut lost_at = None;
+        for round in 0..60u64 {
+            let h = 100 + round / 4;
+            let a = if round % 2 == 1 {
+                fork_head(h)
+            } else {
+                node("a", h)
+            };
+            let d = pool.go(
+                vec![a, node("b", h), node("c", h)],
+                at_epoch(h, 5.0 + (round % 4) as f64),
+                Trigger::Probe,
+            );
+            if round > 0 && d.primary.as_deref() != Some("a") {
+                lost_at = Some(round);
+                assert!(
+                    reason(&d, "a").contains("on a fork no other node confirms"),
+                    "{}",
+                    reason(&d, "a")
+                );
+                break;
+            }
+        }
+        let lost_at = lost_at.expect("the flipper kept the primary");
+        assert!(lost_at <= 16, "lost after {lost_at} rounds");
+    }
+
+    /// A late block: another key at the pool's height on the pool's parents. Honest; never a
+    /// fork, however often.
+    #[test]
+    fn late_blocks_on_the_pools_parents_never_count_as_a_fork() {
+        let rules = SelectRules::basic(2, 1, 2);
+        let mut pool = Rounds::new(rules);
+        for round in 0..40u64 {
+            let h = 100 + round / 2;
+            let pool_head = |n: &str| {
+                on(node(n, h), |o| {
+                    o.result.as_mut().expect("head").parents = vec![format!("bafy{}", h - 1)];
+                })
+            };
+            let late = on(pool_head("a"), |o| {
+                o.result.as_mut().expect("head").key = vec![format!("bafy{h}late")];
+            });
+            let a = if round % 2 == 1 { late } else { pool_head("a") };
+            let d = pool.go(
+                vec![a, pool_head("b"), pool_head("c")],
+                at_epoch(h, 5.0),
+                Trigger::Probe,
+            );
+            assert!(
+                d.verdict("a").is_some_and(|v| v.healthy),
+                "round {round}: {}",
+                reason(&d, "a")
+            );
+        }
     }
 }

@@ -383,6 +383,7 @@ mod tests {
             timestamp: G + height * 30,
             blocks: 1,
             proof: Default::default(),
+            parents: Vec::new(),
         }
     }
 
