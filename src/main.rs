@@ -192,7 +192,7 @@ enum Command {
     /// Prints one JSON line with the node and control addresses, then serves until interrupted.
     /// Change a node with e.g. `curl -d '{"op":"stall"}' http://CONTROL/nodes/lotus-a`; ops:
     /// stall, resume, lag {epochs}, die, revive, slow {delay}, garbage, rpc_error,
-    /// http_error {status}, require_token {token}, heavy_fork {f3}, inflate {weight}, f3_down,
+    /// http_error {status}, require_token {token}, heavy_fork {f3}, inflate {weight}, flip_fork, f3_down,
     /// f3_fresh, f3_disabled, f3_up, f3_network {name}, finality_stall, finality_resume, heal. `GET /nodes` shows every node.
     Sim(SimArgs),
     /// Show the main job in about a minute: a simulated pool, a private nginx (if installed)

@@ -318,3 +318,73 @@ async fn a_finality_stall_is_one_warning_and_its_end_is_journaled() {
     );
     assert_eq!(text.matches("finality resumed").count(), 1, "{history:#}");
 }
+
+/// Heads by proof end to end (issue #33): every implementation's headers verify; a node that
+/// keeps the pool's keys with another weight is named by its header and never used, in a
+/// pool of two as well; a primary that flips to a fork of its own on alternate answers loses
+/// the primary.
+#[tokio::test]
+async fn every_implementations_headers_verify_and_a_lie_is_named_by_its_header() {
+    let p = pool(&["a:lotus", "b:forest", "c:venus", "d:fuhon"]).await;
+    let verified = status_until(&p.api, Duration::from_secs(10), |s| {
+        ["a", "b", "c", "d"]
+            .iter()
+            .all(|n| node(s, n)["headers"] == "verified")
+    })
+    .await;
+    let Some(s) = verified else {
+        panic!("not all verified: {:#}", status(&p.api).await["nodes"]);
+    };
+    assert!(s["warnings"].as_array().is_some_and(Vec::is_empty), "{s:#}");
+    let metrics = reqwest::get(format!("{}/metrics", p.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("chain_co_headers_verified{node=\"b\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn in_a_pool_of_two_a_weight_liar_is_excluded_on_its_first_lie() {
+    let p = pool(&["a", "b"]).await;
+    let file = p.nginx.upstream_file.clone();
+    let primary = primary_name(&p.sim, &file);
+    let liar = others(&p.sim, &primary)[0].to_string();
+    p.sim
+        .op(&liar, r#"{"op":"inflate","weight":1000000}"#)
+        .await;
+    let s = status_until(&p.api, Duration::from_secs(5), |s| {
+        node(s, &liar)["headers"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("failed: its header for"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("the liar was not named; log:\n{}", p.run.stderr()));
+    assert_eq!(s["primary"].as_str(), Some(primary.as_str()), "{s:#}");
+    assert_eq!(node(&s, &liar)["healthy"], false, "out at once: {s:#}");
+    assert_eq!(node(&s, &primary)["headers"], "verified", "{s:#}");
+    let alone = wait_until(Duration::from_secs(5), || servers(&file).len() == 1).await;
+    assert!(alone.is_some(), "the liar stayed in the upstream");
+}
+
+#[tokio::test]
+async fn a_primary_that_flips_to_its_own_fork_loses_the_primary() {
+    let p = pool(&["a", "b", "c"]).await;
+    let file = p.nginx.upstream_file.clone();
+    let primary = primary_name(&p.sim, &file);
+    p.sim.op(&primary, r#"{"op":"flip_fork"}"#).await;
+    let s = status_until(&p.api, Duration::from_secs(20), |s| {
+        s["primary"].as_str().is_some_and(|x| x != primary)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the flipper kept the primary; log:\n{}", p.run.stderr()));
+    let reason = node(&s, &primary)["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("fork"), "{reason}: {s:#}");
+}

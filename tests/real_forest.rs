@@ -157,6 +157,8 @@ fn real_forest_daemons_are_identified_stale_by_the_clock_and_healthy_near_genesi
         );
         // F3 is not built into this Forest: F3 down, not a broken node.
         assert_eq!(n["f3"], "F3 not running (client error (Connect))", "{n:#}");
+        // Its genesis head's header hashes to its CID, as chain-co encodes it.
+        assert_eq!(n["headers"], "verified", "{n:#}");
         assert_eq!(n["finalized_epoch"], 0, "EC finality still answers: {n:#}");
         assert!(n["latency_ms"].is_f64(), "{n:#}");
     }

@@ -104,9 +104,13 @@ pub enum Op {
     /// heavier than the network's: dead by F3, heavier by weight. `f3`: "down" (its own F3
     /// is down too) or "network" (it still reports the network's certificate).
     HeavyFork { f3: ForkF3 },
-    /// The node reports the network's tipsets with this much extra `ParentWeight` (by poll
-    /// and by push): a lying or broken node.
+    /// The node reports the network's tipsets, their keys kept, with this much extra
+    /// `ParentWeight` (by poll and by push): a lying or broken node, whose headers then no
+    /// longer hash to the keys it reports.
     Inflate { weight: u64 },
+    /// The node answers its head from the network's chain and from a heavier fork of its own
+    /// (left one epoch ago) on alternate requests: a fork flipper.
+    FlipFork,
     /// `Filecoin.Version` says this `Version` (a hostile or odd daemon's words).
     Version { version: String },
     /// ChainNotify sends its current head this many times a second (a flooding daemon);
@@ -185,6 +189,8 @@ struct Faults {
     f3_network: Option<String>,
     /// Extra ParentWeight reported on heads.
     inflate: u128,
+    /// A fork of its own that every other head comes from (see [`Op::FlipFork`]).
+    flip: Option<Branch>,
     /// `Version` as the node says it, instead of its profile's.
     version: Option<String>,
     /// Methods refused with (code, message).
@@ -222,6 +228,7 @@ impl Faults {
             f3: F3State::Running,
             f3_network: None,
             inflate: 0,
+            flip: None,
             version: None,
             refused: Vec::new(),
             flood: (0, false),
@@ -284,6 +291,8 @@ pub(super) struct SimNode {
     faults: Mutex<Faults>,
     requests: Mutex<u64>,
     websockets: std::sync::atomic::AtomicU64,
+    /// Heads answered, for [`Op::FlipFork`]'s alternation.
+    flips: std::sync::atomic::AtomicU64,
     server: tokio::sync::Mutex<Option<Server>>,
     /// Cancelled when the node dies; WebSocket sessions watch it (they outlive the HTTP
     /// connection task that upgraded them).
@@ -310,6 +319,7 @@ impl SimNode {
             faults: Mutex::new(faults),
             requests: Mutex::new(0),
             websockets: Default::default(),
+            flips: Default::default(),
             server: tokio::sync::Mutex::new(None),
             alive: Mutex::new(CancellationToken::new()),
             tracker: tracker.clone(),
@@ -443,6 +453,14 @@ impl SimNode {
             Op::F3Up => f.f3 = F3State::Running,
             Op::F3Network { name } => f.f3_network = Some(name),
             Op::Inflate { weight } => f.inflate = u128::from(weight),
+            Op::FlipFork => {
+                let at = self.height_with(&f, now);
+                f.flip = Some(Branch {
+                    id: 1 + self.addr.port() as u64,
+                    fork_at: at.saturating_sub(1),
+                    heavy: true,
+                });
+            }
             Op::Version { version } => f.version = Some(version),
             Op::PushFlood {
                 per_second,
@@ -689,9 +707,25 @@ impl SimNode {
         t
     }
 
-    /// A head as the node reports it: with its extra weight when it inflates.
+    /// A head as the node reports it: with its extra weight when it inflates; from its own
+    /// fork every other time when it flips.
     fn head_tipset(&self, f: &Faults, height: u64) -> Value {
-        let mut t = self.tipset(f, height);
+        let flipped = f.flip.filter(|_| {
+            self.flips
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % 2
+                == 1
+        });
+        let mut t = match flipped {
+            Some(branch) => self.tipset(
+                &Faults {
+                    branch,
+                    ..f.clone()
+                },
+                height,
+            ),
+            None => self.tipset(f, height),
+        };
         if f.inflate > 0 {
             if let Some(blocks) = t.get_mut("Blocks").and_then(Value::as_array_mut) {
                 for b in blocks {

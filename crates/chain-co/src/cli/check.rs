@@ -79,6 +79,9 @@ pub struct CheckedNode {
     pub finalized_epoch: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub f3: Option<String>,
+    /// Whether its head's headers hash to their CIDs: verified, unverified or failed, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<String>,
     /// What the daemon says about itself (health endpoint, `NodeStatus`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub own_word: Option<crate::probe::health::OwnWord>,
@@ -206,6 +209,7 @@ fn checked_nodes(config: &Config, decision: &Decision, round: &Round) -> Vec<Che
             unsupported: v.unsupported.clone(),
             finalized_epoch: v.finalized_epoch,
             f3: v.f3.clone(),
+            headers: v.headers.clone(),
             own_word: v.own_word.clone(),
             client_token: v.client_token,
         })
@@ -287,9 +291,12 @@ pub fn render_text(r: &CheckReport) -> String {
         let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
     }
     out.push_str(&crate::serve::report::node_detail_lines(
-        r.nodes
-            .iter()
-            .map(|n| (n.name.as_str(), n.f3.as_deref(), n.own_word.as_ref())),
+        r.nodes.iter().map(|n| crate::serve::report::NodeDetail {
+            name: &n.name,
+            f3: n.f3.as_deref(),
+            headers: n.headers.as_deref(),
+            own: n.own_word.as_ref(),
+        }),
     ));
     if let Some(role) = &r.role {
         let _ = writeln!(out, "VRRP role: {role}");

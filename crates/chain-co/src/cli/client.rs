@@ -148,10 +148,9 @@ pub fn render_status(s: &Status, colour: bool) -> String {
         let _ = writeln!(out, "finalized (F3, by two nodes or more): {f}");
     }
     out.push_str(&crate::serve::report::node_detail_lines(
-        s.nodes.iter().map(|n| {
-            let v = &n.verdict;
-            (v.name.as_str(), v.f3.as_deref(), v.own_word.as_ref())
-        }),
+        s.nodes
+            .iter()
+            .map(|n| crate::serve::report::NodeDetail::of(&n.verdict)),
     ));
     for w in &s.warnings {
         let _ = writeln!(out, "{}", paint("1;33", &format!("WARNING: {w}")));

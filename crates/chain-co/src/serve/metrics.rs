@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::decide::select::Role;
+use crate::decide::select::{ProofState, Role};
 use crate::probe::rpc::RpcError;
 use crate::serve::report::{ApplyRecord, Report};
 
@@ -62,6 +62,7 @@ pub struct Metrics {
     height: Family<NodeLabel, Gauge>,
     finalized: Family<NodeLabel, Gauge>,
     says_ready: Family<NodeLabel, Gauge>,
+    headers_verified: Family<NodeLabel, Gauge>,
     pool_finalized: Gauge,
     finality_stalled: Gauge,
     lag: Family<NodeLabel, Gauge>,
@@ -102,6 +103,7 @@ impl Metrics {
             height: Family::default(),
             finalized: Family::default(),
             says_ready: Family::default(),
+            headers_verified: Family::default(),
             pool_finalized: Gauge::default(),
             finality_stalled: Gauge::default(),
             lag: Family::default(),
@@ -154,6 +156,11 @@ impl Metrics {
             "node_says_ready",
             "1 while the daemon's own health endpoint says it is ready, 0 while it says it is not (absent: it says nothing)",
             m.says_ready.clone(),
+        );
+        registry.register(
+            "headers_verified",
+            "1 while the node's head's block headers hash to their CIDs, 0 while unverified (not checked, or a failure nothing proves), -1 when a proven failure excludes it",
+            m.headers_verified.clone(),
         );
         registry.register(
             "pool_finalized_epoch",
@@ -346,6 +353,19 @@ impl Metrics {
                 }
                 None => {
                     self.says_ready.remove(&l);
+                }
+            }
+            match v.proof {
+                Some(state) => {
+                    let value = match state {
+                        ProofState::Verified => 1,
+                        ProofState::Unverified => 0,
+                        ProofState::Failed => -1,
+                    };
+                    self.headers_verified.get_or_create(&l).set(value);
+                }
+                None => {
+                    self.headers_verified.remove(&l);
                 }
             }
             if let Some(age) = v.head_age {

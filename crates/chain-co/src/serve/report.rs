@@ -42,24 +42,38 @@ pub struct Report {
     pub pending_moves: Vec<(String, Duration)>,
 }
 
-/// The lines under the table of `check` and `status`: per node, its F3 and what it says
-/// about itself, in its own (capped, control-free) words.
-pub(crate) fn node_detail_lines<'a>(
-    nodes: impl Iterator<
-        Item = (
-            &'a str,
-            Option<&'a str>,
-            Option<&'a crate::probe::health::OwnWord>,
-        ),
-    >,
-) -> String {
-    let mut out = String::new();
-    for (name, f3, own) in nodes {
-        if let Some(f3) = f3 {
-            out.push_str(&format!("  {name}: {f3}\n"));
+/// What one node's detail lines show: its F3, what its headers proved, and its own word.
+pub(crate) struct NodeDetail<'a> {
+    pub name: &'a str,
+    pub f3: Option<&'a str>,
+    pub headers: Option<&'a str>,
+    pub own: Option<&'a crate::probe::health::OwnWord>,
+}
+
+impl<'a> NodeDetail<'a> {
+    pub(crate) fn of(v: &'a crate::decide::select::NodeVerdict) -> NodeDetail<'a> {
+        NodeDetail {
+            name: &v.name,
+            f3: v.f3.as_deref(),
+            headers: v.headers.as_deref(),
+            own: v.own_word.as_ref(),
         }
-        if let Some(own) = own.filter(|w| !w.is_empty()) {
-            out.push_str(&format!("  {name} says: {}\n", own.summary()));
+    }
+}
+
+/// The lines under the node table in `check` and `status`: each node's F3, its headers when
+/// they are not simply verified, and what the daemon says about itself.
+pub(crate) fn node_detail_lines<'a>(nodes: impl Iterator<Item = NodeDetail<'a>>) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        if let Some(f3) = n.f3 {
+            out.push_str(&format!("  {}: {f3}\n", n.name));
+        }
+        if let Some(h) = n.headers.filter(|h| *h != "verified") {
+            out.push_str(&format!("  {} headers: {h}\n", n.name));
+        }
+        if let Some(own) = n.own.filter(|w| !w.is_empty()) {
+            out.push_str(&format!("  {} says: {}\n", n.name, own.summary()));
         }
     }
     out

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use super::decision::{NodeVerdict, SelectState};
+use super::decision::{NodeVerdict, ProofState, SelectState};
 use super::exclusion::Exclusion;
 use super::hysteresis::Track;
 use super::identity::{expected_chain, Expected};
@@ -90,6 +90,16 @@ pub(super) enum HeaderStatus {
 }
 
 impl HeaderStatus {
+    /// The state, for code.
+    pub(super) fn state(&self) -> Option<ProofState> {
+        match self {
+            HeaderStatus::Unknown => None,
+            HeaderStatus::Verified => Some(ProofState::Verified),
+            HeaderStatus::Unverified(_) => Some(ProofState::Unverified),
+            HeaderStatus::Failed(_) => Some(ProofState::Failed),
+        }
+    }
+
     /// The words `/status`, `check` and the page show.
     pub(super) fn words(&self) -> Option<String> {
         match self {

@@ -46,6 +46,16 @@ pub enum Role {
     Excluded,
 }
 
+/// What a node's head proved this round, for code; [`NodeVerdict::headers`] has the words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofState {
+    Verified,
+    /// Not checked, or a failure nothing proves: judged as without the check.
+    Unverified,
+    /// A proven failure, which excludes the node.
+    Failed,
+}
+
 /// The verdict on one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeVerdict {
@@ -81,6 +91,9 @@ pub struct NodeVerdict {
     /// or "failed: why".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<String>,
+    /// The same, for code (metrics); not serialized: the API carries the words.
+    #[serde(skip)]
+    pub proof: Option<ProofState>,
     /// The node's F3 in words: finalized epoch and instance, down, or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f3: Option<String>,

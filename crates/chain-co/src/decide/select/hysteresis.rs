@@ -196,6 +196,7 @@ fn verdict(cx: &Context, i: usize, t: &Track, reason: String) -> NodeVerdict {
         unsupported: o.unsupported.clone(),
         held_for: held_for(t, cx.now),
         headers: cx.work[i].headers.words(),
+        proof: cx.work[i].headers.state(),
         finalized_epoch: o
             .finality
             .as_ref()

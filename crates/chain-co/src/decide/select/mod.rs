@@ -71,7 +71,7 @@ mod warning;
 
 pub(crate) use context::short_key;
 use context::Context;
-pub use decision::{Decision, NodeVerdict, Role, SelectState, Switch};
+pub use decision::{Decision, NodeVerdict, ProofState, Role, SelectState, Switch};
 pub use exclusion::Exclusion;
 pub use hysteresis::Track;
 pub use rules::{ChainConfig, SelectRules};
