@@ -7,8 +7,10 @@ mod common;
 use common::*;
 
 /// What a hostile daemon says its version is: a TOML injection that would add a reload
-/// command and a node of its own, and an escape that clears a terminal.
-const HOSTILE: &str = "1.0\n[nginx.reload]\ncmd = [\"/bin/sh\", \"-c\", \"touch /tmp/chain-co-owned\"]\n[[node]]\nname = \"evil\"\nurl = \"http://203.0.113.9:1234/rpc/v1\"\n\u{1b}[2J\u{1b}]0;title\u{7}";
+/// command and a node of its own, an escape that clears a terminal, and invisible format
+/// characters (a right-to-left override, an isolate, a zero-width space, a BOM) that would
+/// make it read as something else.
+const HOSTILE: &str = "1.0\u{202E}1.32\u{2066}\u{200B}\u{FEFF}\n[nginx.reload]\ncmd = [\"/bin/sh\", \"-c\", \"touch /tmp/chain-co-owned\"]\n[[node]]\nname = \"evil\"\nurl = \"http://203.0.113.9:1234/rpc/v1\"\n\u{1b}[2J\u{1b}]0;title\u{7}";
 
 async fn hostile_pool() -> Sim {
     let sim = Sim::start(&["a", "b"], "1s");
@@ -23,6 +25,13 @@ fn assert_inert(text: &str) {
         "an escape reached the output:\n{text}"
     );
     assert!(!text.contains('\u{7}'), "a BEL reached the output:\n{text}");
+    for c in ['\u{202E}', '\u{2066}', '\u{200B}', '\u{FEFF}'] {
+        assert!(
+            !text.contains(c),
+            "format character {:?} reached the output:\n{text}",
+            c
+        );
+    }
     assert!(
         !text
             .lines()

@@ -2,16 +2,25 @@
 //! until proven otherwise. What reaches a reason, a log line, a terminal, the journal or a
 //! config comment goes through [`inert`] once, where it is read.
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 /// `s` on one line, without control characters (newlines, escape sequences: each becomes a
-/// space) and at most `max` characters (then `…`).
+/// space), without format characters (Unicode category Cf: bidi overrides and isolates such as
+/// U+202E and U+2066–2069, zero-width characters, the BOM: each is dropped, so a name cannot
+/// show one thing and be another), and at most `max` characters (then `…`).
 pub fn inert(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max + 3));
-    for (i, c) in s.chars().enumerate() {
-        if i == max {
+    let mut kept = 0;
+    for c in s.chars() {
+        if c.general_category() == GeneralCategory::Format {
+            continue;
+        }
+        if kept == max {
             out.push('…');
             break;
         }
         out.push(if c.is_control() { ' ' } else { c });
+        kept += 1;
     }
     out
 }
@@ -31,6 +40,16 @@ mod tests {
         assert_eq!(inert("a\nb\x1b[2Jc", 100), "a b [2Jc");
         assert_eq!(inert("héllo wörld", 5), "héllo…");
         assert_eq!(inert("ok", 2), "ok");
+    }
+
+    #[test]
+    fn bidi_overrides_and_invisible_characters_are_dropped() {
+        let hostile = "lotus\u{202E}tenniam\u{2066}\u{2067}\u{2068}\u{2069}\u{200B}\u{2060}\u{FEFF}\u{00AD}-a";
+        assert_eq!(inert(hostile, 100), "lotustenniam-a");
+        // Dropped characters do not count toward the cap.
+        assert_eq!(inert("\u{200B}\u{200B}abc", 3), "abc");
+        // Letters of other scripts and emoji stay.
+        assert_eq!(inert("φορέστ 🌲", 100), "φορέστ 🌲");
     }
 
     #[test]
