@@ -168,7 +168,12 @@ fn start_haproxy(sim: &SimPool, dir: &Path) -> (Child, String) {
     (child, format!("http://127.0.0.1:{port}/rpc/v1"))
 }
 
+/// The chain-co binary measured: `CHAIN_CO_BIN` (another build, side by side), else the one
+/// beside this bench.
 fn chain_co_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CHAIN_CO_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("exe");
     // target/release/examples/bench → target/release/chain-co
     exe.parent()
@@ -742,6 +747,61 @@ async fn scenario_data_path() {
     sim.shutdown().await;
 }
 
+/// The CPU cost of checking heads' block headers against their CIDs (issue #33): a tipset of
+/// five real mainnet blocks (crates/chain-co/tests/data/headers.json), hashed (first sighting)
+/// and checked against the remembered facts (every later node reporting it).
+fn scenario_headers() {
+    use chain_co::proof::HeaderCheck;
+    println!("\n## 10. Header checks: a tipset of 5 real mainnet blocks");
+    let data: serde_json::Value =
+        serde_json::from_str(include_str!("../crates/chain-co/tests/data/headers.json"))
+            .expect("fixture");
+    let blocks: Vec<&serde_json::Value> = data["mainnet_blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .take(5)
+        .collect();
+    let tipset = serde_json::json!({
+        "Cids": blocks.iter().map(|b| serde_json::json!({"/": b["cid"]})).collect::<Vec<_>>(),
+        "Blocks": blocks.iter().map(|b| b["block"].clone()).collect::<Vec<_>>(),
+        "Height": 0,
+    })
+    .to_string();
+    let time = |n: u32, f: &dyn Fn()| {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t0.elapsed() / n
+    };
+    let cold = time(2_000, &|| {
+        std::hint::black_box(HeaderCheck::default().check_tipset(&tipset));
+    });
+    let warm_check = HeaderCheck::default();
+    warm_check.check_tipset(&tipset);
+    let warm = time(20_000, &|| {
+        std::hint::black_box(warm_check.check_tipset(&tipset));
+    });
+    println!("| check | per tipset (5 blocks) |");
+    println!("|---|---|");
+    println!(
+        "| first sighting (re-encode, blake2b-256) | {:.1} µs |",
+        cold.as_secs_f64() * 1e6
+    );
+    println!(
+        "| seen before (facts compared) | {:.1} µs |",
+        warm.as_secs_f64() * 1e6
+    );
+    for n in [10u32, 1000] {
+        let round = cold + warm * (n - 1);
+        println!(
+            "| a probe round of {n} nodes on one new head | {:.2} ms |",
+            round.as_secs_f64() * 1e3
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if find_nginx().is_none() {
@@ -758,6 +818,7 @@ async fn main() {
         "data-path",
         "sessions",
         "trust",
+        "headers",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let chosen: Vec<&str> = if args.is_empty() {
@@ -782,6 +843,7 @@ async fn main() {
             "data-path" => scenario_data_path().await,
             "sessions" => scenario_sessions().await,
             "trust" => scenario_trust().await,
+            "headers" => scenario_headers(),
             other => eprintln!("unknown scenario {other}; choose from {all:?}"),
         }
     }
