@@ -458,6 +458,7 @@ impl Metrics {
             self.height.remove(&l);
             self.finalized.remove(&l);
             self.says_ready.remove(&l);
+            self.headers_verified.remove(&l);
             self.lag.remove(&l);
             self.head_age.remove(&l);
             self.probe_duration.remove(&l);
