@@ -793,6 +793,20 @@ fn scenario_headers() {
         "| seen before (facts compared) | {:.1} µs |",
         warm.as_secs_f64() * 1e6
     );
+    // One BLS verification of a real block's BlockSig (Forest's Space Race header and its
+    // worker's key), as part 2 of heads by proof will do once per new block.
+    let signed = &data["signed_headers"][0];
+    let header = chain_co::proof::header::read(&signed["block"].to_string()).expect("header");
+    let key = chain_co::proof::signature::bls_key_of(signed["worker_key"].as_str().expect("key"))
+        .expect("key");
+    let sig = time(50, &|| {
+        std::hint::black_box(chain_co::proof::signature::verify_block_sig(&header, &key))
+            .expect("verifies");
+    });
+    println!(
+        "| BlockSig verified (one block, BLS) | {:.0} µs |",
+        sig.as_secs_f64() * 1e6
+    );
     for n in [10u32, 1000] {
         let round = cold + warm * (n - 1);
         println!(

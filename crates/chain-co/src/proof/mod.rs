@@ -5,6 +5,8 @@
 //! - [`header`]: a block header hashes to its CID (blake2b-256 of its DAG-CBOR), so a daemon
 //!   that reports a known key with another `ParentWeight`, `Height`, `Parents` or `Timestamp`
 //!   sends a header that no longer hashes to it.
+//! - [`signature`]: a block's `BlockSig` by its miner's worker (BLS over the header's signing
+//!   bytes): a daemon without the worker's key cannot make a block up.
 //!
 //! [`HeaderCheck`] checks every head chain-co reads (polled or pushed) and remembers, for a
 //! bounded number of blocks, what a header that verified said. A block seen again is then
@@ -16,6 +18,7 @@
 //! daemon is right, so a check that fails on every node is a warning, never an exclusion.
 
 pub mod header;
+pub mod signature;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
