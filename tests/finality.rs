@@ -134,6 +134,16 @@ async fn f3_shows(p: &Pool, n: &str, want: &str) -> serde_json::Value {
     }
 }
 
+/// Puts `a` (Lotus) and `b` (Forest) in one F3 state by `op` and waits for each one's words;
+/// gives the status that showed `b`'s.
+async fn both_show(p: &Pool, op: &str, lotus: &str, forest: &str) -> serde_json::Value {
+    for n in ["a", "b"] {
+        p.sim.op(n, &format!(r#"{{"op":"{op}"}}"#)).await;
+    }
+    f3_shows(p, "a", lotus).await;
+    f3_shows(p, "b", forest).await
+}
+
 /// Every F3 state, as Lotus and as Forest answer it (issue #32): each in its own words on
 /// `/status`, the node kept in for all of them, "not running" asked again at the next finality
 /// round (back to finalized within seconds), and a node on another F3 network warned about.
@@ -146,31 +156,30 @@ async fn each_f3_state_reads_in_its_own_words_on_lotus_and_forest() {
     }
     f3_shows(&p, "e", "no F3 methods").await;
 
-    for n in ["a", "b"] {
-        p.sim.op(n, r#"{"op":"f3_fresh"}"#).await;
-    }
-    f3_shows(&p, "a", "F3 running, no certificate yet").await;
-    f3_shows(&p, "b", "F3 running, no certificate yet").await;
-
-    for n in ["a", "b"] {
-        p.sim.op(n, r#"{"op":"f3_down"}"#).await;
-    }
-    f3_shows(&p, "a", "F3 not running (F3IsRunning is false)").await;
-    f3_shows(&p, "b", "F3 not running (client error (Connect))").await;
-
+    both_show(
+        &p,
+        "f3_fresh",
+        "F3 running, no certificate yet",
+        "F3 running, no certificate yet",
+    )
+    .await;
+    both_show(
+        &p,
+        "f3_down",
+        "F3 not running (F3IsRunning is false)",
+        "F3 not running (client error (Connect))",
+    )
+    .await;
     // Not running is transient: asked again at the next finality round.
-    for n in ["a", "b"] {
-        p.sim.op(n, r#"{"op":"f3_up"}"#).await;
-    }
-    f3_shows(&p, "a", "F3 finalized").await;
-    f3_shows(&p, "b", "F3 finalized").await;
-
+    both_show(&p, "f3_up", "F3 finalized", "F3 finalized").await;
     // Disabled: Lotus says so (code 4); Forest's sidecar is simply unreachable.
-    for n in ["a", "b"] {
-        p.sim.op(n, r#"{"op":"f3_disabled"}"#).await;
-    }
-    f3_shows(&p, "a", "F3 disabled in the node's configuration").await;
-    let s = f3_shows(&p, "b", "F3 not running (client error (Connect))").await;
+    let s = both_show(
+        &p,
+        "f3_disabled",
+        "F3 disabled in the node's configuration",
+        "F3 not running (client error (Connect))",
+    )
+    .await;
     for n in ["a", "b", "c", "d", "e"] {
         assert_eq!(node(&s, n)["healthy"], true, "{s:#}");
     }

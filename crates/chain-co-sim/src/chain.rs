@@ -188,8 +188,9 @@ fn genesis_block(clock: &ChainClock, parents: &[Value], seed: u64) -> Value {
 }
 
 /// The blocks of the tipset at `height` (not a null round) on `branch`, whose parents are the
-/// tipset `parents`: every field Lotus sends, deterministic in the height and branch.
-fn blocks(
+/// tipset `parents`: every field Lotus sends, deterministic in the height and branch (what
+/// [`crate::keys`] hashes).
+pub(crate) fn blocks(
     clock: &ChainClock,
     branch: &Branch,
     height: u64,
@@ -243,9 +244,8 @@ pub fn tipset_json(
     style: TipsetStyle,
 ) -> Value {
     let height = last_tipset_height(height, null_rounds);
-    let parents = crate::keys::parents(clock, branch, height, null_rounds);
+    let (cids, parents) = crate::keys::key_and_parents(clock, branch, height, null_rounds);
     let mut blocks = blocks(clock, branch, height, null_rounds, &parents);
-    let cids = crate::keys::key(clock, branch, height, null_rounds);
     if style == TipsetStyle::Forest {
         for b in blocks.iter_mut().filter_map(Value::as_object_mut) {
             b.retain(|k, v| !(v.is_null() && (k == "BLSAggregate" || k == "BlockSig")));
@@ -253,17 +253,6 @@ pub fn tipset_json(
     }
     let cids: Vec<Value> = cids.iter().map(|c| json!({ "/": c })).collect();
     json!({ "Cids": cids, "Blocks": blocks, "Height": height })
-}
-
-/// The blocks of a tipset as [`tipset_json`] writes them, for [`crate::keys`] to hash.
-pub(crate) fn blocks_for_key(
-    clock: &ChainClock,
-    branch: &Branch,
-    height: u64,
-    null_rounds: bool,
-    parents: &[String],
-) -> Vec<Value> {
-    blocks(clock, branch, height, null_rounds, parents)
 }
 
 #[cfg(test)]

@@ -75,8 +75,35 @@ pub(crate) fn key(
     height: u64,
     null_rounds: bool,
 ) -> Vec<String> {
-    let id = ChainId::of(clock, null_rounds);
     let mut k = keys().lock().expect("keys lock");
+    known(&mut k, clock, branch, height, null_rounds)
+}
+
+/// The key of the tipset at `height` (not a null round) and the key its blocks name as their
+/// parents, under one lock.
+pub(crate) fn key_and_parents(
+    clock: &ChainClock,
+    branch: &Branch,
+    height: u64,
+    null_rounds: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut k = keys().lock().expect("keys lock");
+    let key = known(&mut k, clock, branch, height, null_rounds);
+    let id = ChainId::of(clock, null_rounds);
+    let parents = parents_with(&k.keys, id, k.anchors[&id], branch, height);
+    (key, parents)
+}
+
+/// The key at `height`, computed upwards from the nearest known one (or the anchor, set at the
+/// first request of this chain).
+fn known(
+    k: &mut Keys,
+    clock: &ChainClock,
+    branch: &Branch,
+    height: u64,
+    null_rounds: bool,
+) -> Vec<String> {
+    let id = ChainId::of(clock, null_rounds);
     if k.keys.len() > REMEMBERED {
         k.keys.clear();
     }
@@ -96,7 +123,7 @@ pub(crate) fn key(
     }
     for h in todo.into_iter().rev() {
         let parents = parents_with(&k.keys, id, anchor, branch, h);
-        let cids = chain::blocks_for_key(clock, branch, h, null_rounds, &parents)
+        let cids = chain::blocks(clock, branch, h, null_rounds, &parents)
             .iter()
             .map(|b| {
                 serde_json::from_value::<header::HeaderJson>(b.clone())
@@ -109,20 +136,6 @@ pub(crate) fn key(
         k.keys.insert((id, owner(branch, h), h), cids);
     }
     k.keys[&(id, owner(branch, height), height)].clone()
-}
-
-/// The key the blocks at `height` (not a null round) name as their parents.
-pub(crate) fn parents(
-    clock: &ChainClock,
-    branch: &Branch,
-    height: u64,
-    null_rounds: bool,
-) -> Vec<String> {
-    // Sets the anchor and computes every key below `height` that is needed.
-    key(clock, branch, height, null_rounds);
-    let id = ChainId::of(clock, null_rounds);
-    let k = keys().lock().expect("keys lock");
-    parents_with(&k.keys, id, k.anchors[&id], branch, height)
 }
 
 /// The parents of the tipset at `h`, from the keys known (the parent's is, when `h` is above
