@@ -3,12 +3,12 @@
 //! real key of the tipset before it, so the chain is linked as a real one is.
 //!
 //! A key depends on its parents' key, back to genesis, so keys are remembered per process and
-//! computed upwards from the nearest known one. So that the first request does not hash the
-//! whole chain, linked history starts at an anchor, [`HISTORY`] epochs below the first height
-//! asked (the simulator asks for its head at start): tipsets at or below it have a made-up
-//! parent (as a node restored from a snapshot has no older blocks), each computed alone when
-//! asked (EC finality, genesis). Within one process every key is the same whatever the order
-//! of the requests.
+//! computed upwards from the nearest known one. So that no request (the first one, or the one
+//! after a clock jump of hours) hashes the whole chain, the chain is linked in windows of
+//! [`WINDOW`] epochs: the first tipset of a window has a made-up parent (as a node restored
+//! from a snapshot has no older blocks), so a key costs at most one window of hashing. Every
+//! key is the same whatever the order of the requests; chain-co compares parents only for
+//! heads off the best chain, which a broken link never puts there.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -17,9 +17,8 @@ use chain_co::proof::header;
 
 use crate::chain::{self, Branch, ChainClock};
 
-/// Epochs of linked history below the first height asked: more than F3's lag and the fork
-/// checks look back.
-const HISTORY: u64 = 30;
+/// Epochs linked together: more than F3's lag and the fork checks look back.
+const WINDOW: u64 = 64;
 /// Keys remembered at most (then forgotten and recomputed on demand): hours of a fast chain.
 const REMEMBERED: usize = 200_000;
 
@@ -33,7 +32,6 @@ struct ChainId {
 
 #[derive(Default)]
 struct Keys {
-    anchors: HashMap<ChainId, u64>,
     keys: HashMap<(ChainId, Branch, u64), Vec<String>>,
 }
 
@@ -89,13 +87,11 @@ pub(crate) fn key_and_parents(
 ) -> (Vec<String>, Vec<String>) {
     let mut k = keys().lock().expect("keys lock");
     let key = known(&mut k, clock, branch, height, null_rounds);
-    let id = ChainId::of(clock, null_rounds);
-    let parents = parents_with(&k.keys, id, k.anchors[&id], branch, height);
+    let parents = parents_with(&k.keys, ChainId::of(clock, null_rounds), branch, height);
     (key, parents)
 }
 
-/// The key at `height`, computed upwards from the nearest known one (or the anchor, set at the
-/// first request of this chain).
+/// The key at `height`, computed upwards from the nearest known one, within its window.
 fn known(
     k: &mut Keys,
     clock: &ChainClock,
@@ -107,22 +103,18 @@ fn known(
     if k.keys.len() > REMEMBERED {
         k.keys.clear();
     }
-    let anchor = *k
-        .anchors
-        .entry(id)
-        .or_insert_with(|| height.saturating_sub(HISTORY));
-    // Down to a known key or the anchor, then up, each from its parents.
+    // Down to a known key or the window's first tipset, then up, each from its parents.
     let mut todo = Vec::new();
     let mut h = height;
     while !k.keys.contains_key(&(id, owner(branch, h), h)) {
         todo.push(h);
-        if h <= anchor || h == 0 {
-            break;
+        match linked_parent(h, null_rounds) {
+            Some(parent) => h = parent,
+            None => break,
         }
-        h = chain::last_tipset_height(h - 1, null_rounds);
     }
     for h in todo.into_iter().rev() {
-        let parents = parents_with(&k.keys, id, anchor, branch, h);
+        let parents = parents_with(&k.keys, id, branch, h);
         let cids = chain::blocks(clock, branch, h, null_rounds, &parents)
             .iter()
             .map(|b| {
@@ -138,12 +130,21 @@ fn known(
     k.keys[&(id, owner(branch, height), height)].clone()
 }
 
-/// The parents of the tipset at `h`, from the keys known (the parent's is, when `h` is above
-/// the anchor).
+/// The height of the tipset before `h`, when it is in `h`'s window (its key is then `h`'s
+/// parents).
+fn linked_parent(h: u64, null_rounds: bool) -> Option<u64> {
+    if h == 0 {
+        return None;
+    }
+    let parent = chain::last_tipset_height(h - 1, null_rounds);
+    (parent / WINDOW == h / WINDOW).then_some(parent)
+}
+
+/// The parents of the tipset at `h`, from the keys known (the parent's is, when it is in `h`'s
+/// window).
 fn parents_with(
     keys: &HashMap<(ChainId, Branch, u64), Vec<String>>,
     id: ChainId,
-    anchor: u64,
     branch: &Branch,
     h: u64,
 ) -> Vec<String> {
@@ -151,14 +152,15 @@ fn parents_with(
         // Genesis's parent: a sha2 CID, as on mainnet and calibnet.
         return vec!["bafyreiaqpwbbyjo4a42saasj36kkrpv4tsherf2e7bvezkert2a7dhonoi".into()];
     }
-    let parent = chain::last_tipset_height(h - 1, id.null_rounds);
-    match keys.get(&(id, owner(branch, parent), parent)) {
-        Some(key) if h > anchor => key.clone(),
-        _ => made_up_parent(branch, h),
+    match linked_parent(h, id.null_rounds)
+        .and_then(|parent| keys.get(&(id, owner(branch, parent), parent)))
+    {
+        Some(key) => key.clone(),
+        None => made_up_parent(branch, h),
     }
 }
 
-/// The parent of a tipset at the anchor, whose history is not kept: a CID of nothing real.
+/// The parent of a window's first tipset, whose history is not linked: a CID of nothing real.
 fn made_up_parent(branch: &Branch, h: u64) -> Vec<String> {
     let seed = if branch.on_fork(h) {
         h ^ branch.id.wrapping_mul(0x5eed_f0f0)
